@@ -1,0 +1,37 @@
+"""cqs_design: cyclic difference sets, projective planes and CQS decomposition plans.
+
+Pure mathematics (numpy, sympy, networkx); this package never imports torch.
+
+>>> from cqs_design import singer_difference_set
+>>> singer_difference_set(2).elements
+(0, 1, 3)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+# --- foundation (issue: cqs_design foundation) -------------------------------------------
+from cqs_design.difference_sets import (
+    DifferenceSet,
+    NotADifferenceSetError,
+    is_difference_set,
+)
+from cqs_design.projective import verify_projective_plane
+from cqs_design.singer import is_prime_power, singer_difference_set
+
+__all__ = [
+    "DifferenceSet",
+    "NotADifferenceSetError",
+    "__version__",
+    "is_difference_set",
+    "is_prime_power",
+    "singer_difference_set",
+    "verify_projective_plane",
+]
+
+# --- search / existence / quorum (issue: cqs_design search) ------------------------------
+# (added by the search work)
+
+# --- plans (issue: cqs_design plans) -----------------------------------------------------
+# (added by the plans work)
