@@ -31,7 +31,31 @@ __all__ = [
 ]
 
 # --- search / existence / quorum (issue: cqs_design search) ------------------------------
-# (added by the search work)
+from cqs_design.existence import ExistenceRecord, existence, existence_table
+from cqs_design.quorum import find_cyclic_quorum_sets, is_cyclic_quorum_set, minimum_size
+from cqs_design.search import (
+    SearchInterrupted,
+    SearchParameterError,
+    SearchResult,
+    find_difference_sets,
+    search_difference_sets,
+)
+
+__all__ += [
+    "ExistenceRecord",
+    "SearchInterrupted",
+    "SearchParameterError",
+    "SearchResult",
+    "existence",
+    "existence_table",
+    "find_cyclic_quorum_sets",
+    "find_difference_sets",
+    "is_cyclic_quorum_set",
+    "minimum_size",
+    "search_difference_sets",
+]
 
 # --- plans (issue: cqs_design plans) -----------------------------------------------------
-# (added by the plans work)
+from cqs_design.plans import Plan, PlanError, PlanStats, Rect, Task, make_plan  # noqa: E402
+
+__all__ += ["Plan", "PlanError", "PlanStats", "Rect", "Task", "make_plan"]

@@ -1,0 +1,140 @@
+"""The reference kernel: obviously-correct attention of one block, on any device and dtype.
+
+Scores are materialised in float32 (float64 for float64 inputs), masked with ``-inf``, and
+reduced with a stable log-sum-exp. It is the CPU kernel, the last resort on the GPU, and the
+oracle the other kernels are tested against.
+
+>>> import torch
+>>> from cqs_attention.kernels.reference import reference_fwd
+>>> q = k = v = torch.eye(2).view(1, 1, 2, 2)
+>>> out, lse = reference_fwd(q, k, v, scale=1.0)
+>>> out.shape, lse.shape, lse.dtype
+(torch.Size([1, 1, 2, 2]), torch.Size([1, 1, 2]), torch.float32)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cqs_attention.kernels.base import BlockMask
+
+__all__ = ["ReferenceKernel", "block_mask_tensor", "reference_bwd", "reference_fwd"]
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def block_mask_tensor(mask: BlockMask | None, lq: int, lk: int,
+                      device: torch.device) -> torch.Tensor | None:
+    """The boolean ``allowed`` tensor (broadcastable to ``(B, H, lq, lk)``) of a BlockMask.
+
+    >>> block_mask_tensor(BlockMask(causal_offset=0), 2, 2, torch.device("cpu"))[0, 0].tolist()
+    [[True, False], [True, True]]
+    """
+    if mask is None or mask.is_full:
+        return None
+    allowed = None
+    if mask.causal_offset is not None:
+        a = torch.arange(lq, device=device).view(-1, 1)
+        c = torch.arange(lk, device=device).view(1, -1)
+        allowed = (c <= a + mask.causal_offset).view(1, 1, lq, lk)
+    if mask.dense is not None:
+        d = mask.dense.to(device=device, dtype=torch.bool)
+        while d.dim() < 4:
+            d = d.unsqueeze(0)
+        allowed = d if allowed is None else allowed & d
+    return allowed
+
+
+def _grouped(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None):
+    """Reshape for GQA: q -> (B, Hkv, G, Lq, D), k -> (B, Hkv, 1, Lk, D), mask to match."""
+    b, h, lq, d = q.shape
+    hkv = k.shape[1]
+    g = h // hkv
+    qg = q.reshape(b, hkv, g, lq, d)
+    if allowed is not None:
+        hm = allowed.shape[1]
+        if hm == 1:
+            allowed = allowed.unsqueeze(2)
+        else:
+            allowed = allowed.expand(allowed.shape[0], h, lq, allowed.shape[-1]).reshape(
+                allowed.shape[0], hkv, g, lq, allowed.shape[-1])
+    return qg, k.unsqueeze(2), allowed
+
+
+def _scores(q, k, scale, mask):
+    acc = _acc(q.dtype)
+    allowed = block_mask_tensor(mask, q.shape[2], k.shape[2], q.device)
+    qg, kg, allowed = _grouped(q.to(acc), k.to(acc), allowed)
+    s = torch.matmul(qg, kg.transpose(-1, -2)) * scale
+    if allowed is not None:
+        s = s.masked_fill(~allowed, float("-inf"))
+    return s
+
+
+def reference_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
+                  mask: BlockMask | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)`` of one block; out in ``q.dtype``, lse float32 (float64 for float64)."""
+    b, h, lq, _ = q.shape
+    acc = _acc(q.dtype)
+    s = _scores(q, k, scale, mask)  # (B, Hkv, G, Lq, Lk)
+    lse = torch.logsumexp(s, dim=-1)
+    safe = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
+    p = torch.exp(s - safe.unsqueeze(-1))
+    out = torch.matmul(p, v.to(acc).unsqueeze(2))
+    return out.reshape(b, h, lq, v.shape[-1]).to(q.dtype), lse.reshape(b, h, lq)
+
+
+def reference_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  out: torch.Tensor, lse: torch.Tensor, *, scale: float,
+                  mask: BlockMask | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This block's exact share of ``(dq, dk, dv)`` given the GLOBAL ``out`` and ``lse``.
+
+    Returned in float32 (float64 for float64 inputs); dk, dv have k's head count.
+    """
+    b, h, lq, d = q.shape
+    hkv = k.shape[1]
+    g = h // hkv
+    acc = _acc(q.dtype)
+    s = _scores(q, k, scale, mask)  # (B, Hkv, G, Lq, Lk)
+    lse_g = lse.to(acc).reshape(b, hkv, g, lq, 1)
+    lse_g = torch.where(torch.isneginf(lse_g), torch.full_like(lse_g, float("inf")), lse_g)
+    p = torch.exp(s - lse_g)
+    do = dout.to(acc).reshape(b, hkv, g, lq, -1)
+    vf = v.to(acc).unsqueeze(2)
+    dv = torch.matmul(p.transpose(-1, -2), do).sum(2)
+    dp = torch.matmul(do, vf.transpose(-1, -2))
+    delta = (do * out.to(acc).reshape(b, hkv, g, lq, -1)).sum(-1, keepdim=True)
+    ds = p * (dp - delta)
+    dq = torch.matmul(ds, k.to(acc).unsqueeze(2)) * scale
+    dk = (torch.matmul(ds.transpose(-1, -2), q.to(acc).reshape(b, hkv, g, lq, d)) * scale).sum(2)
+    return dq.reshape(b, h, lq, d), dk, dv
+
+
+class ReferenceKernel:
+    """The :class:`~cqs_attention.kernels.base.Kernel` wrapping reference_fwd/reference_bwd."""
+
+    name = "reference"
+    priority = 1000
+
+    def not_supported(self, *, device: torch.device, dtype: torch.dtype, head_dim: int,
+                      mask: BlockMask | None, gqa: bool, needs_grad: bool) -> list[str]:
+        if dtype not in _FLOATS:
+            return [f"dtype {dtype} is not one of float16, bfloat16, float32, float64"]
+        return []
+
+    def workspace_bytes(self, batch: int, heads: int, kv_heads: int, lq: int, lk: int,
+                        head_dim: int, dtype: torch.dtype) -> int:
+        """Scores, probabilities and their gradient are materialised: ~3 score matrices."""
+        size = 8 if dtype == torch.float64 else 4
+        return 3 * batch * heads * lq * lk * size
+
+    def fwd(self, q, k, v, *, scale, mask=None):
+        return reference_fwd(q, k, v, scale=scale, mask=mask)
+
+    def bwd(self, dout, q, k, v, out, lse, *, scale, mask=None):
+        return reference_bwd(dout, q, k, v, out, lse, scale=scale, mask=mask)

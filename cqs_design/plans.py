@@ -1,0 +1,878 @@
+"""Validated CQS decomposition plans: which task computes which part of the attention matrix.
+
+A plan splits ``seq_len`` queries and ``kv_len`` keys into ``v`` chunks each (sizes differ by
+at most one token) and, with a cyclic ``(v, k, 1)`` difference set ``D``, defines ``v`` tasks:
+task ``i`` holds chunks ``{i + d mod v : d in D}``.  Each task OWNS rectangles of the attention
+matrix (global token coordinates, ends exclusive):
+
+* every off-diagonal chunk pair ``(a, b)`` is owned by the one task holding both chunks;
+* the diagonal block of chunk ``c`` is owned by task ``c - D[0] mod v`` (the task whose base
+  element ``D[0]`` places it; task ``c`` for a normalized set).
+
+So the tasks' rectangles tile the matrix exactly once, and attention is ``v`` independent
+tasks whose partial results merge exactly.  ``causal=True`` and ``window=(left, right)`` drop
+the rectangles the mask empties (tasks left with nothing disappear); diagonal blocks of a causal
+plan are kind ``"causal"`` (only ``k <= q + kv_len - seq_len`` inside).  ``levels > 1`` and
+:meth:`Plan.refine` apply CQS Divide again inside tasks.  :meth:`Plan.validate` proves the exact
+cover with numpy in time about the number of rectangles.
+
+>>> from cqs_design import DifferenceSet
+>>> plan = make_plan(14, design=DifferenceSet(7, [0, 1, 5]))
+>>> len(plan.tasks), plan.stats().pairs_needed
+(7, 196)
+>>> plan.tasks[0].segments
+((0, 4), (10, 12))
+>>> plan.tasks[0].rectangles[2]
+Rect(q_start=0, q_end=2, k_start=10, k_end=12, kind='full')
+>>> plan.validate() is plan
+True
+>>> causal = make_plan(14, design=DifferenceSet(7, [0, 1, 5]), causal=True)
+>>> causal.stats().pairs_needed, sum(len(t.rectangles) for t in causal.tasks)
+(105, 28)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from cqs_design._plan_build import index_dtype, level_one, subdivide
+from cqs_design._plan_check import (
+    CoverProblem,
+    _blocks,
+    check_cover,
+    check_rectangles,
+    check_segments,
+)
+from cqs_design._plan_mask import Mask
+from cqs_design.difference_sets import DifferenceSet
+from cqs_design.singer import is_prime_power, singer_difference_set
+
+__all__ = [
+    "DEFAULT_MAX_TASK_TOKENS",
+    "Plan",
+    "PlanError",
+    "PlanStats",
+    "Rect",
+    "Task",
+    "largest_usable_q",
+    "make_plan",
+]
+
+#: Task size aimed at when neither ``design`` nor ``max_task_tokens`` is given.
+DEFAULT_MAX_TASK_TOKENS = 16384
+
+#: Version of the JSON schema written by :meth:`Plan.to_json`.
+SCHEMA = 1
+
+_I64 = np.int64
+_KINDS = ("full", "causal")
+
+
+class PlanError(ValueError):
+    """A plan cannot be built, or a plan (or its JSON) is not a valid exact cover."""
+
+
+@dataclass(frozen=True)
+class Rect:
+    """Query rows ``[q_start, q_end)`` x keys ``[k_start, k_end)`` owned by one task.
+
+    ``kind == "causal"``: only pairs with ``k <= q + kv_len - seq_len`` inside are attended.
+
+    >>> Rect(0, 2, 0, 2, "causal").area
+    4
+    """
+
+    q_start: int
+    q_end: int
+    k_start: int
+    k_end: int
+    kind: Literal["full", "causal"] = "full"
+
+    @property
+    def area(self) -> int:
+        """Number of (query, key) pairs in the rectangle, ignoring masks."""
+        return (self.q_end - self.q_start) * (self.k_end - self.k_start)
+
+
+def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    out: list[list[int]] = []
+    for s, e in sorted(ranges):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return tuple((s, e) for s, e in out)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One independent unit of work: the token segments it loads and the rectangles it owns.
+
+    ``segments`` are merged, sorted ``(start, end)`` token ranges (for self-attention the union of
+    its query and key rows; for cross-attention read :attr:`q_segments` and :attr:`kv_segments`).
+    ``rectangles`` are sorted by ``(q_start, k_start)``, so those of one query range are adjacent.
+
+    >>> t = Task(0, ((0, 4),), (Rect(0, 2, 2, 4), Rect(2, 4, 2, 4, "causal")))
+    >>> t.q_segments, t.kv_segments, t.tokens
+    (((0, 4),), ((2, 4),), 4)
+    """
+
+    id: int
+    segments: tuple[tuple[int, int], ...]
+    rectangles: tuple[Rect, ...]
+    level: int = 1
+
+    @property
+    def q_segments(self) -> tuple[tuple[int, int], ...]:
+        """Merged query ranges the task's rectangles touch."""
+        return _merge((r.q_start, r.q_end) for r in self.rectangles)
+
+    @property
+    def kv_segments(self) -> tuple[tuple[int, int], ...]:
+        """Merged key ranges the task's rectangles touch."""
+        return _merge((r.k_start, r.k_end) for r in self.rectangles)
+
+    @property
+    def tokens(self) -> int:
+        """Sum of the segment lengths."""
+        return sum(e - s for s, e in self.segments)
+
+
+@dataclass(frozen=True)
+class PlanStats:
+    """Summary of a plan (:meth:`Plan.stats`).
+
+    Attributes
+    ----------
+    tasks, rectangles : int
+        Number of tasks and of owned rectangles.
+    max_task_tokens, min_task_tokens : int
+        Largest / smallest task, in tokens (sum of segment lengths; query plus key tokens for
+        cross-attention).
+    pairs_needed : int
+        (query, key) pairs the mask allows.
+    pairs_computed : int
+        Pairs inside the rectangles ("causal" ones counted below their diagonal only); the
+        excess over ``pairs_needed`` is what a window leaves to be masked inside rectangles.
+    tokens_moved : int
+        Tokens loaded to run every task once (sum of task tokens).
+    levels : int
+        Deepest level of CQS Divide.
+    """
+
+    tasks: int
+    rectangles: int
+    max_task_tokens: int
+    min_task_tokens: int
+    pairs_needed: int
+    pairs_computed: int
+    tokens_moved: int
+    levels: int
+
+
+class Plan:
+    """A validated CQS decomposition plan (build with :func:`make_plan`).
+
+    Internally every rectangle is stored in *index form* (numpy arrays of indices into sorted
+    boundary arrays, in the smallest integer type that fits), so plans with hundreds of millions
+    of rectangles stay compact; :attr:`tasks` materialises :class:`Task` objects on first access
+    and :meth:`arrays` gives token-coordinate arrays for executors.
+
+    Attributes
+    ----------
+    seq_len, kv_len : int
+        Queries and keys (``kv_len == seq_len`` for self-attention).
+    causal : bool
+    window : tuple of (int or None) or None
+        ``(left, right)``: query ``i`` may attend key ``j`` iff
+        ``i + off - left <= j <= i + off + right`` with ``off = kv_len - seq_len``.
+    design : DifferenceSet
+        The top-level design.
+    levels : int
+        Deepest level of CQS Divide (1 = one level).
+    chosen_because : str
+        Why this design was chosen (empty when given explicitly).
+    """
+
+    def __init__(self, *, seq_len: int, kv_len: int, causal: bool,
+                 window: tuple[int | None, int | None] | None, design: DifferenceSet,
+                 levels: int, arrays: dict[str, np.ndarray], ids: np.ndarray,
+                 level: np.ndarray, segments: tuple[np.ndarray, ...] | None = None,
+                 chosen_because: str = "") -> None:
+        self.seq_len = seq_len
+        self.kv_len = kv_len
+        self.causal = causal
+        self.window = window
+        self.design = design
+        self.levels = levels
+        self.chosen_because = chosen_because
+        self._a = arrays  # qb, kb, q0, q1, k0, k1, kind, task
+        self._ids = ids
+        self._level = level
+        self._segs = segments  # explicit (ptr, start, end) from JSON, else derived lazily
+        self._cache: dict[str, tuple[np.ndarray, ...]] = {}
+
+    # --- construction helpers -------------------------------------------------------------
+    @classmethod
+    def _from_coords(cls, meta: dict[str, Any], qs: np.ndarray, qe: np.ndarray,
+                     ks: np.ndarray, ke: np.ndarray, kind: np.ndarray, task: np.ndarray,
+                     ids: np.ndarray, level: np.ndarray,
+                     segments: tuple[np.ndarray, ...] | None = None) -> Plan:
+        qb = np.unique(np.concatenate([[0, meta["seq_len"]], qs, qe]).astype(_I64))
+        kb = np.unique(np.concatenate([[0, meta["kv_len"]], ks, ke]).astype(_I64))
+        it = index_dtype(max(len(qb), len(kb)))
+        q0 = np.searchsorted(qb, qs).astype(it)
+        k0 = np.searchsorted(kb, ks).astype(it)
+        order = np.lexsort((k0, q0))
+        arrays = {
+            "qb": qb, "kb": kb, "q0": q0[order],
+            "q1": np.searchsorted(qb, qe[order]).astype(it), "k0": k0[order],
+            "k1": np.searchsorted(kb, ke[order]).astype(it),
+            "kind": np.asarray(kind, dtype=np.int8)[order],
+            "task": np.asarray(task)[order].astype(index_dtype(len(ids))),
+        }
+        return cls(arrays=arrays, ids=np.asarray(ids, dtype=_I64),
+                   level=np.asarray(level, dtype=_I64), segments=segments, **meta)
+
+    def _meta(self) -> dict[str, Any]:
+        return {"seq_len": self.seq_len, "kv_len": self.kv_len, "causal": self.causal,
+                "window": self.window, "design": self.design, "levels": self.levels,
+                "chosen_because": self.chosen_because}
+
+    @property
+    def _mask(self) -> Mask:
+        left, right = self.window if self.window is not None else (None, None)
+        return Mask(self.seq_len, self.kv_len, self.causal, left, right)
+
+    # --- access ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __repr__(self) -> str:
+        return (f"Plan(seq_len={self.seq_len}, kv_len={self.kv_len}, causal={self.causal}, "
+                f"window={self.window}, design={self.design!r}, levels={self.levels}, "
+                f"tasks={len(self)}, rectangles={self.num_rectangles})")
+
+    @property
+    def num_rectangles(self) -> int:
+        """Number of owned rectangles over all tasks."""
+        return len(self._a["q0"])
+
+    @property
+    def task_ids(self) -> tuple[int, ...]:
+        """Task ids in plan order."""
+        return tuple(int(i) for i in self._ids)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Token-coordinate int64 arrays ``q_start, q_end, k_start, k_end`` plus ``kind``
+        (0 full, 1 causal) and ``task`` (index into :attr:`tasks`), sorted by
+        ``(q_start, k_start)``.
+
+        >>> make_plan(7, design=2).arrays()["q_end"][:3].tolist()
+        [1, 1, 1]
+        """
+        return self._coords(0, self.num_rectangles)
+
+    def _coords(self, s: int, e: int) -> dict[str, np.ndarray]:
+        a = self._a
+        return {"q_start": a["qb"][a["q0"][s:e]], "q_end": a["qb"][a["q1"][s:e]],
+                "k_start": a["kb"][a["k0"][s:e]], "k_end": a["kb"][a["k1"][s:e]],
+                "kind": a["kind"][s:e], "task": a["task"][s:e].astype(_I64)}
+
+    @functools.cached_property
+    def _by_task(self) -> tuple[np.ndarray, np.ndarray]:
+        task = self._a["task"]
+        order = np.argsort(task, kind="stable")
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(task, minlength=len(self)))])
+        return order, ptr.astype(_I64)
+
+    def _segments(self, which: Literal["all", "q", "k"] = "all") -> tuple[np.ndarray, ...]:
+        """CSR ``(ptr, start, end)`` of merged per-task segments (explicit ones for "all")."""
+        if which == "all" and self._segs is not None:
+            return self._segs
+        if which not in self._cache:
+            self._cache[which] = self._derived_segments(which)
+        return self._cache[which]
+
+    def _derived_segments(self, which: str) -> tuple[np.ndarray, ...]:
+        a = self._a
+        fast = _bitmap_segments(a, len(self), which)
+        if fast is not None:
+            return fast
+        task = a["task"].astype(_I64)
+        parts = []
+        if which in ("all", "q"):
+            parts.append(_unique_intervals(task, a["q0"], a["q1"], a["qb"]))
+        if which in ("all", "k"):
+            parts.append(_unique_intervals(task, a["k0"], a["k1"], a["kb"]))
+        t = np.concatenate([p[0] for p in parts])
+        s = np.concatenate([p[1] for p in parts])
+        e = np.concatenate([p[2] for p in parts])
+        return _merge_intervals(t, s, e, len(self), max(self.seq_len, self.kv_len) + 1)
+
+    def task_arrays(self, index: int) -> dict[str, np.ndarray]:
+        """The task at position ``index`` as numpy arrays (no Python objects per rectangle).
+
+        Keys as in :meth:`arrays` (rectangles sorted by ``(q_start, k_start)``) plus
+        ``segments``, an ``(n, 2)`` int64 array.
+
+        >>> make_plan(14, design=2).task_arrays(0)["segments"].shape[1]
+        2
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"task index {index} out of range: the plan has {len(self)} tasks")
+        order, ptr = self._by_task
+        sel = order[ptr[index]:ptr[index + 1]]
+        a = self._a
+        sp, ss, se = self._segments("all")
+        return {"q_start": a["qb"][a["q0"][sel]], "q_end": a["qb"][a["q1"][sel]],
+                "k_start": a["kb"][a["k0"][sel]], "k_end": a["kb"][a["k1"][sel]],
+                "kind": a["kind"][sel], "task": np.full(len(sel), index, dtype=_I64),
+                "segments": np.stack([ss[sp[index]:sp[index + 1]],
+                                      se[sp[index]:sp[index + 1]]], axis=1)}
+
+    def task(self, index: int) -> Task:
+        """The task at position ``index`` of the plan (materialised on demand)."""
+        t = self.task_arrays(index)
+        cols = [t[n].tolist() for n in ("q_start", "q_end", "k_start", "k_end", "kind")]
+        rects = tuple(Rect(w, x, y, z, _KINDS[c]) for w, x, y, z, c in zip(*cols, strict=True))
+        segs = tuple((s, e) for s, e in t["segments"].tolist())
+        return Task(int(self._ids[index]), segs, rects, int(self._level[index]))
+
+    @functools.cached_property
+    def tasks(self) -> tuple[Task, ...]:
+        """All tasks as :class:`Task` objects (built on first access; huge plans: use
+        :meth:`task` or :meth:`arrays`)."""
+        return tuple(self.task(i) for i in range(len(self)))
+
+    def _index_of(self, task_id: int) -> int:
+        hit = np.flatnonzero(self._ids == task_id)
+        if len(hit) == 0:
+            raise PlanError(f"no task with id {task_id}: ids run from {int(self._ids.min())} "
+                            f"to {int(self._ids.max())}")
+        return int(hit[0])
+
+    # --- checks ----------------------------------------------------------------------------
+    def _describe(self, r: int) -> str:
+        t = int(self._a["task"][r])
+        return f"rectangle #{r} of task {int(self._ids[t])}"
+
+    def validate(self) -> Plan:
+        """Prove that the plan is an exact cover; return ``self`` or raise :class:`PlanError`.
+
+        Checks, all vectorised over rectangles (:mod:`cqs_design._plan_check`): every allowed
+        ``(i, j)`` lies in exactly one rectangle (else the error names the first uncovered or
+        doubly covered position), "full" rectangles of a causal plan contain no masked position,
+        "causal" rectangles occur only in causal plans, no rectangle lies entirely outside the
+        mask, every task owns a rectangle and no rectangle leaves its task's segments.
+
+        >>> plan = make_plan(7, design=2)
+        >>> plan.validate().num_rectangles
+        49
+        """
+        a = self._a
+        mask = self._mask
+        n_tasks = len(self)
+        if len(np.unique(self._ids)) != n_tasks:
+            raise PlanError("task ids are not unique")
+        counts = np.bincount(a["task"], minlength=n_tasks) if n_tasks else np.zeros(0)
+        if len(counts) > n_tasks:
+            raise PlanError("a rectangle refers to a task that does not exist")
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            raise PlanError(f"task {int(self._ids[empty[0]])} owns no rectangle; tasks the mask "
+                            "empties must be dropped")
+        problem = check_cover(mask, a["qb"], a["kb"], a["q0"], a["q1"], a["k0"], a["k1"],
+                              self._describe)
+        if problem is not None:
+            raise PlanError(problem.message)
+        found: list[CoverProblem] = []
+        if mask.trivial:  # only the kinds can be wrong; no coordinates needed
+            bad_kind = np.flatnonzero(a["kind"] != 0)
+            if len(bad_kind):
+                raise PlanError(f"{self._describe(int(bad_kind[0]))} has kind 'causal' but the "
+                                "plan is not causal")
+        for s, e in ([] if mask.trivial else _blocks(self.num_rectangles)):
+            c = self._coords(s, e)
+            bad = check_rectangles(mask, c["q_start"], c["q_end"], c["k_start"], c["k_end"],
+                                   c["kind"], lambda r, s=s: self._describe(s + r))
+            if isinstance(bad, str):
+                raise PlanError(bad)
+            if bad is not None:
+                found.append(bad)
+        if found:
+            raise PlanError(min(found, key=lambda p: (p.i, p.j)).message)
+        if self._segs is not None:
+            ptr, ss, se = self._segs
+            seg_task = np.repeat(np.arange(n_tasks, dtype=_I64), np.diff(ptr))
+            width = max(self.seq_len, self.kv_len) + 1
+            for s, e in _blocks(self.num_rectangles):
+                c = self._coords(s, e)
+                for lo, hi, what in (("q_start", "q_end", "query"), ("k_start", "k_end", "key")):
+                    r = check_segments(c["task"], c[lo], c[hi], seg_task, ss, se, width)
+                    if r is not None:
+                        raise PlanError(f"{self._describe(s + r)} has {what} range "
+                                        f"[{int(c[lo][r])}, {int(c[hi][r])}) outside the "
+                                        "segments of its task")
+        return self
+
+    def side_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per task (plan order): query tokens and key tokens its CQS Divide would split.
+
+        For self-attention both are the task's segment lengths (queries and keys are split
+        together); for cross-attention the query and key segment lengths.
+        :meth:`refine` needs both to be at least the new design's ``v``.
+
+        >>> q, k = make_plan(70, design=2).side_tokens()
+        >>> q.tolist() == k.tolist() == [30] * 7
+        True
+        """
+        if self.seq_len == self.kv_len:
+            ptr, ss, se = self._segments("all")
+            tok = _per_task(ptr, se - ss)
+            return tok, tok
+        ptr, ss, se = self._segments("q")
+        kptr, kss, kse = self._segments("k")
+        return _per_task(ptr, se - ss), _per_task(kptr, kse - kss)
+
+    # --- summaries -------------------------------------------------------------------------
+    def stats(self) -> PlanStats:
+        """Counts for comparing plans: tasks, task sizes, pairs and tokens.
+
+        >>> s = make_plan(70, design=2).stats()
+        >>> s.tasks, s.max_task_tokens, s.pairs_needed == s.pairs_computed == 70 * 70
+        (7, 30, True)
+        """
+        qt, kt = self.side_tokens()
+        tok = qt if self.kv_len == self.seq_len else qt + kt
+        computed = 0
+        for s, e in _blocks(self.num_rectangles):
+            c = self._coords(s, e)
+            h = c["q_end"] - c["q_start"]
+            w = c["k_end"] - c["k_start"]
+            causal = c["kind"] == 1
+            computed += int((h[~causal] * w[~causal]).sum())
+            if causal.any():
+                computed += int(_causal_area(c["q_start"][causal], c["q_end"][causal],
+                                             c["k_start"][causal], c["k_end"][causal],
+                                             self.kv_len - self.seq_len).sum())
+        return PlanStats(
+            tasks=len(self), rectangles=self.num_rectangles,
+            max_task_tokens=int(tok.max()) if len(tok) else 0,
+            min_task_tokens=int(tok.min()) if len(tok) else 0,
+            pairs_needed=self._mask.count(), pairs_computed=computed,
+            tokens_moved=int(tok.sum()), levels=self.levels)
+
+    # --- refinement ------------------------------------------------------------------------
+    def refine(self, task_ids: Iterable[int] | None, design: DifferenceSet | int) -> Plan:
+        """Apply CQS Divide with ``design`` again inside the tasks ``task_ids`` (None: all).
+
+        Each chosen task's query tokens (and key tokens) are split into ``design.v`` sub-chunks;
+        sub-task ``j`` owns the parts of the parent's rectangles that fall in its sub-chunk pairs
+        (same ownership rule as level one), so ownership is inherited and the cover stays exact.
+        Untouched tasks keep their ids; sub-tasks get fresh ids after the largest one, in order.
+
+        >>> plan = make_plan(70, design=2)
+        >>> hybrid = plan.refine([0, 3], 2)
+        >>> len(hybrid), hybrid.levels, hybrid.validate() is hybrid
+        (19, 2, True)
+        """
+        ds = _resolve_design(design, "design")
+        if task_ids is None:
+            sel_idx = np.arange(len(self))
+        else:
+            sel_idx = np.array(sorted({self._index_of(_check_int(t, "task id"))
+                                       for t in task_ids}), dtype=_I64)
+        return _refine(self, sel_idx, ds)
+
+    # --- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as plain JSON-ready data (schema in ``docs/plans.md``)."""
+        tasks = []
+        for t in self.tasks:
+            tasks.append({
+                "id": t.id, "level": t.level,
+                "segments": [[s, e] for s, e in t.segments],
+                "rectangles": [{"q_start": r.q_start, "q_end": r.q_end, "k_start": r.k_start,
+                                "k_end": r.k_end, "kind": r.kind} for r in t.rectangles],
+            })
+        return {
+            "schema": SCHEMA, "seq_len": self.seq_len, "kv_len": self.kv_len,
+            "causal": self.causal,
+            "window": None if self.window is None else list(self.window),
+            "levels": self.levels, "chosen_because": self.chosen_because,
+            "design": {"v": self.design.v, "elements": list(self.design.elements)},
+            "tasks": tasks,
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """:meth:`to_dict` as a JSON string.
+
+        >>> Plan.from_json(make_plan(7, design=2).to_json()).num_rectangles
+        49
+        """
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Plan:
+        """Load and fully validate untrusted plan data (raises :class:`PlanError`)."""
+        from cqs_design._plan_json import plan_from_dict
+
+        return plan_from_dict(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Plan:
+        """Parse untrusted JSON (nothing is executed), check every field and the cover."""
+        from cqs_design._plan_json import loads
+
+        return cls.from_dict(loads(text))
+
+
+# --- helpers -------------------------------------------------------------------------------
+def _per_task(ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
+    csum = np.concatenate([[0], np.cumsum(values)]).astype(_I64)
+    return csum[ptr[1:]] - csum[ptr[:-1]]
+
+
+def _causal_area(qs: np.ndarray, qe: np.ndarray, ks: np.ndarray, ke: np.ndarray,
+                 off: int) -> np.ndarray:
+    """Pairs with ``k <= q + off`` in each rectangle (closed form)."""
+    w = ke - ks
+
+    def s(m: np.ndarray) -> np.ndarray:  # sum of clip(x, 0, w) for x < m
+        m = np.maximum(m, 0)
+        return np.where(m <= w + 1, m * (m - 1) // 2, w * (w + 1) // 2 + (m - w - 1) * w)
+
+    x0 = qs + off + 1 - ks
+    return s(x0 + (qe - qs)) - s(x0)
+
+
+def _bitmap_segments(a: dict[str, np.ndarray], n: int, which: str
+                     ) -> tuple[np.ndarray, ...] | None:
+    """Segments of unit-cell plans (one level) from a tasks x cells bitmap; None if not
+    applicable (cells of several sizes, different query/key boundaries, or too large)."""
+    same_grid = len(a["qb"]) == len(a["kb"]) and bool((a["qb"] == a["kb"]).all())
+    if which == "all" and not same_grid:
+        return None
+    b = a["kb"] if which == "k" else a["qb"]
+    cells = len(b) - 1
+    if n * (cells + 2) > 400_000_000:
+        return None
+    parts = [("q0", "q1")] if which == "q" else [("k0", "k1")] if which == "k" else \
+        [("q0", "q1"), ("k0", "k1")]
+    for lo, hi in parts:
+        for s, e in _blocks(len(a[lo])):
+            if not bool((a[hi][s:e] - a[lo][s:e] == 1).all()):
+                return None
+    grid = np.zeros((n, cells + 2), dtype=bool)
+    for lo, _ in parts:
+        for s, e in _blocks(len(a[lo])):
+            grid[a["task"][s:e], a[lo][s:e].astype(_I64) + 1] = True
+    step = np.diff(grid.view(np.int8), axis=1)  # +1: a run starts, -1: a run ends
+    t_s, c_s = np.nonzero(step == 1)
+    _, c_e = np.nonzero(step == -1)
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(t_s, minlength=n))]).astype(_I64)
+    return ptr, b[c_s], b[c_e]
+
+
+def _unique_intervals(task: np.ndarray, i0: np.ndarray, i1: np.ndarray, b: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.lexsort((i1, i0, task))
+    t, x0, x1 = task[order], i0[order], i1[order]
+    keep = np.ones(len(t), dtype=bool)
+    keep[1:] = (t[1:] != t[:-1]) | (x0[1:] != x0[:-1]) | (x1[1:] != x1[:-1])
+    return t[keep], b[x0[keep]], b[x1[keep]]
+
+
+def _merge_intervals(t: np.ndarray, s: np.ndarray, e: np.ndarray, n: int, width: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge intervals per task into CSR ``(ptr, start, end)`` (touching intervals merge)."""
+    order = np.lexsort((s, t))
+    t, s, e = t[order], s[order], e[order]
+    base = t * width
+    run = np.maximum.accumulate(base + e) - base
+    new = np.ones(len(t), dtype=bool)
+    new[1:] = (t[1:] != t[:-1]) | (s[1:] > run[:-1])
+    starts = np.flatnonzero(new)
+    ends_at = np.concatenate([starts[1:], [len(t)]]) - 1
+    seg_t = t[starts]
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(seg_t, minlength=n))]).astype(_I64)
+    return ptr, s[starts].astype(_I64), run[ends_at].astype(_I64)
+
+
+def _check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise PlanError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@functools.lru_cache(maxsize=64)
+def _singer(q: int) -> DifferenceSet:
+    return singer_difference_set(q)
+
+
+def _prime_powers() -> Iterable[int]:
+    q = 2
+    while True:
+        if is_prime_power(q):
+            yield q
+        q += 1
+
+
+def largest_usable_q(n: int) -> int | None:
+    """Largest prime power ``q`` with ``q^2 + q + 1 <= n`` (None if ``n < 7``).
+
+    >>> largest_usable_q(100), largest_usable_q(6)
+    (9, None)
+    """
+    q = math.isqrt(max(n, 0))
+    while q >= 2:
+        if q * q + q + 1 <= n and is_prime_power(q):
+            return q
+        q -= 1
+    return None
+
+
+def _resolve_design(design: DifferenceSet | int, name: str) -> DifferenceSet:
+    if isinstance(design, DifferenceSet):
+        if not design.is_valid() or design.lam != 1:
+            raise PlanError(f"{name} {design!r} is not a cyclic (v, k, 1) difference set")
+        return design
+    q = _check_int(design, name)
+    if not is_prime_power(q):
+        raise PlanError(f"{name}={q} is not a prime power; give a prime power q (Singer "
+                        "design, v = q^2 + q + 1) or a DifferenceSet")
+    return _singer(q)
+
+
+def _too_short(what: str, n: int, v: int) -> PlanError:
+    q = largest_usable_q(n)
+    hint = (f"the largest usable Singer design is q={q} (v={q * q + q + 1})" if q is not None
+            else "no Singer design fits (the smallest, q=2, needs 7 tokens)")
+    return PlanError(f"{what}={n} is shorter than the design's v={v} chunks; {hint}")
+
+
+def _check_window(window: Any) -> tuple[int | None, int | None] | None:
+    if window is None:
+        return None
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise PlanError(f"window must be None or a pair (left, right), got {window!r}")
+    out = []
+    for side, val in zip(("left", "right"), window, strict=True):
+        if val is not None:
+            val = _check_int(val, f"window {side}", 0)
+        out.append(val)
+    if out == [None, None]:
+        return None
+    return (out[0], out[1])
+
+
+def _level_tokens(n: int, v: int, k: int, levels: int) -> int:
+    """Upper bound on a task's tokens of one side after ``levels`` levels with one design."""
+    t = n
+    for _ in range(levels):
+        t = k * -(-t // v)
+    return t
+
+
+def _min_level_tokens(n: int, v: int, k: int, levels: int) -> int:
+    """Lower bound on a task's tokens of one side after ``levels`` levels (no mask)."""
+    t = n
+    for _ in range(levels):
+        t = k * (t // v)
+    return t
+
+
+def _choose_design(seq_len: int, kv_len: int, budget: int, levels: int,
+                   explicit_budget: bool) -> tuple[DifferenceSet, str]:
+    n = min(seq_len, kv_len)
+    sides = (seq_len,) if seq_len == kv_len else (seq_len, kv_len)
+    for q in _prime_powers():
+        v, k = q * q + q + 1, q + 1
+        if v > n:
+            break
+        # every level must leave tasks of at least v tokens to divide again
+        deep_enough = all(_min_level_tokens(s, v, k, levels - 1) >= v for s in sides)
+        if deep_enough and sum(_level_tokens(s, v, k, levels) for s in sides) <= budget:
+            what = "max_task_tokens" if explicit_budget else "the default task size"
+            return _singer(q), (f"smallest Singer design (q={q}, v={v}, k={k}) whose tasks fit "
+                                f"in {what}={budget} tokens with {levels} level(s)")
+    q = largest_usable_q(n)
+    if q is None:
+        raise PlanError(f"no Singer design fits a sequence of {n} tokens (the smallest, q=2, "
+                        "needs 7 tokens)")
+    if not explicit_budget:
+        v = q * q + q + 1
+        return _singer(q), (f"largest Singer design that fits the sequence (q={q}, v={v}); "
+                            f"none gives tasks of at most {budget} tokens")
+    v, k = q * q + q + 1, q + 1
+    best = sum(_level_tokens(s, v, k, levels) for s in sides)
+    raise PlanError(f"max_task_tokens={budget} is too small: even the largest usable Singer "
+                    f"design q={q} (v={v}) gives tasks of up to {best} tokens; pass a larger "
+                    "max_task_tokens or more levels")
+
+
+# --- the public constructor -----------------------------------------------------------------
+def make_plan(
+    seq_len: int,
+    *,
+    kv_len: int | None = None,
+    design: DifferenceSet | int | None = None,
+    levels: int = 1,
+    max_task_tokens: int | None = None,
+    causal: bool = False,
+    window: tuple[int | None, int | None] | None = None,
+    sub_design: DifferenceSet | int | None = None,
+) -> Plan:
+    """Build the CQS decomposition plan of a ``seq_len x kv_len`` attention matrix.
+
+    Parameters
+    ----------
+    seq_len : int
+        Number of queries (>= the design's ``v``).
+    kv_len : int, optional
+        Number of keys (cross-attention); default ``seq_len``.
+    design : DifferenceSet or int or None
+        A cyclic ``(v, k, 1)`` difference set, a prime power ``q`` (Singer design,
+        ``v = q^2 + q + 1``), or None: the smallest Singer design whose tasks fit
+        ``max_task_tokens`` (default :data:`DEFAULT_MAX_TASK_TOKENS`); see
+        :attr:`Plan.chosen_because`.
+    levels : int
+        Levels of CQS Divide; level ``l > 1`` re-divides every task with ``sub_design``.
+    max_task_tokens : int, optional
+        Upper bound on a task's tokens (query plus key tokens for cross-attention) used to
+        choose the design; ignored when ``design`` is given.
+    causal : bool
+        Drop rectangles above the diagonal; diagonal blocks become kind "causal".
+    window : (left, right), optional
+        Sliding window ``i + off - left <= j <= i + off + right`` (``off = kv_len - seq_len``);
+        rectangles entirely outside it are dropped.
+    sub_design : DifferenceSet or int, optional
+        Design of levels 2 and deeper; default the top-level design.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    PlanError
+        Bad values, or a sequence shorter than the design (the error names the largest usable
+        design).
+    TypeError
+        Non-integer lengths.
+
+    Examples
+    --------
+    >>> p = make_plan(100, max_task_tokens=50)
+    >>> p.design.v, p.stats().max_task_tokens <= 50
+    (7, True)
+    >>> make_plan(20, design=4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cqs_design.plans.PlanError: seq_len=20 is shorter than the design's v=21 chunks; ...q=3 (v=13)
+    """
+    seq_len = _check_int(seq_len, "seq_len", 1)
+    kv_len = seq_len if kv_len is None else _check_int(kv_len, "kv_len", 1)
+    levels = _check_int(levels, "levels", 1)
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be a bool, got {causal!r}")
+    win = _check_window(window)
+    reason = ""
+    if design is None:
+        explicit = max_task_tokens is not None
+        budget = (DEFAULT_MAX_TASK_TOKENS if max_task_tokens is None
+                  else _check_int(max_task_tokens, "max_task_tokens", 1))
+        ds, reason = _choose_design(seq_len, kv_len, budget, levels, explicit)
+    else:
+        ds = _resolve_design(design, "design")
+    sub = ds if sub_design is None else _resolve_design(sub_design, "sub_design")
+    return _make_plan(seq_len, kv_len, ds, levels, bool(causal), win, sub, reason)
+
+
+def _make_plan(seq_len: int, kv_len: int, ds: DifferenceSet, levels: int, causal: bool,
+               window: tuple[int | None, int | None] | None, sub: DifferenceSet,
+               reason: str) -> Plan:
+    for what, n in (("seq_len", seq_len), ("kv_len", kv_len)):
+        if n < ds.v:
+            raise _too_short(what, n, ds.v)
+    left, right = window if window is not None else (None, None)
+    mask = Mask(seq_len, kv_len, causal, left, right)
+    try:
+        arrays = level_one(mask, ds.v, ds.elements)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    present = np.bincount(arrays["task"], minlength=ds.v) > 0
+    if not present.all():  # tasks the mask emptied disappear
+        remap = np.cumsum(present) - 1
+        arrays["task"] = remap[arrays["task"]].astype(arrays["task"].dtype)
+    ids = np.flatnonzero(present).astype(_I64)
+    meta = {"seq_len": seq_len, "kv_len": kv_len, "causal": causal, "window": window,
+            "design": ds, "levels": 1, "chosen_because": reason}
+    plan = Plan(arrays=arrays, ids=ids, level=np.ones(len(ids), dtype=_I64), **meta)
+    for _ in range(levels - 1):
+        plan = _refine(plan, np.arange(len(plan)), sub, renumber=True)
+    return plan
+
+
+def _refine(plan: Plan, sel_idx: np.ndarray, ds: DifferenceSet, renumber: bool = False
+            ) -> Plan:
+    n = len(plan)
+    self_attn = plan.seq_len == plan.kv_len
+    qseg = plan._segments("all" if self_attn else "q")
+    kseg = qseg if self_attn else plan._segments("k")
+    for tok, what in zip(plan.side_tokens(), ("query", "key"), strict=True):
+        small = np.flatnonzero(tok[sel_idx] < ds.v)
+        if len(small):
+            t = int(sel_idx[small[0]])
+            raise _too_short(f"task {int(plan._ids[t])} {what} tokens", int(tok[t]), ds.v)
+    c = plan.arrays()
+    selected = np.zeros(n, dtype=bool)
+    selected[sel_idx] = True
+    in_sel = selected[c["task"]]
+    rects = {"qs": c["q_start"][in_sel], "qe": c["q_end"][in_sel], "ks": c["k_start"][in_sel],
+             "ke": c["k_end"][in_sel], "kind": c["kind"][in_sel], "task": c["task"][in_sel]}
+    pieces = subdivide(plan._mask, rects, qseg, kseg, ds.v, ds.elements)
+    # new task list: each task in order, selected ones replaced by their non-empty sub-tasks
+    key_new = pieces["task"] * ds.v + pieces["sub"]
+    uniq = np.unique(key_new)
+    parent_of = uniq // ds.v
+    keep_old = np.flatnonzero(~selected)
+    # order: by parent position, sub-tasks in sub order
+    pos = np.concatenate([keep_old * (ds.v + 1), parent_of * (ds.v + 1) + 1 + uniq % ds.v])
+    order = np.argsort(pos, kind="stable")
+    old_level = plan._level
+    level_all = np.concatenate([old_level[keep_old], old_level[parent_of] + 1])[order]
+    n_old = len(keep_old)
+    if renumber:
+        ids_all = np.arange(len(order), dtype=_I64)
+    else:
+        fresh = int(plan._ids.max()) + 1 + np.arange(len(uniq), dtype=_I64)
+        ids_all = np.concatenate([plan._ids[keep_old], fresh])[order]
+    inv = np.empty(len(order), dtype=_I64)
+    inv[order] = np.arange(len(order), dtype=_I64)
+    old_map = np.full(n, -1, dtype=_I64)
+    old_map[keep_old] = inv[:n_old]
+    new_task = inv[n_old + np.searchsorted(uniq, key_new)]
+    out = ~in_sel
+    meta = plan._meta()
+    meta["levels"] = int(level_all.max())
+    return Plan._from_coords(
+        meta,
+        np.concatenate([c["q_start"][out], pieces["qs"]]),
+        np.concatenate([c["q_end"][out], pieces["qe"]]),
+        np.concatenate([c["k_start"][out], pieces["ks"]]),
+        np.concatenate([c["k_end"][out], pieces["ke"]]),
+        np.concatenate([c["kind"][out], pieces["kind"]]),
+        np.concatenate([old_map[c["task"][out]], new_task]),
+        ids_all, level_all)
