@@ -43,4 +43,6 @@ __all__ = [
 ]
 
 # --- integrations (issue: transformers / CLI) --------------------------------------------
-# (added by the integrations work)
+from cqs_attention.module import CQSAttention
+
+__all__ += ["CQSAttention"]

@@ -1,0 +1,494 @@
+"""Command line of :mod:`cqs_attention` (``cqs-attention`` / ``python -m cqs_attention``).
+
+Sub-commands:
+
+* ``demo``  -- exact attention over a sequence larger than a memory budget, streamed task by
+  task (on the GPU when there is one, otherwise a smaller CPU run), checked against the
+  float64 reference on sampled rows; prints the plan, tasks, peak memory, time and error.
+* ``bench`` -- runs ``benchmarks/bench_attention.py`` with the given options.
+
+Exit codes: 0 ok, 1 the demo's check failed (error above tolerance), 2 bad usage (a one-line
+reason on stderr, never a traceback).
+
+>>> from cqs_attention.cli import main
+>>> main(["demo", "--seq-len", "256", "--heads", "2", "--head-dim", "16", "--budget", "64KiB",
+...       "--device", "cpu", "--quiet"])  # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import math
+import os
+import runpy
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CLIError", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_DTYPES = {"fp64": "float64", "float64": "float64", "fp32": "float32", "float32": "float32",
+           "fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
+# ||out - ref|| / ||ref|| on the sampled rows (the project's accuracy contract)
+_TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "float16": 2e-2, "bfloat16": 2e-2}
+# default problem sizes: (seq_len, heads, kv_heads, head_dim, dtype, budget)
+_GPU_DEFAULTS = (65536, 16, 4, 128, "bf16", "256MiB")
+_CPU_DEFAULTS = (2048, 4, 2, 64, "fp32", "2MiB")
+
+
+class CLIError(Exception):
+    """Bad usage detected by a command; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _emit(payload: dict[str, Any], *, as_json: bool, text: str) -> None:
+    import json
+
+    print(json.dumps(payload, indent=2, sort_keys=True) if as_json else text)
+
+
+# --------------------------------------------------------------------------------- demo ----
+
+def _positive(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value}")
+        return value
+    return parse
+
+
+def _window(text: str) -> tuple[int | None, int | None]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"--window must be LEFT,RIGHT (e.g. 512,0 or 512,none), "
+                                         f"got {text!r}")
+    out: list[int | None] = []
+    for p in parts:
+        p = p.strip().lower()
+        if p in ("", "none", "inf"):
+            out.append(None)
+            continue
+        try:
+            value = int(p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--window sides must be integers >= 0 or 'none', "
+                                             f"got {p!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"--window sides must be >= 0, got {value}")
+        out.append(value)
+    return out[0], out[1]
+
+
+def _register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="exact streamed attention over a sequence larger than a memory budget",
+        description="Build a plan for a sequence whose q/k/v/out exceed --budget, run exact "
+                    "attention streamed under that budget (GPU when present, else CPU), check "
+                    "sampled rows against the float64 reference and print a short report. "
+                    f"Defaults: GPU seq {_GPU_DEFAULTS[0]}, {_GPU_DEFAULTS[1]} heads "
+                    f"({_GPU_DEFAULTS[2]} kv), dim {_GPU_DEFAULTS[3]}, {_GPU_DEFAULTS[4]}, "
+                    f"budget {_GPU_DEFAULTS[5]}; CPU seq {_CPU_DEFAULTS[0]}, "
+                    f"{_CPU_DEFAULTS[1]} heads ({_CPU_DEFAULTS[2]} kv), dim {_CPU_DEFAULTS[3]}, "
+                    f"{_CPU_DEFAULTS[4]}, budget {_CPU_DEFAULTS[5]}.",
+    )
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--seq-len", type=_positive("--seq-len"), help="sequence length")
+    p.add_argument("--batch", type=_positive("--batch"), default=1)
+    p.add_argument("--heads", type=_positive("--heads"), help="query heads")
+    p.add_argument("--kv-heads", type=_positive("--kv-heads"),
+                   help="key/value heads (must divide --heads; fewer = GQA)")
+    p.add_argument("--head-dim", type=_positive("--head-dim"))
+    p.add_argument("--dtype", choices=sorted(_DTYPES), help="element type")
+    p.add_argument("--budget", help="device memory budget, e.g. 256MiB (bytes if no unit)")
+    p.add_argument("--causal", action=argparse.BooleanOptionalAction, default=True,
+                   help="causal mask (default on)")
+    p.add_argument("--window", type=_window, help="sliding window LEFT,RIGHT (e.g. 1024,0)")
+    p.add_argument("--design", type=_positive("--design"),
+                   help="prime power q of the Singer design (default: chosen from the budget)")
+    p.add_argument("--levels", type=_positive("--levels"), default=None,
+                   help="plan levels (default: chosen automatically)")
+    p.add_argument("--backend", default="auto", help="kernel name or auto")
+    p.add_argument("--check-rows", type=_positive("--check-rows"), default=64,
+                   help="query rows checked against the float64 reference (default 64)")
+    p.add_argument("--tolerance", type=float,
+                   help="max ||out-ref||/||ref|| on the checked rows (default by dtype: "
+                        "fp64 1e-10, fp32 1e-5, fp16/bf16 2e-2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and rows")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_demo)
+
+
+def _resolve_demo_options(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from cqs_attention.module import parse_bytes
+
+    requested = args.device
+    if requested == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(requested)
+        except (RuntimeError, ValueError):
+            raise CLIError(f"--device {requested!r} is not a device; use auto, cpu, cuda or "
+                           "cuda:N") from None
+        if device.type not in ("cpu", "cuda"):
+            raise CLIError(f"--device {requested!r}: only cpu and cuda are supported")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise CLIError("--device cuda: no CUDA device is available here (use --device cpu)")
+        if device.type == "cuda" and device.index is not None and \
+                device.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {requested}: only {torch.cuda.device_count()} CUDA "
+                           "device(s) here")
+    defaults = _GPU_DEFAULTS if device.type == "cuda" else _CPU_DEFAULTS
+    seq_len = args.seq_len or defaults[0]
+    heads = args.heads or defaults[1]
+    kv_heads = args.kv_heads or (min(defaults[2], heads) if heads % min(defaults[2], heads) == 0
+                                 else heads)
+    if heads % kv_heads:
+        raise CLIError(f"--kv-heads {kv_heads} must divide --heads {heads}")
+    head_dim = args.head_dim or defaults[3]
+    dtype_name = _DTYPES[args.dtype or defaults[4]]
+    dtype = getattr(torch, dtype_name)
+    try:
+        budget = parse_bytes(args.budget if args.budget is not None else defaults[5])
+    except ValueError as exc:
+        raise CLIError(f"--budget: {exc}") from None
+    if budget is not None and budget <= 0:
+        raise CLIError(f"--budget must be > 0, got {args.budget!r}")
+    tolerance = args.tolerance if args.tolerance is not None else _TOLERANCE[dtype_name]
+    if not tolerance > 0 or math.isinf(tolerance):
+        raise CLIError(f"--tolerance must be a finite number > 0, got {args.tolerance!r}")
+    if args.check_rows > seq_len:
+        raise CLIError(f"--check-rows {args.check_rows} exceeds --seq-len {seq_len}")
+    if args.window is not None and not args.causal and args.window == (None, None):
+        raise CLIError("--window none,none is no window; leave --window out")
+    return {"device": device, "seq_len": seq_len, "heads": heads, "kv_heads": kv_heads,
+            "head_dim": head_dim, "dtype": dtype, "dtype_name": dtype_name, "budget": budget,
+            "tolerance": tolerance}
+
+
+def _fmt_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _row_reference(q, k, v, rows, *, causal: bool, window, scale: float):
+    """float64 reference output for the query ``rows`` (global indices) of self-attention."""
+    import torch
+
+    from cqs_attention.reference import reference_attention
+
+    rows_t = torch.as_tensor(rows, dtype=torch.long)
+    offset = k.shape[-2] - q.shape[-2]  # bottom-right alignment (0 for self-attention)
+    pos = rows_t + offset  # key position of each checked row
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        p = pos.to(q_idx.device)[q_idx]  # (1, 1, lq, 1) key position of the local row
+        ok = (kv_idx >= 0) & (p >= 0)
+        if causal:
+            ok = ok & (kv_idx <= p)
+        if window is not None:
+            left, right = window
+            if left is not None:
+                ok = ok & (kv_idx >= p - left)
+            if right is not None:
+                ok = ok & (kv_idx <= p + right)
+        return ok
+
+    q_rows = q[:, :, rows_t].to(torch.float64)
+    out, _ = reference_attention(q_rows, k.to(torch.float64), v.to(torch.float64),
+                                 mask_mod=mask_mod, scale=scale)
+    return out
+
+
+def _stats_dict(stats: Any) -> dict[str, Any]:
+    if stats is None:
+        return {}
+    if hasattr(stats, "to_dict"):
+        return dict(stats.to_dict())
+    if hasattr(stats, "__dataclass_fields__"):
+        import dataclasses
+
+        return {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
+    return dict(vars(stats)) if hasattr(stats, "__dict__") else {}
+
+
+def _first(d: dict[str, Any], *names: str) -> Any:
+    for n in names:
+        if d.get(n) is not None:
+            return d[n]
+    return None
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from cqs_attention.api import attention
+    from cqs_attention.report import last_run_stats
+
+    opts = _resolve_demo_options(args)
+    device, seq_len, dtype = opts["device"], opts["seq_len"], opts["dtype"]
+    b, h, hkv, d = args.batch, opts["heads"], opts["kv_heads"], opts["head_dim"]
+    gen = torch.Generator().manual_seed(args.seed)
+    # inputs live in host memory (pinned when streaming to a GPU); only tasks go to the device
+    pin = device.type == "cuda"
+
+    def make(heads: int) -> torch.Tensor:
+        x = torch.randn(b, heads, seq_len, d, generator=gen, dtype=torch.float32).to(dtype)
+        return x.pin_memory() if pin else x
+
+    q, k, v = make(h), make(hkv), make(hkv)
+    input_bytes = sum(t.numel() * t.element_size() for t in (q, k, v)) + q.numel() * \
+        q.element_size()
+    plan = None
+    if args.design is not None or args.levels is not None:
+        from cqs_design.plans import make_plan
+
+        window = args.window
+        plan_kwargs: dict[str, Any] = {"causal": args.causal, "window": window}
+        if args.design is not None:
+            plan_kwargs["design"] = args.design
+        if args.levels is not None:
+            plan_kwargs["levels"] = args.levels
+        plan = make_plan(seq_len, **plan_kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    start = time.perf_counter()
+    out = attention(q, k, v, causal=args.causal, window=args.window, plan=plan,
+                    memory_budget=opts["budget"], device=device, backend=args.backend,
+                    progress=not args.quiet)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    stats = _stats_dict(last_run_stats())
+    peak = None
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        peak = _first(stats, "peak_device_bytes")
+
+    rows = torch.randperm(seq_len, generator=gen)[: args.check_rows].sort().values
+    scale = 1.0 / math.sqrt(d)
+    ref = _row_reference(q, k, v, rows, causal=args.causal, window=args.window, scale=scale)
+    got = out[:, :, rows].to(torch.float64).cpu()
+    diff = got - ref
+    ref_norm = float(ref.norm())
+    rel = float(diff.norm()) / ref_norm if ref_norm > 0 else float(diff.norm())
+    max_err = float(diff.abs().max())
+    ok = rel <= opts["tolerance"] and math.isfinite(rel)
+
+    plan_info = {
+        "v": _first(stats, "design_v") or getattr(getattr(plan, "design", None), "v", None),
+        "k": _first(stats, "design_k") or getattr(getattr(plan, "design", None), "k", None),
+        "levels": _first(stats, "levels"),
+        "tasks": _first(stats, "tasks"),
+        "tasks_skipped": _first(stats, "tasks_skipped"),
+        "chosen": _first(stats, "plan_source"),
+    }
+    payload = {
+        "ok": ok, "device": str(device), "seq_len": seq_len, "batch": b, "heads": h,
+        "kv_heads": hkv, "head_dim": d, "dtype": opts["dtype_name"], "causal": args.causal,
+        "window": list(args.window) if args.window else None, "budget_bytes": opts["budget"],
+        "input_bytes": input_bytes, "plan": plan_info, "peak_bytes": peak,
+        "seconds": elapsed, "checked_rows": len(rows), "rel_error": rel,
+        "max_abs_error": max_err, "tolerance": opts["tolerance"],
+        "kernels": _jsonable(_first(stats, "kernel_calls")),
+        "bytes_to_device": _first(stats, "bytes_to_device"),
+        "stats": _jsonable(stats),
+    }
+    mask = "causal" if args.causal else "full"
+    if args.window:
+        mask += f", window {args.window}"
+    text = "\n".join([
+        f"cqs-attention demo on {device}: B={b} H={h} (kv {hkv}) L={seq_len} D={d} "
+        f"{opts['dtype_name']}, {mask}",
+        f"  inputs+output  {_fmt_bytes(input_bytes)}   budget {_fmt_bytes(opts['budget'])}",
+        f"  plan           design v={plan_info['v']} k={plan_info['k']}, "
+        f"levels {plan_info['levels']}, {plan_info['tasks']} tasks "
+        f"({plan_info['tasks_skipped']} emptied by the mask; chosen: {plan_info['chosen']})",
+        f"  kernel calls   {payload['kernels']}",
+        f"  peak memory    {_fmt_bytes(peak)}"
+        f"{' (device, measured)' if device.type == 'cuda' else ' (executor estimate)'}",
+        f"  time           {elapsed:.3f} s",
+        f"  check          {len(rows)} rows vs float64 reference: rel error {rel:.2e}, "
+        f"max abs error {max_err:.2e} (tolerance {opts['tolerance']:.0e}) -> "
+        f"{'OK' if ok else 'FAILED'}",
+    ])
+    _emit(payload, as_json=args.json, text=text)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# -------------------------------------------------------------------------------- bench ----
+
+def _register_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="run benchmarks/bench_attention.py (needs a GPU)",
+        description="Run the attention benchmark (benchmarks/bench_attention.py of a source "
+                    "checkout, $CQS_BENCH_SCRIPT, or --script PATH). Arguments after the ones "
+                    "below are passed to the benchmark (e.g. --lengths 65536 --masks causal); "
+                    "`cqs-attention bench -- --help` lists them.",
+    )
+    p.add_argument("--script", type=Path, help="path of bench_attention.py (default: found "
+                                               "next to the installed package or in ./benchmarks)")
+    p.add_argument("--json", action="store_true",
+                   help="print the benchmark records as JSON on stdout (the benchmark's table "
+                        "goes to stderr)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (TQDM_DISABLE=1)")
+    p.set_defaults(func=_bench, bench_args=[])
+
+
+def _bench_candidates(script: Path | None) -> list[Path]:
+    if script is not None:
+        return [script]
+    here = Path(__file__).resolve().parent
+    found = [here.parent / "benchmarks" / "bench_attention.py",
+             Path.cwd() / "benchmarks" / "bench_attention.py"]
+    env = os.environ.get("CQS_BENCH_SCRIPT")
+    if env:
+        found.insert(0, Path(env))
+    return found
+
+
+def locate_bench(script: Path | None = None) -> Path:
+    """The benchmark script to run; :class:`CLIError` saying where it looked if none."""
+    candidates = _bench_candidates(script)
+    for path in candidates:
+        if path.is_file():
+            return path
+    if script is not None:
+        raise CLIError(f"--script {script}: no such file")
+    looked = ", ".join(str(p) for p in candidates)
+    raise CLIError(f"benchmarks/bench_attention.py is not available (looked in {looked}); run "
+                   "from a source checkout or pass --script PATH")
+
+
+def _run_bench_module(path: Path, argv: list[str]) -> int:
+    """Import ``path`` and call its ``main(argv)`` (or run it as ``__main__``)."""
+    module_name = "_cqs_bench_attention"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise CLIError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    old_argv = sys.argv
+    sys.argv = [str(path), *argv]
+    try:
+        try:
+            spec.loader.exec_module(module)
+        except ImportError as exc:
+            raise CLIError(f"{path.name} cannot be imported here: {exc}") from None
+        main_fn = getattr(module, "main", None)
+        try:
+            if callable(main_fn):
+                result = main_fn(argv) if inspect.signature(main_fn).parameters else main_fn()
+            else:
+                runpy.run_path(str(path), run_name="__main__")
+                result = 0
+        except SystemExit as exc:
+            code = exc.code
+            result = code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)
+    finally:
+        sys.argv = old_argv
+        sys.modules.pop(module_name, None)
+    return int(result or 0)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+    import tempfile
+
+    path = locate_bench(args.script)
+    forwarded = [a for a in args.bench_args if a != "--"]
+    old_tqdm = os.environ.get("TQDM_DISABLE")
+    if args.quiet:
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        if not args.json or "--json" in forwarded:
+            return _run_bench_module(path, forwarded)
+        with tempfile.TemporaryDirectory() as tmp:
+            records = Path(tmp) / "records.json"
+            with contextlib.redirect_stdout(sys.stderr):
+                code = _run_bench_module(path, [*forwarded, "--json", str(records)])
+            if records.is_file():
+                print(json.dumps(json.loads(records.read_text()), indent=2, sort_keys=True))
+            return code
+    finally:
+        if args.quiet:
+            if old_tqdm is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = old_tqdm
+
+
+# --------------------------------------------------------------------------------- main ----
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cqs-attention", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _register_demo(sub)
+    _register_bench(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 check failed, 2 bad usage)."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # everything after a bare "--" belongs to the benchmark
+    tail = argv[argv.index("--") + 1:] if "--" in argv else []
+    head = argv[: len(argv) - len(tail) - (1 if "--" in argv else 0)]
+    args, extra = parser.parse_known_args(head)
+    if args.command == "bench":
+        args.bench_args = [*extra, *tail]
+    elif extra or tail:
+        parser.error(f"unrecognized arguments: {' '.join([*extra, *tail])}")
+    from cqs_attention.errors import KernelUnavailableError
+
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except (CLIError, ValueError, TypeError, KernelUnavailableError, ImportError) as exc:
+        print(f"cqs-attention {args.command}: error: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"cqs-attention {args.command}: interrupted", file=sys.stderr)
+        return 130
