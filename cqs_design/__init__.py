@@ -17,12 +17,14 @@ from cqs_design.difference_sets import (
     NotADifferenceSetError,
     is_difference_set,
 )
-from cqs_design.projective import verify_projective_plane
-from cqs_design.singer import is_prime_power, singer_difference_set
+from cqs_design.projective import NotAProjectivePlaneError, verify_projective_plane
+from cqs_design.singer import SINGER_MAX_Q, is_prime_power, singer_difference_set
 
 __all__ = [
+    "SINGER_MAX_Q",
     "DifferenceSet",
     "NotADifferenceSetError",
+    "NotAProjectivePlaneError",
     "__version__",
     "is_difference_set",
     "is_prime_power",

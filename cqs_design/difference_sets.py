@@ -34,6 +34,9 @@ __all__ = ["DifferenceSet", "NotADifferenceSetError", "is_difference_set"]
 #: Chunk of multiplier candidates checked at once by the brute-force fallbacks.
 _CHUNK = 4096
 
+#: Above this v a failed λ = 1 check reports a missing difference instead of counting all.
+_COUNT_LIMIT = 1 << 22
+
 
 class NotADifferenceSetError(ValueError):
     """A set of residues is not a (cyclic) difference set.
@@ -236,21 +239,6 @@ class DifferenceSet:
         return self.k - self.lam
 
     # --- verification --------------------------------------------------------------------
-    def _difference_chunks(self, shifted: np.ndarray) -> Iterator[np.ndarray]:
-        """Yield ``shifted[i] - a[j]`` for all ``i, j``, a few rows at a time.
-
-        One reused buffer of about 2**20 entries: cache friendly, no repeated page faults.
-        """
-        a = self._array
-        k = len(a)
-        rows = max(1, min(k, (1 << 20) // k))
-        buf = np.empty((rows, k), dtype=np.int64)
-        for start in range(0, k, rows):
-            block = shifted[start : start + rows]
-            out = buf[: len(block)]
-            np.subtract(block[:, None], a[None, :], out=out)
-            yield out
-
     def difference_counts(self) -> np.ndarray:
         """Multiplicity of every residue ``r`` as a difference ``d1 - d2`` with ``d1 != d2``.
 
@@ -263,12 +251,18 @@ class DifferenceSet:
         [0, 1, 1, 1, 1, 1, 1]
         """
         a, v = self._array, self._v
-        counts = np.zeros(2 * v, dtype=np.int64)
-        # d1 + v - d2 lies in [1, 2v): no mod needed, the halves are folded after
-        for diff in self._difference_chunks(a + v):
-            counts += np.bincount(diff.ravel(), minlength=2 * v)
-        counts = counts[:v] + counts[v:]
-        counts[0] -= len(a)  # the k zero differences d - d
+        k = len(a)
+        counts = np.zeros(v, dtype=np.int64)
+        # a few rows at a time in one reused buffer of about 2**20 entries
+        rows = max(1, min(k, (1 << 20) // k))
+        buf = np.empty((rows, k), dtype=np.int64)
+        for start in range(0, k, rows):
+            block = a[start : start + rows]
+            diff = buf[: len(block)]
+            np.subtract(block[:, None], a[None, :], out=diff)
+            np.add(diff, v, out=diff, where=diff < 0)  # reduce mod v without a division
+            counts += np.bincount(diff.ravel(), minlength=v)
+        counts[0] -= k  # the k zero differences d - d
         return counts
 
     def verify(self) -> DifferenceSet:
@@ -291,8 +285,15 @@ class DifferenceSet:
 DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 times
         """
         lam = self.lam
-        if lam == 1 and self._covers_every_difference():
-            return self  # k(k-1) = v-1 differences hit all v-1 residues: each exactly once
+        if lam == 1:
+            missing = self._first_uncovered()
+            if missing is None:
+                return self  # k(k-1) = v-1 differences hit all v-1 residues: each exactly once
+            if self._v > _COUNT_LIMIT:  # skip the int64 count array; 0 is a wrong multiplicity
+                raise NotADifferenceSetError(
+                    f"difference {missing} occurs 0 times in {self!r}, but every non-zero "
+                    f"difference must occur λ = 1 times"
+                )
         counts = self.difference_counts()
         bad = np.flatnonzero(counts[1:] != lam)
         if len(bad):
@@ -304,7 +305,13 @@ DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 tim
         return self
 
     def _covers_every_difference(self) -> bool:
-        """``True`` if every non-zero residue is some ``d1 - d2`` (vectorised, 1 byte/residue).
+        """``True`` if every non-zero residue is some ``d1 - d2``."""
+        return self._first_uncovered() is None
+
+    def _first_uncovered(self) -> int | None:
+        """The smallest non-zero residue that is no ``d1 - d2``, or ``None`` (vectorised).
+
+        Uses one byte per residue.
 
         Only the pairs ``d1 > d2`` (and a few more) are computed: the rest are their
         negatives. A difference in ``(-v, v)`` indexes the length-``v`` array directly
@@ -321,7 +328,8 @@ DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 tim
             np.subtract(a[start:stop, None], a[None, :stop], out=out)
             seen[out] = True
         seen[1:] |= seen[:0:-1]  # r is a difference iff v - r is
-        return bool(seen[1:].all())
+        missing = np.flatnonzero(~seen[1:])
+        return int(missing[0]) + 1 if len(missing) else None
 
     def is_valid(self) -> bool:
         """``True`` if this is a cyclic difference set (see :meth:`verify`).

@@ -216,8 +216,9 @@ class GaloisField:
         if p == 2:
             return np.bitwise_xor(a, b)
         if self.m == 1:
-            s = a + b
-            return np.where(s >= p, s - p, s)
+            s = np.add(a, b)
+            np.subtract(s, p, out=s, where=s >= p)
+            return s
         result = np.zeros(np.broadcast(a, b).shape, dtype=np.result_type(a, b))
         for w in self._weights.tolist():
             result += ((a // w + b // w) % p) * w

@@ -14,6 +14,11 @@ The coefficient sequence ``s`` is a linear recurring sequence of order 3. Since
 known prefix ``s[0:n]`` gives the next ``n - 2`` terms in one vectorised step (three table
 look-ups and two GF(q) additions over numpy arrays), so ``log2(v)`` steps build all ``v`` terms.
 
+For ``v >= 2**15`` the construction does not even touch all ``v`` exponents: ``D`` is ``{0}``
+plus the discrete logarithms of the ``q`` points ``[c + x]`` of the line, found together by a
+vectorised baby-step giant-step search in ``O(q^1.5)`` (see :func:`_singer_exponents_bsgs`).
+Both routes are compared with each other and with a scalar reference in the tests.
+
 >>> from cqs_design import singer_difference_set
 >>> singer_difference_set(3)
 DifferenceSet(13, (0, 1, 3, 9))
@@ -34,7 +39,7 @@ from cqs_design.fields import GaloisField
 
 __all__ = ["SINGER_MAX_Q", "is_prime_power", "primitive_cubic", "singer_difference_set"]
 
-#: Largest q accepted by :func:`singer_difference_set` (v = 67,117,057; about 0.5 GB peak).
+#: Largest q accepted by :func:`singer_difference_set` (v = 67,117,057; about 0.25 GB peak).
 SINGER_MAX_Q = 8192
 
 
@@ -121,7 +126,7 @@ def _coefficient_sequence(q: int, length: int) -> np.ndarray:
     """``s[0:length]``: the x² coefficients of ``x^i mod f`` (vectorised doubling)."""
     field = _field(q)
     f = _primitive_cubic(q)
-    dtype = np.uint16 if q <= 1 << 16 else np.uint32
+    dtype = np.uint16 if 3 * q <= 1 << 16 else np.uint32  # sums of three terms fit
     s = np.zeros(max(length, 3), dtype=dtype)
     s[2] = 1
     n = 3
@@ -257,18 +262,33 @@ def _scaling_tables(q: int) -> tuple[np.ndarray, np.ndarray]:
     return exp_ext, log_ext
 
 
-def _times_constant(field: GaloisField, coords: tuple[np.ndarray, ...], g: list[int],
-                    f: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """``Y · g mod f`` for vectors ``Y = coords[0] + coords[1] x + coords[2] x²``."""
-    images = [g, field.poly_mulmod(g, [0, 1, 0], f), field.poly_mulmod(g, [0, 0, 1], f)]
-    out = []
-    for r in range(3):
-        acc = None
-        for y, image in zip(coords, images, strict=True):
-            term = field.mul_table(image[r])[y]
-            acc = term if acc is None else field.add_vec(acc, term)
-        out.append(acc)
-    return tuple(out)
+class _TimesConstant:
+    """``Y ↦ Y · g mod f`` on vectors ``Y = y₀ + y₁x + y₂x²``: a 3 x 3 matrix over GF(q).
+
+    The nine products are table look-ups; for a prime field the three terms of each output
+    coordinate are added as integers and reduced mod ``p`` by one more look-up.
+    """
+
+    def __init__(self, field: GaloisField, g: list[int], f: tuple[int, ...]) -> None:
+        images = [g, field.poly_mulmod(g, [0, 1, 0], f), field.poly_mulmod(g, [0, 0, 1], f)]
+        self.field = field
+        self.tables = [[field.mul_table(image[r]) for image in images] for r in range(3)]
+        self.reduce = np.arange(3 * field.q) % field.q if field.m == 1 else None
+
+    def __call__(self, coords: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        out = []
+        for row in self.tables:
+            if self.reduce is not None:
+                acc = row[0][coords[0]]
+                acc += row[1][coords[1]]
+                acc += row[2][coords[2]]
+                acc = self.reduce[acc]
+            else:
+                acc = row[0][coords[0]]
+                for table, y in zip(row[1:], coords[1:], strict=True):
+                    acc = self.field.add_vec(acc, table[y])
+            out.append(acc)
+        return tuple(out)
 
 
 def _singer_exponents_sequence(q: int) -> np.ndarray:
@@ -290,7 +310,7 @@ def _singer_exponents_bsgs(q: int, baby: int | None = None) -> np.ndarray:
     field = _field(q)
     f = _primitive_cubic(q)
     v = q * q + q + 1
-    m = min(v, baby if baby is not None else max(64, int(2 * q**1.5)))
+    m = min(v, baby if baby is not None else max(64, int(q**1.5)))
     s = _coefficient_sequence(q, m + 2).astype(np.int64)
     c1, c2 = f[1], f[2]
     t_c1, t_c2 = field.mul_table(c1), field.mul_table(c2)
@@ -308,7 +328,7 @@ def _singer_exponents_bsgs(q: int, baby: int | None = None) -> np.ndarray:
     coords = (field.elements(), np.ones(q, dtype=np.int64), np.zeros(q, dtype=np.int64))
     pending = np.arange(q)
     found = np.full(q, -1, dtype=np.int64)
-    x_inv = field.poly_powmod([0, 1, 0], q**3 - 1 - m, f)  # x^(-m)
+    times_x_inv = _TimesConstant(field, field.poly_powmod([0, 1, 0], q**3 - 1 - m, f), f)
     for t in range(-(-v // m)):
         target = _canonical_keys(field, *coords)
         pos = np.minimum(np.searchsorted(sorted_keys, target), m - 1)
@@ -318,7 +338,7 @@ def _singer_exponents_bsgs(q: int, baby: int | None = None) -> np.ndarray:
         pending = pending[keep]
         if not len(pending):
             break
-        coords = _times_constant(field, tuple(y[keep] for y in coords), x_inv, f)
+        coords = times_x_inv(tuple(y[keep] for y in coords))  # times x^(-m)
     if len(pending):  # pragma: no cover - would be a bug
         raise AssertionError(f"baby-step giant-step missed {len(pending)} logarithms for q={q}")
     return np.unique(np.concatenate([[0], found % v]))

@@ -239,3 +239,12 @@ def test_is_prime_power() -> None:
         is_prime_power(4.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         is_prime_power(True)
+
+
+def test_perturbation_of_a_large_set_names_a_missing_difference() -> None:
+    ds = singer_difference_set(2048)  # v = 4,196,353: above the full-count limit
+    elements = list(ds.elements)
+    elements[5] += 1
+    assert elements[5] not in ds
+    with pytest.raises(NotADifferenceSetError, match=r"difference \d+ occurs 0 times"):
+        DifferenceSet(ds.v, elements).verify()
