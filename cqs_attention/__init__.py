@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 # --- integrations (issue: transformers / CLI) --------------------------------------------
+from cqs_attention import distributed
+from cqs_attention.checkpoint import CheckpointError
 from cqs_attention.module import CQSAttention
 
-__all__ += ["CQSAttention"]
+__all__ += ["CQSAttention", "CheckpointError", "distributed"]

@@ -1,0 +1,203 @@
+"""Distributed attention: CPU/gloo process groups of 2 and 3 ranks against one process and the
+reference, forward and backward; task assignment; the collective merge's -inf rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cqs_attention import attention, reference_attention
+from cqs_attention.distributed import (
+    PlanShard,
+    assign_tasks,
+    distributed_options,
+    task_pairs,
+)
+from cqs_attention.errors import AttentionInputError
+from cqs_design.plans import make_plan
+
+WORKER = Path(__file__).with_name("_dist_worker.py")
+_spec = importlib.util.spec_from_file_location("_dist_worker", WORKER)
+worker = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(worker)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(world: int, out_dir: Path) -> list[dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for _attempt in range(2):  # a port taken between _free_port and bind: try once more
+        port = _free_port()
+        procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), str(world), str(port),
+                                   str(out_dir)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT) for r in range(world)]
+        logs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in procs]
+        if all(p.returncode == 0 for p in procs):
+            return [torch.load(out_dir / f"rank{r}.pt", weights_only=False)
+                    for r in range(world)]
+    raise AssertionError("distributed workers failed:\n" + "\n----\n".join(logs))
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2ranks", "3ranks"])
+def ranks(request, tmp_path_factory) -> list[dict]:
+    return _launch(request.param, tmp_path_factory.mktemp(f"dist{request.param}"))
+
+
+def _single(case: dict) -> dict:
+    q, k, v, dout = (t.clone() for t in case["qkv"])
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    out, lse = attention(q, k, v, return_lse=True, **case["kw"])
+    out.backward(dout)
+    return {"out": out.detach(), "lse": lse, "dq": q.grad, "dk": k.grad, "dv": v.grad}
+
+
+def _reference(case: dict) -> dict:
+    q, k, v, dout = (t.detach().double().requires_grad_(True) for t in case["qkv"])
+    kw = {n: val for n, val in case["kw"].items() if n != "plan"}
+    out, lse = reference_attention(q, k, v, **kw)
+    out.backward(dout)
+    return {"out": out.detach(), "lse": lse, "dq": q.grad, "dk": k.grad, "dv": v.grad}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("name", list(worker.cases()))
+def test_every_rank_matches_single_process_and_reference(ranks, name):
+    case = worker.cases()[name]
+    single, ref = _single(case), _reference(case)
+    f64 = case["qkv"][0].dtype == torch.float64
+    tol = 1e-10 if f64 else 1e-5
+    for r, res in enumerate(ranks):
+        got = res[name]
+        assert torch.equal(torch.isneginf(got["lse"]), torch.isneginf(ref["lse"]))
+        for key in ("out", "dq", "dk", "dv"):
+            assert got[key].dtype == case["qkv"][0].dtype
+            assert _rel(got[key], ref[key]) <= tol, (r, key)
+            assert _rel(got[key], single[key]) <= tol, (r, key)
+        fin = torch.isfinite(ref["lse"])
+        assert (got["lse"].double()[fin] - ref["lse"][fin]).abs().max() <= (
+            1e-10 if f64 else 1e-5)
+        # every rank returns the same tensors
+        assert torch.equal(got["out"], ranks[0][name]["out"])
+        assert torch.equal(got["dq"], ranks[0][name]["dq"])
+
+
+def test_ranks_split_the_tasks(ranks):
+    n = len(ranks)
+    for name in worker.cases():
+        counts = [res[name]["tasks"] for res in ranks]
+        if name == "tiny":  # one task: exactly one rank runs it
+            assert sorted(counts) == [0] * (n - 1) + [1]
+            continue
+        assert all(c > 0 for c in counts)
+        plan = worker.cases()[name]["kw"].get("plan")
+        if plan is not None:  # disjoint shares covering the plan (no task emptied by mask here)
+            assert sum(counts) <= len(plan)
+            assert max(counts) < len(plan)
+    assert n in (2, 3)
+
+
+def test_dst_only_on_destination(ranks):
+    world = len(ranks)
+    q, k, v, _ = worker.cases()["causal_gqa"]["qkv"]
+    ref, _ = reference_attention(q.double(), k.double(), v.double(), causal=True)
+    for r, res in enumerate(ranks):
+        if r == 1 % world:
+            assert _rel(res["dst"], ref) <= 1e-5
+        else:
+            assert res["dst"] is None
+
+
+def test_heterogeneous_budgets_share_the_smallest_budget_plan(ranks):
+    q, k, v, _ = worker.cases()["causal_gqa"]["qkv"]
+    ref, _ = reference_attention(q.double(), k.double(), v.double(), causal=True)
+    designs = {res["hetero"]["design_v"] for res in ranks}
+    # every rank runs the plan rank 0 (the smallest budget) would pick alone ...
+    assert designs == {ranks[0]["hetero_alone_v"]}
+    # ... which is not what the rank with the largest budget would pick alone
+    assert ranks[-1]["hetero_alone_v"] != ranks[0]["hetero_alone_v"]
+    for res in ranks:
+        assert _rel(res["hetero"]["out"], ref) <= 1e-5
+    # rank_weight = rank + 1: the faster ranks take more tasks
+    tasks = [res["hetero"]["tasks"] for res in ranks]
+    assert tasks[-1] > tasks[0]
+
+
+def test_plan_disagreement_is_refused_on_every_rank(ranks):
+    for res in ranks:
+        assert "disagree on the plan" in res["mismatch"]
+
+
+# -- pieces that need no process group -----------------------------------------------------
+@given(pairs=st.lists(st.integers(0, 10**6), min_size=1, max_size=60),
+       world=st.integers(1, 8), data=st.data())
+def test_assign_tasks_is_a_balanced_partition(pairs, world, data):
+    weights = data.draw(st.none() | st.lists(st.floats(0.1, 10), min_size=world,
+                                             max_size=world))
+    shares = assign_tasks(pairs, world, weights=weights)
+    flat = np.concatenate(shares)
+    assert sorted(flat.tolist()) == list(range(len(pairs)))
+    assert all(np.all(np.diff(s) > 0) for s in shares)
+    w = np.ones(world) if weights is None else np.asarray(weights)
+    p = np.asarray(pairs, dtype=np.float64)
+    finish = [p[s].sum() / w[r] for r, s in enumerate(shares)]
+    # greedy list scheduling bound: max finish <= total/sum(w) + max task / min w
+    assert max(finish) <= p.sum() / w.sum() + p.max() / w.min() + 1e-6
+    assert assign_tasks(pairs, world, weights=weights)[0].tolist() == shares[0].tolist()
+
+
+def test_task_pairs_sum_to_plan_pairs():
+    for plan in (make_plan(97, design=3, causal=True), make_plan(70, kv_len=50, design=2),
+                 make_plan(97, design=2, window=(20, 5))):
+        assert int(task_pairs(plan).sum()) == plan.stats().pairs_computed
+
+
+def test_plan_shard_runs_only_its_tasks_and_shards_merge_exactly(make_qkv):
+    from cqs_attention.executor import PlanExecutor
+    from cqs_attention.masks import make_mask_spec
+    from cqs_attention.merge import merge_partials
+
+    q, k, v = make_qkv(1, 2, 61, 8, seed=5)
+    plan = make_plan(61, design=2, causal=True)
+    spec = make_mask_spec(61, 61, batch=1, heads=2, causal=True)
+    parts = []
+    for share in assign_tasks(task_pairs(plan), 3):
+        shard = PlanShard(plan, share)
+        assert [t.id for t in shard.tasks] == [plan.task_ids[i] for i in share]
+        ex = PlanExecutor(shard, spec, device=torch.device("cpu"), scale=8 ** -0.5)
+        parts.append(ex.forward(q, k, v))
+    out, lse = parts[0]
+    for o, lo in parts[1:]:
+        out, lse = merge_partials(out, lse, o, lo)
+    ref, ref_lse = reference_attention(q, k, v, causal=True)
+    assert (out - ref).abs().max() < 1e-12
+    assert (lse - ref_lse).abs().max() < 1e-12
+    nested = PlanShard(PlanShard(plan, [1, 3, 5]), [0, 2])
+    assert nested.positions.tolist() == [1, 5]
+    assert nested.parent is plan
+
+
+def test_bad_arguments_are_refused_before_work():
+    q = torch.randn(1, 1, 10, 4)
+    with pytest.raises(AttentionInputError, match=r"torch\.distributed initialised"):
+        attention(q, q, q, process_group=object())
+    with pytest.raises(AttentionInputError, match=r"torch\.distributed initialised"):
+        distributed_options(None, 0)
