@@ -354,8 +354,9 @@ def attention(
                                    dtype=q.dtype, kernel=kernel, backward=needs_grad)
 
     budget = memory_budget
-    if budget is None and plan is None and dev.type == "cuda" and home != dev:
-        # streaming from host/disk without a budget: size tasks to the free device memory
+    if budget is None and plan is None and dev.type == "cuda":
+        # no budget: size tasks to the free device memory, so resident inputs get the coarsest
+        # plan that fits (fewest kernel calls) and host/disk inputs stream in large tasks
         budget = int(0.8 * torch.cuda.mem_get_info(dev)[0])
     chosen, source = resolve_plan(
         plan, lq, lk, causal=causal, window=spec.window, estimate=estimate,

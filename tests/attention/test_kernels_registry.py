@@ -17,7 +17,8 @@ from cqs_attention.kernels.reference import ReferenceKernel, reference_bwd, refe
 from cqs_attention.reference import reference_attention
 
 CPU = torch.device("cpu")
-PROPS = {"device": CPU, "dtype": torch.float32, "head_dim": 8, "mask": None, "gqa": False,
+# float64: only the reference kernel runs it on the CPU (cpu_flash takes fp32/bf16)
+PROPS = {"device": CPU, "dtype": torch.float64, "head_dim": 8, "mask": None, "gqa": False,
          "needs_grad": False}
 
 
@@ -34,6 +35,8 @@ def test_reference_is_a_kernel_and_last():
     assert isinstance(ReferenceKernel(), Kernel)
     assert kernels[-1].name == "reference"
     assert select_kernel("auto", **PROPS).name == "reference"
+    # fp32 on the CPU goes to the faster aten CPU flash kernel, ahead of the reference
+    assert select_kernel("auto", **{**PROPS, "dtype": torch.float32}).name == "cpu_flash"
 
 
 def test_first_kernel_without_reasons_wins_and_forced_backend_explains():
