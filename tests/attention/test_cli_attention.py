@@ -165,6 +165,6 @@ def test_demo_gpu_streams_under_the_budget(capsys) -> None:
                                          "--quiet"])
     assert code == 0
     assert report["ok"] is True
-    assert report["input_bytes"] > 4 * report["budget_bytes"]
+    assert report["input_bytes"] > 2 * report["budget_bytes"]  # 40 MiB of q, k, v, out
     assert report["plan"]["tasks"] > 1
     assert 0 < report["peak_bytes"] <= report["budget_bytes"]
