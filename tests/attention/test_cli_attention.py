@@ -167,4 +167,6 @@ def test_demo_gpu_streams_under_the_budget(capsys) -> None:
     assert report["ok"] is True
     assert report["input_bytes"] > 2 * report["budget_bytes"]  # 40 MiB of q, k, v, out
     assert report["plan"]["tasks"] > 1
-    assert 0 < report["peak_bytes"] <= report["budget_bytes"]
+    # the documented margin of docs/streaming.md (fixed kernel workspace the estimate does
+    # not count dominates at budgets of a few MiB): budget x 1.25 + 8 MiB
+    assert 0 < report["peak_bytes"] <= 1.25 * report["budget_bytes"] + (8 << 20)
