@@ -4,7 +4,10 @@ For each ``v`` the script
 
 1. finds a base set of the smallest size it can reach, by a seeded random local search
    (``--seed``, default 0) or, when that fails, by the exhaustive search of
-   :mod:`cqs_design.quorum`; every stored base set is checked to cover;
+   :mod:`cqs_design.quorum`.  Rows with no published value (v > 100) also get ``--restarts``
+   restarts per size of a stronger min-conflicts search (:func:`min_conflicts_search`); rows
+   with a published value use only the original search, so they do not change.  Every stored
+   base set is checked to cover;
 2. tries to *prove* minimality: an exhaustive search (``cqs_design.quorum``) of the next smaller
    size must finish with no cover (per-size ``--time-limit`` seconds).  For a size ``k`` with
    ``k (k - 1) = v - 1`` a cover is a planar difference set, so the planar search
@@ -13,13 +16,20 @@ For each ``v`` the script
 3. records the published value (OEIS A283297, Banakh and Gavrylkiv, "Difference bases in cyclic
    and dihedral groups", arXiv:1702.02631, computed for v <= 100), which must agree.
 
-Regenerate (16 processes; about 10 minutes on 16 cores; deterministic for a given seed and
-time limit)::
+Regenerate in two steps (deterministic for a given seed and time limit, up to which proofs
+finish in time).  The full table (the ``"arguments"`` key of the JSON records the run)::
 
-    python scripts/gen_quorum_table.py --seed 0 --time-limit 500 --jobs 16
+    python scripts/gen_quorum_table.py --seed 0 --time-limit 15 --jobs 16
+
+then the rows without a published value, with the stronger search and a short proof time
+limit (those exhaustive proofs of size 11 do not finish anyway; about 5 minutes on 2 cores;
+logged under ``"reruns"`` in the JSON; the other rows are kept as they are)::
+
+    python scripts/gen_quorum_table.py --seed 0 --time-limit 3 --jobs 2 --only 101-111
 
 Rows whose proof ran out of time are marked ``"minimum_proven_here": false`` and their
-``minimum_size`` is the published value (checked against the stored base set size).
+``minimum_size`` is the published value (checked against the stored base set size) or, for
+v > 100, only an upper bound (status ``"upper bound only"``).
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
+import numpy as np
+
 from cqs_design.quorum import (
     is_cyclic_quorum_set,
     minimum_size_lower_bound,
@@ -39,6 +51,7 @@ from cqs_design.quorum import (
 from cqs_design.search import multiplier_primes, search_difference_sets
 
 MAX_V = 111
+RESTARTS = 40  # min-conflicts restarts per size (rows without a published value only)
 OUT = Path(__file__).resolve().parents[1] / "cqs_design" / "quorum_table.json"
 
 # OEIS A283297 (smallest difference basis of Z_n), n = 1..100, Banakh & Gavrylkiv (2017).
@@ -94,6 +107,50 @@ def local_search(v: int, k: int, rng: random.Random, iters: int = 200_000) -> li
     return None
 
 
+def min_conflicts_search(v: int, k: int, rng: random.Random, iters: int = 20_000,
+                         noise: float = 0.05) -> list[int] | None:
+    """Min-conflicts local search for a k-element difference cover of Z_v (None if not found).
+
+    Each step takes one element out at random (0 stays) and puts back the residue that covers
+    the most still-uncovered differences (ties broken at random); with probability ``noise`` it
+    puts back a random residue instead, to leave local minima.  Much stronger than
+    :func:`local_search` for v > 100 (it finds 12-element covers of Z_106 .. Z_111 within
+    seconds), but used only for rows without a published value so that the rows v <= 100
+    stay exactly as the original generator wrote them.
+    """
+    xs = np.arange(v)
+    elems = [0, *rng.sample(range(1, v), k - 1)]
+    counts = np.zeros(v, dtype=np.int64)
+    for a in elems:
+        for b in elems:
+            if a != b:
+                counts[(a - b) % v] += 1
+    for _ in range(iters):
+        if not (counts[1:] == 0).any():
+            return sorted(elems)
+        i = rng.randrange(1, k)
+        old = elems[i]
+        others = np.array([e for j, e in enumerate(elems) if j != i], dtype=np.int64)
+        np.subtract.at(counts, (old - others) % v, 1)
+        np.subtract.at(counts, (others - old) % v, 1)
+        uncovered = counts == 0
+        uncovered[0] = False
+        diffs = np.concatenate([(xs[:, None] - others[None, :]) % v,
+                                (others[None, :] - xs[:, None]) % v], axis=1)
+        gain = uncovered[diffs].sum(axis=1)
+        gain[others] = -1
+        if rng.random() < noise:
+            free = np.flatnonzero(gain >= 0)
+            free = free[free != 0]
+        else:
+            free = np.flatnonzero(gain == gain.max())
+        new = int(free[rng.randrange(len(free))])
+        elems[i] = new
+        np.add.at(counts, (new - others) % v, 1)
+        np.add.at(counts, (others - new) % v, 1)
+    return None
+
+
 def no_cover_of_size(v: int, k: int, time_limit: float) -> dict | None:
     """Exhaustive proof that no k-element cover exists; None if it did not finish."""
     if k < 2 or k * (k - 1) < v - 1:
@@ -113,8 +170,8 @@ def no_cover_of_size(v: int, k: int, time_limit: float) -> dict | None:
     return None
 
 
-def row(args: tuple[int, int, float]) -> dict:
-    v, seed, time_limit = args
+def row(args: tuple[int, int, float, int]) -> dict:
+    v, seed, time_limit, restarts = args
     rng = random.Random(seed * 1_000_003 + v)
     start = time.perf_counter()
     published = A283297[v - 1] if v <= len(A283297) else None
@@ -124,6 +181,9 @@ def row(args: tuple[int, int, float]) -> dict:
         base = None if k < v else list(range(v))
         for _ in range(20 if published is not None and k >= published else 3):
             base = base or local_search(v, k, rng)
+        if published is None:  # no published value to stop at: try much harder
+            for _ in range(restarts):
+                base = base or min_conflicts_search(v, k, rng)
         if base is None:
             sets, _ = search_cyclic_quorum_sets(v, k, limit=1, time_limit=time_limit)
             base = list(sets[0]) if sets else None
@@ -162,18 +222,27 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--max-v", type=int, default=MAX_V)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--only", default=None, help="comma-separated v to (re)compute, merged "
-                    "into the existing --out file")
+    ap.add_argument("--restarts", type=int, default=RESTARTS,
+                    help="min-conflicts restarts per size for rows without a published value")
+    ap.add_argument("--only", type=parse_only, default=None,
+                    help="v values to (re)compute, e.g. '101-111' or '7,13,101-105'; the other "
+                    "rows of the existing --out file are kept as they are")
     a = ap.parse_args()
     vs = sorted(range(2, a.max_v + 1), key=lambda v: -v)  # slow ones first
     rows: list[dict] = []
+    a.base_doc = None
     if a.only:
-        keep = {int(x) for x in a.only.split(",")}
-        vs = [v for v in vs if v in keep]
-        if a.out.exists():
-            rows = [r for r in json.loads(a.out.read_text())["rows"] if r["v"] not in keep]
+        vs = [v for v in vs if v in a.only]
+        missing = sorted(a.only - set(vs))
+        if missing:
+            ap.error(f"--only: v must be between 2 and --max-v = {a.max_v}, got {missing}")
+        if not a.out.exists():
+            ap.error(f"--only needs an existing table to merge into; {a.out} does not exist")
+        a.base_doc = json.loads(a.out.read_text())
+        rows = [r for r in a.base_doc["rows"] if r["v"] not in a.only]
     with Pool(a.jobs) as pool:
-        for r in pool.imap_unordered(row, [(v, a.seed, a.time_limit) for v in vs], chunksize=1):
+        jobs = [(v, a.seed, a.time_limit, a.restarts) for v in vs]
+        for r in pool.imap_unordered(row, jobs, chunksize=1):
             rows.append(r)
             print(f"v={r['v']}: minimum {r['minimum_size']} proven={r['minimum_proven_here']}"
                   f" {r['seconds']} s", flush=True)
@@ -182,14 +251,38 @@ def main() -> None:
           "minima proven here")
 
 
+def parse_only(text: str) -> set[int]:
+    """Parse ``--only``: comma-separated values and inclusive ranges (``"7,101-111"``)."""
+    out: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, dash, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi if dash else lo)
+            if first > last:
+                raise ValueError(part)
+            out.update(range(first, last + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected values or ranges like '101-111' or '7,13,101-105', got {text!r}"
+        ) from None
+    return out
+
+
 def write(a: argparse.Namespace, rows: list[dict]) -> None:
+    arguments = {"seed": a.seed, "time_limit": a.time_limit, "max_v": a.max_v,
+                 "restarts": a.restarts}
     doc = {
         "description": "minimum cyclic quorum sets (difference covers of Z_v)",
         "generated_by": "scripts/gen_quorum_table.py",
-        "arguments": {"seed": a.seed, "time_limit": a.time_limit, "max_v": a.max_v},
+        "arguments": arguments,
         "published_source": PUBLISHED_SOURCE,
         "rows": sorted(rows, key=lambda r: r["v"]),
     }
+    if a.base_doc is not None:  # partial rerun: keep the full run's arguments, log this one
+        done = sorted(a.only)
+        doc["arguments"] = a.base_doc["arguments"]
+        reruns = [x for x in a.base_doc.get("reruns", []) if set(x["only"]) - set(done)]
+        doc["reruns"] = [*reruns, {**arguments, "only": done}]
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
 
 
