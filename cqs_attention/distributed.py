@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 from cqs_attention.errors import AttentionInputError, PlanMismatchError
+from cqs_design.plans import causal_pairs
 
 __all__ = [
     "DistributedOptions",
@@ -54,19 +55,6 @@ _NO_BUDGET = 2**62
 
 
 # -- the plan side -------------------------------------------------------------------------
-def _causal_area(qs: np.ndarray, qe: np.ndarray, ks: np.ndarray, ke: np.ndarray,
-                 off: int) -> np.ndarray:
-    """Pairs with ``k <= q + off`` in each rectangle (closed form)."""
-    w = ke - ks
-
-    def s(m: np.ndarray) -> np.ndarray:  # sum of clip(x, 0, w) for x < m
-        m = np.maximum(m, 0)
-        return np.where(m <= w + 1, m * (m - 1) // 2, w * (w + 1) // 2 + (m - w - 1) * w)
-
-    x0 = qs + off + 1 - ks
-    return s(x0 + (qe - qs)) - s(x0)
-
-
 def task_pairs(plan: Any) -> np.ndarray:
     """(query, key) pairs each task of ``plan`` computes (per batch and head), in plan order.
 
@@ -97,7 +85,7 @@ def task_pairs(plan: Any) -> np.ndarray:
     area = (qe - qs) * (ke - ks)
     if causal.any():
         area = area.copy()
-        area[causal] = _causal_area(qs[causal], qe[causal], ks[causal], ke[causal], off)
+        area[causal] = causal_pairs(qs[causal], qe[causal], ks[causal], ke[causal], off)
     return np.bincount(t, weights=area.astype(np.float64), minlength=n).astype(np.int64)
 
 

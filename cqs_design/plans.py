@@ -460,7 +460,7 @@ class Plan:
             causal = c["kind"] == 1
             computed += int((h[~causal] * w[~causal]).sum())
             if causal.any():
-                computed += int(_causal_area(c["q_start"][causal], c["q_end"][causal],
+                computed += int(causal_pairs(c["q_start"][causal], c["q_end"][causal],
                                              c["k_start"][causal], c["k_end"][causal],
                                              self.kv_len - self.seq_len).sum())
         return PlanStats(
@@ -541,9 +541,16 @@ def _per_task(ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
     return csum[ptr[1:]] - csum[ptr[:-1]]
 
 
-def _causal_area(qs: np.ndarray, qe: np.ndarray, ks: np.ndarray, ke: np.ndarray,
+def causal_pairs(qs: np.ndarray, qe: np.ndarray, ks: np.ndarray, ke: np.ndarray,
                  off: int) -> np.ndarray:
-    """Pairs with ``k <= q + off`` in each rectangle (closed form)."""
+    """Pairs with ``k <= q + off`` in each rectangle ``[qs, qe) x [ks, ke)`` (closed form).
+
+    Vectorised over numpy arrays of rectangle coordinates; used for work estimates.
+
+    >>> import numpy as np
+    >>> causal_pairs(np.array([0]), np.array([4]), np.array([0]), np.array([4]), 0).tolist()
+    [10]
+    """
     w = ke - ks
 
     def s(m: np.ndarray) -> np.ndarray:  # sum of clip(x, 0, w) for x < m
