@@ -92,5 +92,8 @@ def merge_partials_(
     lse = lse.to(device=acc_lse.device, dtype=acc_lse.dtype)
     out = out.to(device=acc_out.device, dtype=acc_out.dtype)
     new_lse, wa, wb = _weights(acc_lse, lse)
-    acc_out.mul_(wa.unsqueeze(-1)).add_(out * wb.unsqueeze(-1))
+    term = out * wb.unsqueeze(-1)
+    # everything is allocated before the first write, so an out-of-memory error here leaves
+    # the accumulators untouched (the OOM guardrails rely on it); in place from here on
+    acc_out.mul_(wa.unsqueeze(-1)).add_(term)
     acc_lse.copy_(new_lse)
