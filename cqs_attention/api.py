@@ -348,16 +348,25 @@ def attention(
             res_out = out
         return (res_out, res_lse) if return_lse else res_out
 
-    def estimate(p: Any) -> int:
-        """Device bytes of the largest task (backward's when gradients will be needed)."""
-        return estimate_plan_bytes(p, batch=b, heads=h, kv_heads=k.shape[1], head_dim=d,
-                                   dtype=q.dtype, kernel=kernel, backward=needs_grad)
-
     budget = memory_budget
     if budget is None and plan is None and dev.type == "cuda":
         # no budget: size tasks to the free device memory, so resident inputs get the coarsest
         # plan that fits (fewest kernel calls) and host/disk inputs stream in large tasks
         budget = int(0.8 * torch.cuda.mem_get_info(dev)[0])
+    # the streaming executor holds the task being staged beside the previous one (chunk reuse);
+    # accumulators larger than the budget stay on the host, and so do their merge temporaries
+    streams = dev.type == "cuda" and home != dev
+    acc_esz = torch.empty((), dtype=accumulator_dtype(q.dtype)).element_size()
+    acc_total = (q.numel() + k.numel() + v.numel() if needs_grad
+                 else b * h * lq * (v.shape[-1] + 1)) * acc_esz
+
+    def estimate(p: Any) -> int:
+        """Device bytes of the largest task (backward's when gradients will be needed)."""
+        return estimate_plan_bytes(p, batch=b, heads=h, kv_heads=k.shape[1], head_dim=d,
+                                   dtype=q.dtype, kernel=kernel, backward=needs_grad,
+                                   mask=spec, tasks_alive=2 if streams else 1,
+                                   merge_on_device=not streams or budget is None
+                                   or acc_total <= budget)
     chosen, source = resolve_plan(
         plan, lq, lk, causal=causal, window=spec.window, estimate=estimate,
         memory_budget=budget if dist_opts is None else dist_opts.shared_budget(budget))

@@ -163,13 +163,25 @@ def _kernel_workspace(kernel: Any, b: int, h: int, hkv: int, lq: int, lk: int, d
 
 
 def estimate_plan_bytes(plan: Any, *, batch: int, heads: int, kv_heads: int, head_dim: int,
-                        dtype: torch.dtype, kernel: Any = None, backward: bool = False) -> int:
+                        dtype: torch.dtype, kernel: Any = None, backward: bool = False,
+                        mask: MaskSpec | None = None, tasks_alive: int = 1,
+                        merge_on_device: bool = True) -> int:
     """Upper bound of the device bytes one task of ``plan`` holds (max over tasks).
 
     Counts the staged q/k/v rows (and out, dout, lse for backward), per-call results in the
     accumulator dtype, a bool mask per call, and the kernel's ``workspace_bytes(batch, heads,
     kv_heads, lq, lk, head_dim, dtype)`` if it has one (for the largest call). Mask pruning is
     ignored (an upper bound).
+
+    Forward partial results are counted as the kernels return them (``out`` in ``dtype``, lse
+    in the accumulator dtype). ``mask`` (the run's :class:`~cqs_attention.masks.MaskSpec`)
+    tightens the mask term: without document ids, ``mask_mod`` or a left window bound, dense
+    masks are band masks of shape ``(1, 1, lq, n)`` over the partial blocks, which all meet
+    one diagonal (``n <= lq + 2 * longest block``); no causal/window: no mask at all.
+    ``tasks_alive`` is how many tasks' staged rows and results can be on the device at once
+    (2 for the streaming executor: the task being staged beside the previous one it reuses
+    chunks from); mask, workspace and merge temporaries belong to the computing task only.
+    ``merge_on_device=False`` (accumulators on the host) drops the merge temporaries.
     """
     import numpy as np
 
@@ -200,17 +212,29 @@ def estimate_plan_bytes(plan: Any, *, batch: int, heads: int, kv_heads: int, hea
     staged = batch * head_dim * elt * (nq * q_side + 2 * nk * kv_heads)
     if backward:
         staged = staged + nq * batch * heads * acc
-    res = batch * heads * lq * (head_dim + 1) * acc
     if backward:
+        res = batch * heads * lq * (head_dim + 1) * acc
         res = res + batch * (heads * lq + 2 * kv_heads * lk) * head_dim * acc
+    else:
+        res = batch * heads * lq * (head_dim * elt + acc)
     results = np.bincount(uq[:, 0], weights=res, minlength=n_tasks)
-    work = batch * heads * lq * lk  # a bool mask per call
+    band_only = mask is not None and mask.q_doc is None and mask.mask_mod is None and (
+        mask.window is None or mask.window[0] is None)
+    if not band_only:
+        work = batch * heads * lq * lk  # a bool mask per call
+    elif mask.causal or mask.window is not None:
+        longest = float(np.max(ke - ks))
+        work = lq * np.minimum(lk, lq + 2 * longest)  # one (1, 1, lq, n) band mask
+    else:
+        work = np.zeros_like(lq)
+    if merge_on_device:  # merge_atomic_: the call's out in acc dtype, the term, the weights
+        work = work + batch * heads * lq * (2 * head_dim + 3) * acc
     work_task = np.zeros(n_tasks)
     np.maximum.at(work_task, uq[:, 0], work)
     big = int(np.argmax(lq * lk))
     ws = _kernel_workspace(kernel, batch, heads, kv_heads, int(lq[big]), int(lk[big]),
                            head_dim, dtype)
-    return int(np.max(staged + results + work_task)) + ws
+    return int(np.max(max(1, tasks_alive) * (staged + results) + work_task)) + ws
 
 
 class PlanExecutor:

@@ -115,6 +115,20 @@ class StreamingExecutor(GuardedExecutor):
         self._keep = 0
 
     # -- sizing: in-flight tasks plus the retained cache ----------------------------------------
+    def task_bytes(self, plan: Any) -> int:
+        """Per-task estimate with this run's mask, counting the task being staged beside the
+        previous one (see :func:`~cqs_attention.executor.estimate_plan_bytes`)."""
+        from cqs_attention.executor import estimate_plan_bytes
+
+        d = self._dims
+        if not d:
+            return int(self.report.task_bytes_estimate)
+        budget = self.available_bytes()
+        on_dev = budget is None or d["acc_device_bytes"] > 0 or not self._cuda
+        return estimate_plan_bytes(plan, batch=d["b"], heads=d["h"], kv_heads=d["hkv"],
+                                   head_dim=d["d"], dtype=d["dtype"], backward=d["backward"],
+                                   mask=self.spec, tasks_alive=2, merge_on_device=on_dev)
+
     def size(self) -> None:
         super().size()
         budget = self.available_bytes()
