@@ -46,6 +46,14 @@ class CoverProblem:
     message: str
 
 
+def _add_uncovered(problems: list, hit: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> None:
+    """Append the first allowed-but-uncovered position among ``first_hit``'s answers."""
+    if bool(hit.any()):
+        ii, jj = ii[hit], jj[hit]
+        f = _first(ii, jj)
+        problems.append(CoverProblem(int(ii[f]), int(jj[f]), _uncovered(int(ii[f]), int(jj[f]))))
+
+
 def _first(i: np.ndarray, j: np.ndarray) -> int:
     """Index of the lexicographically smallest ``(i, j)`` (arrays non-empty)."""
     mi = i.min()
@@ -83,7 +91,7 @@ def check_cover(
     nq = len(qb) - 1  # number of row cells
     if n == 0:
         if mask.count() > 0:
-            hit, i, j = mask.first_hit(_arr(0), _arr(mask.seq_len), _arr(0), _arr(mask.kv_len))
+            _hit, i, j = mask.first_hit(_arr(0), _arr(mask.seq_len), _arr(0), _arr(mask.kv_len))
             return CoverProblem(int(i[0]), int(j[0]), _uncovered(int(i[0]), int(j[0])))
         return None
 
@@ -137,12 +145,7 @@ def check_cover(
     # rows with no rectangle at all
     empty = np.flatnonzero(~present).astype(_I64)
     if len(empty) and mask.kv_len > 0:
-        hit, ii, jj = mask.first_hit(qb[empty], qb[empty + 1], 0, mask.kv_len)
-        if bool(hit.any()):
-            ii, jj = ii[hit], jj[hit]
-            f = _first(ii, jj)
-            problems.append(CoverProblem(int(ii[f]), int(jj[f]),
-                                         _uncovered(int(ii[f]), int(jj[f]))))
+        _add_uncovered(problems, *mask.first_hit(qb[empty], qb[empty + 1], 0, mask.kv_len))
     if not problems:
         return None
     return min(problems, key=lambda p: (p.i, p.j))
@@ -242,12 +245,7 @@ def _cover_block(
     g0 = np.concatenate([prev[gap], lr[tail]])
     g1 = np.concatenate([ck0[gap], np.full(len(tail), nk - 1, dtype=_I64)])
     if len(gy):
-        hit, ii, jj = mask.first_hit(qb[gy], qb[gy + 1], kb[g0], kb[g1])
-        if bool(hit.any()):
-            ii, jj = ii[hit], jj[hit]
-            f = _first(ii, jj)
-            problems.append(CoverProblem(int(ii[f]), int(jj[f]),
-                                         _uncovered(int(ii[f]), int(jj[f]))))
+        _add_uncovered(problems, *mask.first_hit(qb[gy], qb[gy + 1], kb[g0], kb[g1]))
     if not problems:
         return None
     return min(problems, key=lambda p: (p.i, p.j))
