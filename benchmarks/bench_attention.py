@@ -1,4 +1,5 @@
-"""``attention`` (on-GPU and streamed from pinned host memory) vs the fastest monolithic kernel.
+"""``attention`` (on-GPU and streamed from pinned host memory) vs the fastest monolithic kernel
+and the plain out-of-core baseline.
 
 Run on the GPU machine (bf16, batch 1, 16 heads, head dim 128)::
 
@@ -7,18 +8,32 @@ Run on the GPU machine (bf16, batch 1, 16 heads, head dim 128)::
 For each length and mask (full, causal), in ONE process so that the ratios compare like with
 like:
 
-* ``mono``: the fastest monolithic kernel that runs here (FA4, else cuDNN, ...), forward and
-  backward (backward given the kernel's own out/lse);
-* ``gpu``: :func:`cqs_attention.attention` with q, k, v already on the GPU;
+* ``mono``: the monolithic kernels of ``--kernels`` that run here, forward and backward
+  (backward given the kernel's own out/lse); the fastest forward is the reference of every
+  forward ratio, the fastest backward of every backward ratio. At ``L >=
+  --mono-only-fastest-from`` (default 1M), or everywhere with ``--mono-only-fastest``, only the
+  first kernel of ``--kernels`` that runs here (the fastest by the anchors) is timed;
+* ``gpu``: :func:`cqs_attention.attention` with q, k, v already on the GPU, and its backward
+  (``attention(...)`` under autograd, ``out.backward(dout)``, minus the forward time);
 * ``streamed``: the same with q, k, v in pinned host memory and ``memory_budget`` = 1/4 of
-  the Q+K+V bytes;
-* ``gpu`` backward: ``attention(...)`` under autograd, ``out.backward(dout)``.
+  the Q+K+V bytes, forward, and backward (q, k, v pinned host tensors requiring grad, dout
+  pinned; fwd+bwd time minus the streamed forward; ``--no-streamed-backward`` skips it);
+* ``baseline``: :func:`cqs_attention.baseline.out_of_core_attention` (query block resident,
+  key/value blocks streamed, the same kernels) on the same pinned inputs and budget.
 
-TFLOP/s counts 4·B·H·L²·D per forward (halved for causal) and 2.5x that per backward. Times are
-medians of CUDA-event-timed repetitions after one warm-up call. Each record carries
-``ratio_on_gpu``, ``ratio_streamed`` and ``ratio_backward`` (attention / fastest monolithic in
-this run), the GPU name, torch version and kernel names. ``--plot`` turns a JSON file into a
-PNG (runs without a GPU).
+TFLOP/s counts 4·B·H·L²·D per forward (halved for causal) and 2.5x that per backward. Times on
+the GPU are medians of CUDA-event-timed repetitions after one warm-up call; streamed and
+baseline runs are timed by the wall clock (synchronized), the warm-up being the first call
+(``streamed_first_s``, ``baseline_first_s``). ``--reps`` defaults to 5 below 1M tokens and to
+1 (one warm-up, one timed run) from 1M on; each record says ``reps``.
+
+Each record carries ``ratio_on_gpu``, ``ratio_streamed``, ``ratio_backward`` (on-GPU),
+``ratio_backward_streamed``, ``ratio_baseline`` (baseline / fastest monolithic) and
+``streamed_vs_baseline`` (CQS streamed / baseline TFLOP/s), the GPU name, torch version, kernel
+names, bytes moved and the per-stage profiles (``streamed_report.profile``,
+``baseline_report.profile``: h2d, compute, d2h, merge, idle seconds). The JSON file is rewritten
+after every measured part, so a run cut short keeps what it measured. ``--plot JSON PNG`` turns
+a results file into a PNG (runs without a GPU).
 """
 
 from __future__ import annotations
@@ -26,8 +41,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
+
+#: from this length on, ``--reps`` defaults to 1 and only the fastest monolithic kernel is timed
+LONG = 1 << 20
 
 
 def _tflops(L: int, h: int, d: int, causal: bool, ms: float, backward: bool = False) -> float:
@@ -35,12 +56,49 @@ def _tflops(L: int, h: int, d: int, causal: bool, ms: float, backward: bool = Fa
     return flop / (ms * 1e-3) / 1e12
 
 
-def _time_ms(fn, reps: int) -> float:
-    """Median CUDA-event time of ``fn`` over ``reps`` runs (after one warm-up run)."""
-    import statistics
+class _Device:
+    """Synchronisation, timers and peak memory on the benchmark device (CUDA; the CPU only
+    for smoke tests of this script)."""
 
+    def __init__(self, name: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.dev = torch.device(name)
+        self.cuda = self.dev.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.dev)
+
+    def name(self) -> str:
+        return self.torch.cuda.get_device_name(self.dev) if self.cuda else "cpu"
+
+    def start_peak(self) -> int:
+        """Empty the cache, reset the peak counter; returns the bytes allocated now."""
+        if not self.cuda:
+            return 0
+        self.torch.cuda.empty_cache()
+        self.torch.cuda.reset_peak_memory_stats(self.dev)
+        return self.torch.cuda.memory_allocated(self.dev)
+
+    def peak_gib(self, base: int) -> float | None:
+        if not self.cuda:
+            return None
+        return (self.torch.cuda.max_memory_allocated(self.dev) - base) / 2**30
+
+    def pin(self, t: Any) -> Any:
+        """A pinned host copy of ``t`` (a plain host copy without CUDA)."""
+        return t.cpu().pin_memory() if self.cuda else t.cpu().clone()
+
+
+def _time_ms(fn: Callable[[], Any], reps: int, dev: _Device | None = None) -> float:
+    """Median CUDA-event time of ``fn`` over ``reps`` runs (after one warm-up run); wall clock
+    on the CPU."""
     import torch
 
+    if dev is not None and not dev.cuda:
+        return _wall_ms(fn, reps, dev=dev)[1]
     fn()
     torch.cuda.synchronize()
     times = []
@@ -54,131 +112,332 @@ def _time_ms(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def _fastest_kernel(names: list[str]):
+def _wall_ms(fn: Callable[[], Any], reps: int, warmup: bool = True,
+             dev: _Device | None = None) -> tuple[float, float]:
+    """``(first_s, median_ms)``: wall time of a warm-up call, and the median of ``reps`` more
+    (``warmup=False``: the first call is the one timed run)."""
+    sync = dev.sync if dev is not None else _Device("cuda").sync
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    first = time.perf_counter() - t0
+    if not warmup:
+        return first, first * 1e3
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return first, statistics.median(times)
+
+
+def _difference(total_ms: float, fwd_ms: float) -> float:
+    """Backward time = (forward + backward) - forward; an error when timing noise makes it
+    non-positive (recorded under ``errors`` by the caller instead of an absurd rate)."""
+    if total_ms <= fwd_ms:
+        raise RuntimeError(f"forward+backward ({total_ms:.3f} ms) was not slower than the "
+                           f"forward alone ({fwd_ms:.3f} ms): timing noise, no backward time")
+    return total_ms - fwd_ms
+
+
+def _runnable_kernels(names: list[str], dev: Any, head_dim: int) -> list:
+    """Kernels named in ``names`` that run bf16 here with a backward, in ``names`` order."""
     import torch
 
     from cqs_attention.kernels import available_kernels
 
-    dev = torch.device("cuda")
-    for k in available_kernels():
-        if k.name in names and not k.not_supported(device=dev, dtype=torch.bfloat16,
-                                                   head_dim=128, mask=None, gqa=False,
-                                                   needs_grad=True):
-            return k
-    raise RuntimeError(f"none of {names} runs here")
+    by_name = {k.name: k for k in available_kernels()}
+    out = []
+    for n in names:
+        k = by_name.get(n)
+        if k is not None and not k.not_supported(device=dev, dtype=torch.bfloat16,
+                                                 head_dim=head_dim, mask=None, gqa=False,
+                                                 needs_grad=True):
+            out.append(k)
+    if not out:
+        raise RuntimeError(f"none of {names} runs here")
+    return out
 
 
-def _rel(a, b) -> float:
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+def _rel(a, b, dev: Any = "cuda") -> float:
+    """||a - b|| / ||b||, one head at a time on ``dev`` (inputs may be big host tensors)."""
+    import torch
+
+    num = den = 0.0
+    for h in range(b.shape[1]):
+        x = a[:, h].to(dev).float()
+        y = b[:, h].to(dev).float()
+        num += float(torch.linalg.vector_norm(x - y).double() ** 2)
+        den += float(torch.linalg.vector_norm(y).double() ** 2)
+    return math.sqrt(num / den) if den > 0 else math.sqrt(num)
 
 
-def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int, kernel_names,
-            backward: bool, streamed: bool, progress: bool, plan=None) -> dict:
-    """One configuration: monolithic vs attention on GPU vs streamed, fwd (+ bwd)."""
+def _summary(rep) -> dict | None:
+    """The JSON-friendly part of a run report (fields read with defaults: reports evolve)."""
+    if rep is None:
+        return None
+    d = rep.to_dict()
+    keep = ("plan_source", "design_v", "design_k", "levels", "tasks", "kernel_calls",
+            "bytes_to_device", "bytes_from_device", "peak_device_bytes", "timings",
+            "accumulator_device", "oom_retries", "profile", "memory_budget",
+            "task_bytes_estimate", "n_cap_start", "n_cap_final", "refinements", "calibration",
+            "chunk_hits", "chunk_misses", "bytes_saved")
+    return {k: d.get(k) for k in keep if k in d}
+
+
+def _baseline_summary(rep) -> dict | None:
+    if rep is None:
+        return None
+    d = rep.to_dict()
+    keep = ("block_q", "block_kv", "q_blocks", "kv_blocks", "blocks_computed",
+            "blocks_masked", "blocks_skipped", "kernel_calls", "bytes_to_device",
+            "bytes_from_device", "footprint_estimate", "memory_budget", "peak_device_bytes",
+            "pinned", "overlapped", "seconds", "profile")
+    return {k: d.get(k) for k in keep if k in d}
+
+
+def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
+            kernel_names: list[str], backward: bool, streamed: bool, progress: bool,
+            plan: int | None = None, mono_only_fastest: bool = False, gpu: bool = True,
+            baseline: bool = True, streamed_backward: bool = True, device: str = "cuda",
+            budget_fraction: float = 0.25, on_update: Callable[[dict], None] | None = None) -> dict:
+    """One configuration: monolithic vs attention on GPU vs streamed vs baseline, fwd (+ bwd).
+
+    ``on_update(rec)`` is called after every part (the caller saves partial results).
+    ``device="cpu"`` runs the same code paths on the CPU (smoke test of this script; "pinned"
+    tensors are plain host tensors there and nothing is streamed).
+    """
     import torch
 
     from cqs_attention.api import attention
+    from cqs_attention.baseline import last_baseline_stats, out_of_core_attention
     from cqs_attention.kernels.base import BlockMask
     from cqs_attention.report import last_run_stats
 
-    dev = torch.device("cuda")
+    D = _Device(device)
+    dev = D.dev
     dt = torch.bfloat16
     scale = 1 / math.sqrt(head_dim)
-    mono = _fastest_kernel(kernel_names)
+    kernels = _runnable_kernels(kernel_names, dev, head_dim)
+    if mono_only_fastest:
+        kernels = kernels[:1]
     rec: dict = {"L": L, "causal": causal, "B": 1, "H": heads, "D": head_dim,
-                 "dtype": "bfloat16", "gpu": torch.cuda.get_device_name(),
-                 "torch": torch.__version__, "mono_kernel": mono.name, "plan_arg": plan}
+                 "dtype": "bfloat16", "gpu": D.name(), "torch": torch.__version__,
+                 "plan_arg": plan, "reps": reps, "warmup": 1,
+                 "mono_kernels_timed": [k.name for k in kernels]}
+
+    def update(part: str) -> None:
+        if progress:
+            print(part, json.dumps({k: v for k, v in rec.items() if not isinstance(v, dict)}),
+                  flush=True)
+        if on_update is not None:
+            on_update(rec)
+
     g = torch.Generator(device=dev).manual_seed(L + causal)
     q, k, v, dout = (torch.randn(1, heads, L, head_dim, device=dev, dtype=dt, generator=g)
                      for _ in range(4))
     mask = BlockMask(causal_offset=0) if causal else None
 
-    # fastest monolithic kernel
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    ms = _time_ms(lambda: mono.fwd(q, k, v, scale=scale, mask=mask), reps)
-    rec["mono_fwd_ms"] = ms
-    rec["mono_fwd_tflops"] = _tflops(L, heads, head_dim, causal, ms)
-    rec["mono_fwd_peak_gib"] = (torch.cuda.max_memory_allocated() - base) / 2**30
-    mono_out, mono_lse = mono.fwd(q, k, v, scale=scale, mask=mask)
+    # monolithic kernels: the fastest forward and the fastest backward are the references
+    per: dict[str, dict] = {}
+    best_out = None
+    for kern in kernels:
+        try:
+            base = D.start_peak()
+            ms = _time_ms(lambda kern=kern: kern.fwd(q, k, v, scale=scale, mask=mask), reps, D)
+            r = {"fwd_ms": ms, "fwd_tflops": _tflops(L, heads, head_dim, causal, ms),
+                 "fwd_peak_gib": D.peak_gib(base)}
+            o, lse = kern.fwd(q, k, v, scale=scale, mask=mask)
+            if backward:
+                ms = _time_ms(lambda kern=kern, o=o, lse=lse: kern.bwd(
+                    dout, q, k, v, o, lse, scale=scale, mask=mask), reps, D)
+                r["bwd_ms"] = ms
+                r["bwd_tflops"] = _tflops(L, heads, head_dim, causal, ms, backward=True)
+        except Exception as exc:  # one kernel failing (OOM, compile error) leaves the others
+            per[kern.name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"mono {kern.name} error: {per[kern.name]['error']}", file=sys.stderr,
+                  flush=True)
+            o = lse = None
+            D.start_peak()
+            continue
+        per[kern.name] = r
+        if best_out is None or r["fwd_tflops"] > per[rec["mono_kernel"]]["fwd_tflops"]:
+            rec["mono_kernel"] = kern.name
+            best_out = o
+        del o, lse
+    rec["mono_kernels"] = per
+    if best_out is None:
+        raise RuntimeError("no monolithic kernel ran: " + json.dumps(per))
+    mono_out, best_out = best_out, None
+    best = per[rec["mono_kernel"]]
+    rec["mono_fwd_ms"] = best["fwd_ms"]
+    rec["mono_fwd_tflops"] = best["fwd_tflops"]
+    rec["mono_fwd_peak_gib"] = best["fwd_peak_gib"]
     if backward:
-        ms = _time_ms(lambda: mono.bwd(dout, q, k, v, mono_out, mono_lse, scale=scale,
-                                       mask=mask), reps)
-        rec["mono_bwd_ms"] = ms
-        rec["mono_bwd_tflops"] = _tflops(L, heads, head_dim, causal, ms, backward=True)
-    if progress:
-        print("mono", json.dumps(rec), flush=True)
+        ok = [n for n in per if "bwd_tflops" in per[n]]
+        bwd_name = max(ok, key=lambda n: per[n]["bwd_tflops"])
+        rec["mono_bwd_kernel"] = bwd_name
+        rec["mono_bwd_ms"] = per[bwd_name]["bwd_ms"]
+        rec["mono_bwd_tflops"] = per[bwd_name]["bwd_tflops"]
+    update("mono")
 
-    # attention, tensors on the GPU
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    ms = _time_ms(lambda: attention(q, k, v, causal=causal, plan=plan, progress=False), reps)
-    rep = last_run_stats()
-    rec["gpu_fwd_ms"] = ms
-    rec["gpu_fwd_tflops"] = _tflops(L, heads, head_dim, causal, ms)
-    rec["gpu_fwd_peak_gib"] = (torch.cuda.max_memory_allocated() - base) / 2**30
-    rec["gpu_report"] = None if rep is None else _summary(rep)
-    out = attention(q, k, v, causal=causal, plan=plan, progress=False)
-    rec["gpu_vs_mono_rel_err"] = _rel(out, mono_out)
-    del out
-    rec["ratio_on_gpu"] = rec["gpu_fwd_tflops"] / rec["mono_fwd_tflops"]
-    if progress:
-        print("gpu", json.dumps(rec), flush=True)
+    def part_gpu() -> None:
+        base = D.start_peak()
+        keep: dict = {}
 
-    if backward:
-        torch.cuda.empty_cache()
+        def run_gpu() -> None:
+            keep.pop("out", None)
+            keep["out"] = attention(q, k, v, causal=causal, plan=plan, device=dev,
+                                    progress=False)
+
+        ms = _time_ms(run_gpu, reps, D)
+        rep = last_run_stats()
+        rec["gpu_fwd_ms"] = ms
+        rec["gpu_fwd_tflops"] = _tflops(L, heads, head_dim, causal, ms)
+        rec["gpu_fwd_peak_gib"] = D.peak_gib(base)
+        rec["gpu_report"] = _summary(rep)
+        rec["gpu_vs_mono_rel_err"] = _rel(keep.pop("out"), mono_out, dev)
+        rec["ratio_on_gpu"] = rec["gpu_fwd_tflops"] / rec["mono_fwd_tflops"]
+
+    def part_gpu_bwd() -> None:
+        D.start_peak()
         qq, kk, vv = (t.detach().requires_grad_(True) for t in (q, k, v))
 
-        def fwd_bwd():
-            o = attention(qq, kk, vv, causal=causal, plan=plan, progress=False)
+        def fwd_bwd() -> None:
+            o = attention(qq, kk, vv, causal=causal, plan=plan, device=dev, progress=False)
             o.backward(dout)
             qq.grad = kk.grad = vv.grad = None
 
-        fb_ms = _time_ms(fwd_bwd, max(1, reps // 2))
-        bwd_ms = max(fb_ms - rec["gpu_fwd_ms"], 1e-9)
+        fb_ms = _time_ms(fwd_bwd, max(1, reps // 2), D)
         rec["gpu_fwd_plus_bwd_ms"] = fb_ms
+        bwd_ms = _difference(fb_ms, rec["gpu_fwd_ms"])
         rec["gpu_bwd_ms"] = bwd_ms
         rec["gpu_bwd_tflops"] = _tflops(L, heads, head_dim, causal, bwd_ms, backward=True)
         rec["ratio_backward"] = rec["gpu_bwd_tflops"] / rec["mono_bwd_tflops"]
-        del qq, kk, vv
-        if progress:
-            print("bwd", json.dumps(rec), flush=True)
 
-    if streamed:
-        hq, hk, hv = (t.cpu().pin_memory() for t in (q, k, v))
-        budget = (hq.numel() + hk.numel() + hv.numel()) * hq.element_size() // 4
-        rec["streamed_budget_bytes"] = budget
-        del q, k, v, dout, mono_out, mono_lse
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        t0 = time.perf_counter()
-        res = attention(hq, hk, hv, causal=causal, memory_budget=budget, device=dev,
-                        progress=False)
-        torch.cuda.synchronize()
-        rec["streamed_first_s"] = time.perf_counter() - t0
-        ms = _time_ms(lambda: attention(hq, hk, hv, causal=causal, memory_budget=budget,
-                                        device=dev, progress=False), max(1, reps // 2))
+    def part_streamed() -> None:
+        base = D.start_peak()
+        keep: dict = {}
+
+        def run_streamed() -> None:
+            keep.pop("out", None)
+            keep["out"] = attention(hq, hk, hv, causal=causal, memory_budget=budget,
+                                    device=dev, progress=False)
+
+        first, ms = _wall_ms(run_streamed, max(1, reps // 2), dev=D)
         rep = last_run_stats()
+        rec["streamed_first_s"] = first
         rec["streamed_fwd_ms"] = ms
         rec["streamed_fwd_tflops"] = _tflops(L, heads, head_dim, causal, ms)
-        rec["streamed_peak_gib"] = (torch.cuda.max_memory_allocated() - base) / 2**30
-        rec["streamed_report"] = None if rep is None else _summary(rep)
+        rec["streamed_peak_gib"] = D.peak_gib(base)
+        rec["streamed_report"] = _summary(rep)
+        rec["streamed_vs_mono_rel_err"] = _rel(keep.pop("out"), mono_out, dev)
         rec["ratio_streamed"] = rec["streamed_fwd_tflops"] / rec["mono_fwd_tflops"]
-        del res
-        if progress:
-            print("streamed", json.dumps(rec), flush=True)
+
+    def part_baseline() -> None:
+        base = D.start_peak()
+        keep: dict = {}
+
+        def run_baseline() -> None:
+            keep.pop("out", None)
+            keep["out"] = out_of_core_attention(hq, hk, hv, causal=causal,
+                                                memory_budget=budget, device=dev,
+                                                progress=False)
+
+        first, ms = _wall_ms(run_baseline, max(1, reps // 2), dev=D)
+        brep = last_baseline_stats()
+        rec["baseline_first_s"] = first
+        rec["baseline_fwd_ms"] = ms
+        rec["baseline_fwd_tflops"] = _tflops(L, heads, head_dim, causal, ms)
+        rec["baseline_peak_gib"] = D.peak_gib(base)
+        rec["baseline_bytes_to_device"] = None if brep is None else brep.bytes_to_device
+        rec["baseline_report"] = _baseline_summary(brep)
+        rec["baseline_vs_mono_rel_err"] = _rel(keep.pop("out"), mono_out, dev)
+        rec["ratio_baseline"] = rec["baseline_fwd_tflops"] / rec["mono_fwd_tflops"]
+        if "streamed_fwd_tflops" in rec:
+            rec["streamed_vs_baseline"] = (rec["streamed_fwd_tflops"]
+                                           / rec["baseline_fwd_tflops"])
+
+    def part_streamed_bwd() -> None:
+        base = D.start_peak()
+        gq, gk, gv = (t.detach().requires_grad_(True) for t in (hq, hk, hv))
+
+        def streamed_fwd_bwd() -> None:
+            o = attention(gq, gk, gv, causal=causal, memory_budget=budget, device=dev,
+                          progress=False)
+            o.backward(hdout)
+            gq.grad = gk.grad = gv.grad = None
+
+        # from 1M tokens on, the first call is the timed one (the forward ran already)
+        warm = L < LONG
+        first, fb_ms = _wall_ms(streamed_fwd_bwd, max(1, reps // 2), warmup=warm, dev=D)
+        rep = last_run_stats()
+        rec["streamed_bwd_warmup"] = int(warm)
+        fwd_ms = rec.get("streamed_fwd_ms")
+        if fwd_ms is None:  # no streamed forward measured: time one now
+            _, fwd_ms = _wall_ms(lambda: attention(hq, hk, hv, causal=causal,
+                                                   memory_budget=budget, device=dev,
+                                                   progress=False), 1, warmup=False, dev=D)
+            rec["streamed_fwd_ms_for_bwd"] = fwd_ms
+        rec["streamed_fwd_plus_bwd_first_s"] = first
+        bwd_ms = _difference(fb_ms, fwd_ms)
+        rec["streamed_fwd_plus_bwd_ms"] = fb_ms
+        rec["streamed_bwd_ms"] = bwd_ms
+        rec["streamed_bwd_tflops"] = _tflops(L, heads, head_dim, causal, bwd_ms,
+                                             backward=True)
+        rec["streamed_bwd_peak_gib"] = D.peak_gib(base)
+        rec["streamed_bwd_report"] = _summary(rep)
+        if "mono_bwd_tflops" in rec:
+            rec["ratio_backward_streamed"] = rec["streamed_bwd_tflops"] / rec["mono_bwd_tflops"]
+
+    def run_part(name: str, fn: Callable[[], None]) -> None:
+        """Run one part; an error is recorded under ``errors[name]`` and the rest goes on."""
+        try:
+            fn()
+        except Exception as exc:
+            rec.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+            print(f"{name} error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        D.start_peak()  # frees what the part left in the allocator cache
+        update(name)
+
+    if gpu:
+        run_part("gpu", part_gpu)
+        if backward and "gpu_fwd_ms" in rec:
+            run_part("gpu_bwd", part_gpu_bwd)
+    if not (streamed or baseline or (backward and streamed_backward)):
+        return rec
+    mono_out = mono_out.cpu()  # frees the device for the streamed runs
+    hq, hk, hv = (D.pin(t) for t in (q, k, v))
+    hdout = D.pin(dout) if backward and streamed_backward else None
+    budget = int((hq.numel() + hk.numel() + hv.numel()) * hq.element_size() * budget_fraction)
+    rec["streamed_budget_bytes"] = budget
+    rec["budget_fraction"] = budget_fraction
+    q = k = v = dout = None  # frees the device copies (the parts above hold these names)
+    if streamed:
+        run_part("streamed", part_streamed)
+    if baseline:
+        run_part("baseline", part_baseline)
+    mono_out = None
+    if hdout is not None:
+        run_part("streamed_bwd", part_streamed_bwd)
     return rec
 
 
-def _summary(rep) -> dict:
-    d = rep.to_dict()
-    keep = ("plan_source", "design_v", "design_k", "levels", "tasks", "kernel_calls",
-            "bytes_to_device", "bytes_from_device", "peak_device_bytes", "timings",
-            "accumulator_device", "oom_retries")
-    return {k: d.get(k) for k in keep}
+SERIES = [("mono_fwd_tflops", "fastest monolithic fwd"), ("gpu_fwd_tflops", "attention fwd"),
+          ("streamed_fwd_tflops", "attention streamed fwd"),
+          ("baseline_fwd_tflops", "out-of-core baseline fwd"),
+          ("mono_bwd_tflops", "monolithic bwd"), ("gpu_bwd_tflops", "attention bwd"),
+          ("streamed_bwd_tflops", "attention streamed bwd")]
+
+
+def _len_label(L: int) -> str:
+    """1048576 -> '1M', 65536 -> '64K', 300 -> '300'."""
+    for unit, name in ((1 << 20, "M"), (1 << 10, "K")):
+        if L >= unit and L % (unit // 4) == 0:
+            return f"{L / unit:g}{name}"
+    return str(L)
 
 
 def plot(json_path: str, png_path: str) -> None:
@@ -191,22 +450,38 @@ def plot(json_path: str, png_path: str) -> None:
     with open(json_path) as fh:
         data = json.load(fh)
     recs = [r for r in data["records"] if "mono_fwd_tflops" in r]
-    labels = [f"{r['L'] // 1024}K {'causal' if r['causal'] else 'full'}" for r in recs]
-    series = [("mono_fwd_tflops", "fastest monolithic fwd"), ("gpu_fwd_tflops", "attention fwd"),
-              ("streamed_fwd_tflops", "attention streamed fwd"),
-              ("mono_bwd_tflops", "monolithic bwd"), ("gpu_bwd_tflops", "attention bwd")]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(recs)), 4))
-    width = 0.8 / len(series)
+    labels = [f"{_len_label(r['L'])} {'causal' if r['causal'] else 'full'}" for r in recs]
+    series = [(k, n) for k, n in SERIES if any(r.get(k) for r in recs)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(recs)), 4.4))
+    width = 0.8 / max(1, len(series))
     for i, (key, name) in enumerate(series):
         xs = [j + i * width for j in range(len(recs))]
         ax.bar(xs, [r.get(key) or 0 for r in recs], width, label=name)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(recs))], labels)
-    ax.set_ylabel("TFLOP/s (bf16, H=16, D=128)")
+    if recs:
+        ax.set_ylabel(f"TFLOP/s ({recs[0].get('dtype', 'bf16')}, H={recs[0].get('H')}, "
+                      f"D={recs[0].get('D')})")
     gpu = recs[0]["gpu"] if recs else ""
-    ax.set_title(f"cqs_attention vs monolithic kernels on {gpu}")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    ax.set_title(f"cqs_attention vs monolithic kernels and the out-of-core baseline on {gpu}",
+                 fontsize=9)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+def _row(r: dict) -> str:
+    def f(key: str, fmt: str) -> str:
+        val = r.get(key)
+        return format(val, fmt) if isinstance(val, (int, float)) else "-".rjust(
+            int(fmt.split(".")[0]))
+
+    return (f"{r['L']:>8} {'causal' if r['causal'] else 'full':>6} {r['mono_kernel'][:6]:>6} "
+            f"{f('mono_fwd_tflops', '7.1f')} {f('gpu_fwd_tflops', '7.1f')} "
+            f"{f('streamed_fwd_tflops', '7.1f')} {f('baseline_fwd_tflops', '7.1f')} "
+            f"{f('ratio_on_gpu', '6.3f')} {f('ratio_streamed', '6.3f')} "
+            f"{f('ratio_baseline', '6.3f')} {f('streamed_vs_baseline', '6.3f')} "
+            f"{f('ratio_backward', '6.3f')} {f('ratio_backward_streamed', '6.3f')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,13 +490,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--masks", nargs="+", choices=["full", "causal"], default=["full", "causal"])
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--kernels", nargs="+", default=["fa4", "fa3", "cudnn", "fa2", "sdpa_flash"])
+    p.add_argument("--reps", type=int, default=None,
+                   help=f"timed repetitions after one warm-up (default 5, 1 from L={LONG})")
+    p.add_argument("--kernels", nargs="+", default=["fa4", "fa3", "cudnn", "fa2", "sdpa_flash"],
+                   help="monolithic kernels to time, fastest first")
+    p.add_argument("--mono-only-fastest", action="store_true",
+                   help="time only the first kernel of --kernels that runs, at every length")
+    p.add_argument("--mono-only-fastest-from", type=int, default=LONG, metavar="L",
+                   help="time only the first runnable kernel of --kernels from this length on")
     p.add_argument("--plan", type=int, default=None,
                    help="Singer design order q for the on-GPU runs (default: attention's choice)")
-    p.add_argument("--no-backward", action="store_true")
-    p.add_argument("--no-streamed", action="store_true")
-    p.add_argument("--json", help="write the records here")
+    p.add_argument("--no-backward", action="store_true", help="no backward pass at all")
+    p.add_argument("--no-gpu", action="store_true", help="skip attention on GPU tensors")
+    p.add_argument("--no-streamed", action="store_true", help="skip the streamed forward")
+    p.add_argument("--no-streamed-backward", action="store_true",
+                   help="skip the streamed backward")
+    p.add_argument("--no-baseline", action="store_true", help="skip the out-of-core baseline")
+    p.add_argument("--budget-fraction", type=float, default=0.25,
+                   help="memory_budget of the streamed and baseline runs, as a fraction of the "
+                        "Q+K+V bytes (default 1/4)")
+    p.add_argument("--device", default="cuda",
+                   help="'cuda' (default); 'cpu' runs tiny smoke tests of this script")
+    p.add_argument("--json", help="write the records here (rewritten after every part)")
     p.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), help="only plot a results file")
     args = p.parse_args(argv)
     if args.plot:
@@ -229,35 +519,45 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    if not torch.cuda.is_available():
-        print("bench_attention: needs a CUDA device", file=sys.stderr)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("bench_attention: needs a CUDA device (or --device cpu for a smoke test)",
+              file=sys.stderr)
         return 2
-    records = []
+    meta = {"argv": sys.argv[1:] if argv is None else list(argv),
+            "gpu": _Device(args.device).name(), "torch": torch.__version__}
+    records: list[dict] = []
+
+    def save(partial: dict | None = None) -> None:
+        if args.json:
+            rows = records + ([partial] if partial is not None else [])
+            with open(args.json, "w") as fh:
+                json.dump({"meta": meta, "records": rows}, fh, indent=1)
+
     for L in args.lengths:
+        reps = args.reps if args.reps is not None else (1 if L >= LONG else 5)
         for m in args.masks:
             try:
                 rec = measure(L, m == "causal", heads=args.heads, head_dim=args.head_dim,
-                              reps=args.reps, kernel_names=args.kernels,
+                              reps=reps, kernel_names=args.kernels,
                               backward=not args.no_backward, streamed=not args.no_streamed,
-                              progress=True, plan=args.plan)
+                              progress=True, plan=args.plan,
+                              mono_only_fastest=(args.mono_only_fastest
+                                                 or L >= args.mono_only_fastest_from),
+                              gpu=not args.no_gpu, baseline=not args.no_baseline,
+                              streamed_backward=not args.no_streamed_backward,
+                              device=args.device, budget_fraction=args.budget_fraction,
+                              on_update=save)
             except Exception as exc:
                 rec = {"L": L, "causal": m == "causal", "error": f"{type(exc).__name__}: {exc}"}
                 print("error", json.dumps(rec), flush=True)
             records.append(rec)
-            if args.json:
-                with open(args.json, "w") as fh:
-                    json.dump({"records": records}, fh, indent=1)
-            torch.cuda.empty_cache()
-    print(f"{'L':>8} {'mask':>6} {'mono':>6} {'fwd':>7} {'gpu':>7} {'stream':>7} "
-          f"{'r_gpu':>6} {'r_str':>6} {'r_bwd':>6}")
+            save()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    print(f"{'L':>8} {'mask':>6} {'mono':>6} {'fwd':>7} {'gpu':>7} {'stream':>7} {'base':>7} "
+          f"{'r_gpu':>6} {'r_str':>6} {'r_base':>6} {'s/b':>6} {'r_bwd':>6} {'r_sbwd':>6}")
     for r in records:
-        if "mono_fwd_tflops" not in r:
-            print(r)
-            continue
-        print(f"{r['L']:>8} {'causal' if r['causal'] else 'full':>6} {r['mono_kernel']:>6} "
-              f"{r['mono_fwd_tflops']:7.1f} {r.get('gpu_fwd_tflops', 0):7.1f} "
-              f"{r.get('streamed_fwd_tflops', 0):7.1f} {r.get('ratio_on_gpu', 0):6.3f} "
-              f"{r.get('ratio_streamed', 0):6.3f} {r.get('ratio_backward', 0):6.3f}")
+        print(_row(r) if "mono_fwd_tflops" in r else r)
     return 0
 
 

@@ -48,3 +48,8 @@ from cqs_attention.checkpoint import CheckpointError
 from cqs_attention.module import CQSAttention
 
 __all__ += ["CQSAttention", "CheckpointError", "distributed"]
+
+# --- GPU streaming (issue: GPU kernels, streaming, guardrails, benchmarks) ----------------
+from cqs_attention.baseline import last_baseline_stats, out_of_core_attention  # noqa: E402
+
+__all__ += ["last_baseline_stats", "out_of_core_attention"]

@@ -201,6 +201,20 @@ def _check_out(out: Any, q: torch.Tensor, v: torch.Tensor,
     return out
 
 
+def _convert_into(dst: torch.Tensor, src: torch.Tensor, slab_bytes: int = 256 << 20) -> None:
+    """``dst.copy_(src)`` across devices and dtypes, converting on ``src``'s device slab by
+    slab (a blocking device -> host copy with a dtype change would first build a full-size
+    host temporary in ``src``'s dtype)."""
+    if src.device == dst.device or src.dtype == dst.dtype or src.dim() < 3:
+        dst.copy_(src)
+        return
+    rows = src.shape[2]
+    per_row = max(1, src[:, :, :1].numel() * src.element_size())
+    step = max(1, slab_bytes // per_row)
+    for s in range(0, rows, step):
+        dst[:, :, s:s + step].copy_(src[:, :, s:s + step].to(dst.dtype))
+
+
 def attention(
     q: Any,
     k: Any,
@@ -360,13 +374,17 @@ def attention(
     acc_total = (q.numel() + k.numel() + v.numel() if needs_grad
                  else b * h * lq * (v.shape[-1] + 1)) * acc_esz
 
+    # accumulators that do not fit stay on the host; the forward pass then streams query
+    # groups and merges on the device (cqs_attention.streaming), backward merges on the host
+    host_acc = streams and budget is not None and acc_total > budget
+
     def estimate(p: Any) -> int:
         """Device bytes of the largest task (backward's when gradients will be needed)."""
         return estimate_plan_bytes(p, batch=b, heads=h, kv_heads=k.shape[1], head_dim=d,
                                    dtype=q.dtype, kernel=kernel, backward=needs_grad,
                                    mask=spec, tasks_alive=2 if streams else 1,
-                                   merge_on_device=not streams or budget is None
-                                   or acc_total <= budget)
+                                   merge_on_device=not host_acc or not needs_grad,
+                                   query_streamed=host_acc and not needs_grad)
     chosen, source = resolve_plan(
         plan, lq, lk, causal=causal, window=spec.window, estimate=estimate,
         memory_budget=budget if dist_opts is None else dist_opts.shared_budget(budget))
@@ -394,10 +412,17 @@ def attention(
                    memory_budget=budget, progress=progress, report=report)
     acc_dtype = accumulator_dtype(q.dtype)
 
+    if out is not None and isinstance(out, torch.Tensor) and out.device == home:
+        executor.out_target = out  # the streaming executor may write the result straight there
+
     def finalize(acc_out: torch.Tensor, acc_lse: torch.Tensor):
         if out is not None:
-            out.copy_(acc_out)
+            if not (acc_out.data_ptr() == out.data_ptr() and acc_out.dtype == out.dtype):
+                _convert_into(out, acc_out)
             res = out
+        elif acc_out.device != home and acc_out.dtype != q.dtype:
+            res = torch.empty(acc_out.shape, dtype=q.dtype, device=home)
+            _convert_into(res, acc_out)
         else:
             res = acc_out.to(device=home, dtype=q.dtype)
         return res, acc_lse.to(device=home, dtype=acc_dtype)

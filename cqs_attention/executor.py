@@ -165,7 +165,8 @@ def _kernel_workspace(kernel: Any, b: int, h: int, hkv: int, lq: int, lk: int, d
 def estimate_plan_bytes(plan: Any, *, batch: int, heads: int, kv_heads: int, head_dim: int,
                         dtype: torch.dtype, kernel: Any = None, backward: bool = False,
                         mask: MaskSpec | None = None, tasks_alive: int = 1,
-                        merge_on_device: bool = True) -> int:
+                        merge_on_device: bool = True, query_streamed: bool = False,
+                        groups_alive: int = 4) -> int:
     """Upper bound of the device bytes one task of ``plan`` holds (max over tasks).
 
     Counts the staged q/k/v rows (and out, dout, lse for backward), per-call results in the
@@ -182,6 +183,12 @@ def estimate_plan_bytes(plan: Any, *, batch: int, heads: int, kv_heads: int, hea
     (2 for the streaming executor: the task being staged beside the previous one it reuses
     chunks from); mask, workspace and merge temporaries belong to the computing task only.
     ``merge_on_device=False`` (accumulators on the host) drops the merge temporaries.
+
+    ``query_streamed=True`` models the streaming executor's forward with host accumulators
+    (:mod:`cqs_attention.streaming`): only the task's key/value rows are staged per task (times
+    ``tasks_alive``); query rows and the float32 accumulator rows of one *query group* (the
+    calls of one query range) are staged per group, ``groups_alive`` groups at a time, each
+    with its call results and merge temporaries.
     """
     import numpy as np
 
@@ -208,6 +215,29 @@ def estimate_plan_bytes(plan: Any, *, batch: int, heads: int, kv_heads: int, hea
     uk = np.unique(np.stack([t, ks, ke], axis=1), axis=0)
     nk = np.bincount(uk[:, 0], weights=(uk[:, 2] - uk[:, 1]).astype(np.float64),
                      minlength=n_tasks)
+    if query_streamed and not backward:
+        kv = batch * head_dim * elt * 2 * nk * kv_heads
+        group = batch * heads * lq * (head_dim * elt + (head_dim + 1) * acc  # q, acc rows
+                                      + head_dim * elt + acc  # one call's out, lse
+                                      + (2 * head_dim + 3) * acc)  # merge temporaries
+        gmax = np.zeros(n_tasks)
+        np.maximum.at(gmax, uq[:, 0], group)
+        band_only = mask is not None and mask.q_doc is None and mask.mask_mod is None and (
+            mask.window is None or mask.window[0] is None)
+        if not band_only:
+            work = batch * heads * lq * lk
+        elif not (mask.causal or mask.window is not None):
+            work = np.zeros_like(lq)
+        elif getattr(kernel, "band_mask_free", False):  # pieces: a second result and a merge
+            work = batch * heads * lq * (2 * head_dim * elt + 2 * head_dim * acc + 5 * acc)
+        else:
+            work = lq * np.minimum(lk, lq + 2 * float(np.max(ke - ks)))
+        wmax = np.zeros(n_tasks)
+        np.maximum.at(wmax, uq[:, 0], work)
+        big = int(np.argmax(lq * lk))
+        ws = _kernel_workspace(kernel, batch, heads, kv_heads, int(lq[big]), int(lk[big]),
+                               head_dim, dtype)
+        return int(np.max(max(1, tasks_alive) * kv + max(1, groups_alive) * gmax + wmax)) + ws
     q_side = heads * (3 if backward else 1)
     staged = batch * head_dim * elt * (nq * q_side + 2 * nk * kv_heads)
     if backward:

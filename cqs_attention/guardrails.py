@@ -78,6 +78,9 @@ class GuardrailReport(RunReport):
         (wall time the compute stream waited).
     chunk_hits, chunk_misses, bytes_saved
         Chunk cache: chunks found already on the device, chunks copied, bytes not re-sent.
+    host_accumulator_dtype
+        Streamed forward with accumulators on the host: the dtype of their rows ("float32",
+        or q's dtype when host memory is short); empty otherwise.
     """
 
     n_cap_start: int = 1
@@ -91,6 +94,7 @@ class GuardrailReport(RunReport):
     chunk_hits: int = 0
     chunk_misses: int = 0
     bytes_saved: int = 0
+    host_accumulator_dtype: str = ""
 
     def add_profile(self, stage: str, seconds: float) -> None:
         self.profile[stage] = self.profile.get(stage, 0.0) + seconds
@@ -301,6 +305,14 @@ class GuardedExecutor(PlanExecutor):
     def evict(self, task_id: int) -> None:
         """Drop whatever the failed task ``task_id`` holds on the device (nothing here)."""
 
+    def split_instead_of_refine(self, task: Any) -> bool:
+        """Called when ``task`` would be refined; True means the executor made the task's
+        remaining work smaller itself (retry it as is). Here: False."""
+        return False
+
+    def on_refined(self, task: Any, subs: list[Any]) -> None:
+        """Called after ``task`` was replaced by the sub-tasks ``subs``."""
+
     def order(self, items: list[Any]) -> list[Any]:
         """The order tasks run in (plan order here; streaming reorders for chunk reuse)."""
         return items
@@ -323,6 +335,7 @@ class GuardedExecutor(PlanExecutor):
         n_tasks = len(plan) if hasattr(plan, "task") else len(plan.tasks)
         get = plan.task if hasattr(plan, "task") else plan.tasks.__getitem__
         queue: deque[Any] = deque(self.order([get(i) for i in range(n_tasks)]))
+        self._queue = queue  # a streaming subclass peeks at the next task to prefetch it
         disable = False if self.progress is True else (True if self.progress is False else None)
         bar = tqdm(total=len(queue), desc=desc, unit="task", disable=disable,
                    delay=0 if self.progress else 2.0, leave=False)
@@ -358,7 +371,7 @@ class GuardedExecutor(PlanExecutor):
                 del work
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                if guard.on_oom(task.id) == "retry":
+                if guard.on_oom(task.id) == "retry" or self.split_instead_of_refine(task):
                     queue.appendleft(task)
                     continue
                 refined = refine_task(self.plan, task, design=self.refine_design)
@@ -368,6 +381,7 @@ class GuardedExecutor(PlanExecutor):
                         f"to refine further; lower memory_budget or free device memory "
                         f"({exc})") from exc
                 self.plan, subs = refined
+                self.on_refined(task, subs)
                 rep.plan = self.plan
                 rep.levels = getattr(self.plan, "levels", rep.levels)
                 rep.refinements += 1

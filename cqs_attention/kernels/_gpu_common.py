@@ -225,6 +225,9 @@ class BshdKernel:
     ``_bwd_bshd(dout, q, k, v, out, lse, causal, scale) -> (dq, dk, dv)``.
     """
 
+    #: causal offsets run as rectangle pieces (no dense band mask is built)
+    band_mask_free = True
+
     name = "bshd"
     dtypes: tuple[str, ...] = ("float16", "bfloat16")
     min_capability: tuple[int, int] = (8, 0)

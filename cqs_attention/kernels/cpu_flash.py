@@ -78,6 +78,9 @@ def cpu_flash_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
 class CpuFlashKernel:
     """:class:`~cqs_attention.kernels.base.Kernel` over the CPU flash-attention aten ops."""
 
+    #: causal offsets run as rectangle pieces (no dense band mask is built)
+    band_mask_free = True
+
     name: ClassVar[str] = "cpu_flash"
     priority: ClassVar[int] = 900
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16)

@@ -50,6 +50,9 @@ def _dtype_names(dtypes: tuple[str, ...]) -> str:
 class _SdpaKernel:
     """Shared checks and the piecewise/GQA plumbing; subclasses implement one piece."""
 
+    #: causal offsets run as rectangle pieces (no dense band mask is built)
+    band_mask_free = True
+
     name: ClassVar[str] = "sdpa"
     op_name: ClassVar[str] = ""
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "bfloat16")

@@ -102,7 +102,9 @@ def test_injected_oom_on_gpu_refines_and_stays_exact():
 
 def test_streamed_backward_matches():
     q, k, v = (t.requires_grad_() for t in _inputs(torch.float32, L=2048, h=4, hkv=2))
-    budget = sum(t.numel() * t.element_size() for t in (q, k, v)) // 2
+    # 3/4 of the inputs: gradient accumulators (as large as the inputs, in float32) stay on the
+    # host, and one backward task of the finest plan fits
+    budget = sum(t.numel() * t.element_size() for t in (q, k, v)) * 3 // 4
     out = attention(q, k, v, causal=True, memory_budget=budget, device="cuda", progress=False)
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
     out.backward(dout)

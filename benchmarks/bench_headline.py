@@ -1,0 +1,399 @@
+"""Headline: one causal forward on one GPU whose Q, K, V and output do not fit on the card.
+
+Run on the GPU machine (one 10-minute call)::
+
+    python benchmarks/bench_headline.py --json headline.json
+    python benchmarks/bench_headline.py --dry-run          # the plan and arithmetic only (CPU)
+    python benchmarks/bench_headline.py --seq 1048576      # a smaller trial
+
+Default: L = 5,505,024 (5.25 * 2^20) tokens x 16 heads x head dim 128, bf16, batch 1: Q, K, V
+and O are 22.5 GB each, 90.2 GB together, more than an H100's 80 GB. They live in page-locked
+host memory, filled head by head and slab by slab from a seeded CUDA generator (a slab is
+generated on the GPU and copied into place), so host memory holds the four tensors and nothing
+else of that size. Page-locking uses ``cudaHostRegister`` on ordinary tensors (``--pin
+register``, the default): torch's pinned allocator (``--pin torch``) rounds every allocation up
+to a power of two, 32 GiB per tensor here, 128 GiB for the four. ``/proc/meminfo``
+MemAvailable is checked first.
+
+Then ``attention(q, k, v, causal=True, device="cuda", memory_budget=--budget-gib, out=out,
+progress=True)`` runs once, timed by the wall clock (no warm-up, synchronized):
+TFLOP/s = 4·H·L²·D / 2 / t. A spot check follows: 64 seeded random (head, row) pairs whose
+reference is computed on the GPU in float32 from the host tensors (keys <= row, streamed per
+head in slabs, online softmax); max abs and relative errors are reported and must be <= 2e-2
+relative (exit code 1 otherwise).
+
+Projection (stated in the JSON next to its formula): H100 hours of one forward and backward
+pass over N = 10^9 tokens, 1 head, head dim 128, from the measured forward rate R, with the
+backward counted as 2.5x the forward FLOPs at the same rate::
+
+    hours = (1 + 2.5) * 4 * N^2 * D / 2 / (R * 1e12) / 3600      (causal; x2 for full)
+
+Progress goes to stdout (flushed) as the run goes. ``--device cpu --seq 256`` runs every step
+on the CPU (a smoke test of the script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any
+
+GIB = 1 << 30
+DEFAULT_L = 5_505_024  # 5.25 * 2^20
+#: anchors measured on the GPU machine's H100 (bf16, H=16, D=128, causal, L=64K)
+ANCHORS_TFLOPS = {"fa4": 649.0, "cudnn": 615.0}
+PINNED_GBPS = 55.0  # pinned host<->device copies, each way
+HOST_MARGIN = 6 * GIB  # host memory beyond the four tensors (CUDA context, python, staging)
+
+
+def log(msg: str, t0: float) -> None:
+    print(f"[{time.perf_counter() - t0:8.1f} s] {msg}", flush=True)
+
+
+def mem_available_bytes(path: str = "/proc/meminfo") -> int | None:
+    """MemAvailable from ``/proc/meminfo`` in bytes (None where there is no such file)."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def causal_flops(L: int, heads: int, head_dim: int, causal: bool = True) -> float:
+    """4·H·L²·D, halved for causal."""
+    return 4.0 * heads * L * L * head_dim * (0.5 if causal else 1.0)
+
+
+def projection(tflops: float, *, tokens: float = 1e9, head_dim: int = 128,
+               backward_factor: float = 2.5) -> dict:
+    """H100 hours for one forward + backward over ``tokens`` (1 head) at ``tflops``.
+
+    >>> round(projection(600.0)["hours_causal"], 1)
+    414.8
+    """
+    fwd_causal = 4.0 * tokens * tokens * head_dim / 2
+    total_causal = fwd_causal * (1 + backward_factor)
+    hours = total_causal / (tflops * 1e12) / 3600
+    return {
+        "tokens": tokens, "heads": 1, "head_dim": head_dim, "rate_tflops": tflops,
+        "backward_factor": backward_factor,
+        "formula": "hours = (1 + 2.5) * 4 * N^2 * D / 2 / (R * 1e12) / 3600 (causal); "
+                   "x2 without the causal mask; R = measured forward TFLOP/s, backward "
+                   "assumed 2.5x the forward FLOPs at the same rate",
+        "flop_causal": total_causal, "hours_causal": hours,
+        "flop_full": 2 * total_causal, "hours_full": 2 * hours,
+    }
+
+
+def plan(args: argparse.Namespace) -> dict:
+    """The memory and time arithmetic of the run (no GPU needed)."""
+    L, h, d = args.seq, args.heads, args.head_dim
+    tensor = L * h * d * 2
+    acc = L * h * (d + 1) * 4
+    flop = causal_flops(L, h, d, args.causal)
+    avail = mem_available_bytes()
+    host_need = 4 * tensor + HOST_MARGIN
+    budget = int(args.budget_gib * GIB)
+    return {
+        "L": L, "B": 1, "H": h, "D": d, "causal": args.causal, "dtype": "bfloat16",
+        "tensor_bytes": tensor, "qkvo_bytes": 4 * tensor,
+        "qkvo_gb": 4 * tensor / 1e9, "gpu_memory_gb": args.gpu_mem_gb,
+        "exceeds_gpu_memory": 4 * tensor > args.gpu_mem_gb * 1e9,
+        "host_mem_available_bytes": avail, "host_need_bytes": host_need,
+        "host_ok": None if avail is None else avail >= host_need,
+        "budget_bytes": budget, "budget_gib": args.budget_gib,
+        "fp32_accumulator_bytes": acc,
+        "accumulators_fit_budget": acc <= budget,
+        "host_fp32_conversion_warning": (
+            f"if attention converts the float32 accumulators ({acc / GIB:.1f} GiB) to the "
+            "bf16 output through a host temporary, host memory needs that much more"),
+        "flop": flop,
+        "min_transfer_bytes": 4 * tensor,
+        "min_transfer_s_at_55GBps": 4 * tensor / (PINNED_GBPS * 1e9),
+        "expected_s_at_anchor": {k: flop / (r * 1e12) for k, r in ANCHORS_TFLOPS.items()},
+        "projection_at_anchor": projection(ANCHORS_TFLOPS["fa4"], head_dim=d),
+    }
+
+
+def print_plan(p: dict) -> None:
+    print(f"L = {p['L']:,} tokens, H = {p['H']}, D = {p['D']}, "
+          f"{'causal' if p['causal'] else 'full'}, bf16")
+    print(f"Q, K, V, O: {p['tensor_bytes'] / 1e9:.2f} GB each, {p['qkvo_gb']:.1f} GB together "
+          f"(GPU: {p['gpu_memory_gb']:.0f} GB; exceeds it: {p['exceeds_gpu_memory']})")
+    avail = p["host_mem_available_bytes"]
+    print(f"host: need {p['host_need_bytes'] / GIB:.1f} GiB (four tensors + "
+          f"{HOST_MARGIN / GIB:.0f} GiB), MemAvailable "
+          f"{'unknown' if avail is None else f'{avail / GIB:.1f} GiB'}")
+    print(f"memory_budget {p['budget_gib']:g} GiB; float32 accumulators "
+          f"{p['fp32_accumulator_bytes'] / GIB:.1f} GiB (fit the budget: "
+          f"{p['accumulators_fit_budget']})")
+    print(f"work: {p['flop']:.3e} FLOP; at the anchors "
+          + ", ".join(f"{k} {s:.0f} s" for k, s in p["expected_s_at_anchor"].items())
+          + f"; moving Q+K+V in and O out once: {p['min_transfer_s_at_55GBps']:.1f} s at "
+          f"{PINNED_GBPS:.0f} GB/s")
+    pr = p["projection_at_anchor"]
+    print(f"projection at {pr['rate_tflops']:.0f} TFLOP/s: {pr['hours_causal']:.0f} H100 hours "
+          f"(causal), {pr['hours_full']:.0f} (full) for fwd+bwd over 1e9 tokens, 1 head, "
+          f"D={pr['head_dim']}")
+
+
+# -- host tensors --------------------------------------------------------------------------------
+def host_tensor(shape: tuple[int, ...], pin: str) -> Any:
+    """An uninitialised bf16 host tensor, page-locked per ``pin`` ("register", "torch", "none")."""
+    import torch
+
+    if pin == "torch":
+        return torch.empty(shape, dtype=torch.bfloat16, pin_memory=True)
+    t = torch.empty(shape, dtype=torch.bfloat16)
+    if pin == "register" and t.numel() > 0:
+        nbytes = t.numel() * t.element_size()
+        err = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), nbytes, 0)
+        if int(err) != 0:
+            raise RuntimeError(f"cudaHostRegister of {nbytes} bytes failed with cudaError "
+                               f"{int(err)}; try --pin torch or a smaller --seq")
+        if not t.is_pinned():
+            raise RuntimeError("cudaHostRegister succeeded but torch does not see the tensor "
+                               "as pinned; try --pin torch")
+    return t
+
+
+def unregister(t: Any, pin: str) -> None:
+    import torch
+
+    if pin == "register" and t.numel() > 0:
+        torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
+
+
+def fill(t: Any, *, seed: int, device: Any, slab_rows: int) -> None:
+    """Standard normal bf16 values, generated on ``device`` slab by slab, copied into ``t``."""
+    import torch
+
+    b, h, L, d = t.shape
+    g = torch.Generator(device=device).manual_seed(seed)
+    for bi in range(b):
+        for hi in range(h):
+            for r0 in range(0, L, slab_rows):
+                n = min(slab_rows, L - r0)
+                x = torch.randn(n, d, generator=g, device=device, dtype=torch.bfloat16)
+                t[bi, hi, r0:r0 + n].copy_(x)
+
+
+# -- spot check ------------------------------------------------------------------------------------
+def reference_rows(q: Any, k: Any, v: Any, head: int, rows: list[int], *, causal: bool,
+                   scale: float, device: Any, slab_rows: int) -> Any:
+    """float32 attention output of query ``rows`` of ``head`` (batch 0), keys streamed to
+    ``device`` in slabs with an online softmax; ``(len(rows), D)`` on ``device``."""
+    import torch
+
+    L = k.shape[2]
+    r = torch.tensor(rows, dtype=torch.long)
+    qg = q[0, head].index_select(0, r).to(device).float()
+    r_dev = r.to(device)
+    m = torch.full((len(rows),), float("-inf"), device=device)
+    den = torch.zeros(len(rows), device=device)
+    acc = torch.zeros(len(rows), v.shape[-1], device=device)
+    end = max(rows) + 1 if causal else L
+    for s0 in range(0, end, slab_rows):
+        s1 = min(end, s0 + slab_rows)
+        ks = k[0, head, s0:s1].to(device).float()
+        vs = v[0, head, s0:s1].to(device).float()
+        s = (qg @ ks.T) * scale
+        if causal:
+            cols = torch.arange(s0, s1, device=device)
+            s.masked_fill_(cols[None, :] > r_dev[:, None], float("-inf"))
+        m_new = torch.maximum(m, s.max(dim=1).values)
+        safe = torch.where(torch.isneginf(m_new), torch.zeros_like(m_new), m_new)
+        alpha = torch.exp(m - safe)
+        p = torch.exp(s - safe[:, None])
+        acc = acc * alpha[:, None] + p @ vs
+        den = den * alpha + p.sum(dim=1)
+        m = m_new
+    return acc / den[:, None]
+
+
+def spot_check(q: Any, k: Any, v: Any, out: Any, *, n: int, seed: int, causal: bool,
+               device: Any, slab_rows: int) -> dict:
+    """Compare ``n`` seeded random (head, row) outputs with :func:`reference_rows`."""
+    import torch
+
+    _, H, L, D = q.shape
+    g = torch.Generator().manual_seed(seed)
+    heads = torch.randint(0, H, (n,), generator=g).tolist()
+    rows = torch.randint(0, L, (n,), generator=g).tolist()
+    scale = 1.0 / math.sqrt(D)
+    by_head: dict[int, list[int]] = {}
+    for hh, rr in zip(heads, rows, strict=True):
+        by_head.setdefault(hh, []).append(rr)
+    max_abs = max_rel = 0.0
+    num = den = 0.0
+    worst = None
+    for hh, rs in sorted(by_head.items()):
+        ref = reference_rows(q, k, v, hh, rs, causal=causal, scale=scale, device=device,
+                             slab_rows=slab_rows)
+        got = out[0, hh].index_select(0, torch.tensor(rs)).to(device).float()
+        diff = (got - ref).abs()
+        row_rel = (got - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)
+        i = int(row_rel.argmax())
+        if float(row_rel[i]) >= max_rel:
+            max_rel = float(row_rel[i])
+            worst = {"head": hh, "row": rs[i]}
+        max_abs = max(max_abs, float(diff.max()))
+        num += float((got - ref).double().norm() ** 2)
+        den += float(ref.double().norm() ** 2)
+    return {"pairs": n, "seed": seed, "heads": heads, "rows": rows, "max_abs_err": max_abs,
+            "max_row_rel_err": max_rel, "rel_err": math.sqrt(num / den) if den else 0.0,
+            "worst": worst, "tolerance": 2e-2}
+
+
+# -- the run -------------------------------------------------------------------------------------
+def run(args: argparse.Namespace, p: dict, t0: float) -> dict:
+    import torch
+
+    from cqs_attention import attention
+    from cqs_attention.report import last_run_stats
+
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    pin = args.pin if cuda else "none"
+    L, h, d = args.seq, args.heads, args.head_dim
+    shape = (1, h, L, d)
+    res: dict = {"plan": p, "pin": pin, "torch": torch.__version__,
+                 "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu"}
+    if cuda:
+        res["gpu_total_bytes"] = torch.cuda.get_device_properties(dev).total_memory
+    tensors = []
+    try:
+        for i, name in enumerate(("q", "k", "v")):
+            t = host_tensor(shape, pin)
+            tensors.append(t)
+            fill(t, seed=args.seed + i, device=dev, slab_rows=args.slab_rows)
+            log(f"{name} ready ({t.numel() * 2 / 1e9:.2f} GB, pinned={t.is_pinned()})", t0)
+        out = host_tensor(shape, pin)
+        tensors.append(out)
+        q, k, v = tensors[:3]
+        res["setup_s"] = time.perf_counter() - t0
+        if cuda:
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+            base = torch.cuda.memory_allocated(dev)
+        log(f"attention: memory_budget {args.budget_gib:g} GiB", t0)
+        t1 = time.perf_counter()
+        attention(q, k, v, causal=args.causal, device=dev,
+                  memory_budget=int(args.budget_gib * GIB), out=out, progress=args.progress)
+        if cuda:
+            torch.cuda.synchronize(dev)
+        secs = time.perf_counter() - t1
+        rep = last_run_stats()
+        res["forward_s"] = secs
+        res["tflops"] = causal_flops(L, h, d, args.causal) / secs / 1e12
+        res["timing"] = "one run, no warm-up, wall clock, synchronized"
+        res["peak_device_bytes"] = (torch.cuda.max_memory_allocated(dev) - base) if cuda \
+            else None
+        res["report"] = None if rep is None else rep.to_dict()
+        res["design_v"] = getattr(rep, "design_v", None)
+        res["design_k"] = getattr(rep, "design_k", None)
+        res["accumulator_device"] = getattr(rep, "accumulator_device", None)
+        log(f"forward done: {secs:.1f} s, {res['tflops']:.1f} TFLOP/s, design v="
+            f"{res['design_v']}, peak device {(res['peak_device_bytes'] or 0) / GIB:.1f} GiB",
+            t0)
+        save(args, res)
+        res["spot_check"] = spot_check(q, k, v, out, n=args.check_rows, seed=args.seed + 99,
+                                       causal=args.causal, device=dev,
+                                       slab_rows=args.slab_rows)
+        sc = res["spot_check"]
+        res["spot_check_passed"] = sc["max_row_rel_err"] <= sc["tolerance"]
+        log(f"spot check: max row rel err {sc['max_row_rel_err']:.2e}, rel err "
+            f"{sc['rel_err']:.2e}, max abs err {sc['max_abs_err']:.2e} "
+            f"({'ok' if res['spot_check_passed'] else 'FAILED'})", t0)
+        res["projection"] = projection(res["tflops"], head_dim=d)
+        pr = res["projection"]
+        log(f"projection: {pr['hours_causal']:.0f} H100 hours causal, {pr['hours_full']:.0f} "
+            f"full, for fwd+bwd over 1e9 tokens (1 head, D={d}) at {res['tflops']:.0f} "
+            "TFLOP/s", t0)
+    finally:
+        for t in tensors:
+            unregister(t, pin)
+    res["total_s"] = time.perf_counter() - t0
+    return res
+
+
+def save(args: argparse.Namespace, res: dict) -> None:
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seq", type=int, default=DEFAULT_L, help="sequence length L")
+    ap.add_argument("--heads", type=int, default=16)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--full", dest="causal", action="store_false",
+                    help="no causal mask (default causal)")
+    ap.add_argument("--budget-gib", type=float, default=60.0, help="memory_budget in GiB")
+    ap.add_argument("--pin", choices=["register", "torch", "none"], default="register",
+                    help="how host tensors are page-locked (see the module docstring)")
+    ap.add_argument("--check-rows", type=int, default=64, help="(head, row) pairs checked")
+    ap.add_argument("--slab-rows", type=int, default=1 << 20,
+                    help="rows per slab when filling inputs and streaming the spot check")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gpu-mem-gb", type=float, default=None,
+                    help="GPU memory for the plan (default: the device's, else 80)")
+    ap.add_argument("--device", default="cuda",
+                    help="'cuda' (default); 'cpu' runs a tiny smoke test of this script")
+    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the plan and memory arithmetic only (no GPU needed)")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    for name in ("seq", "heads", "head_dim", "check_rows", "slab_rows"):
+        if getattr(args, name) <= 0:
+            print(f"bench_headline: --{name.replace('_', '-')} must be positive",
+                  file=sys.stderr)
+            return 2
+    if args.budget_gib <= 0:
+        print("bench_headline: --budget-gib must be positive", file=sys.stderr)
+        return 2
+    if args.gpu_mem_gb is None:
+        args.gpu_mem_gb = 80.0
+        if not args.dry_run and args.device.startswith("cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                args.gpu_mem_gb = torch.cuda.get_device_properties(0).total_memory / 1e9
+    p = plan(args)
+    print_plan(p)
+    if args.dry_run:
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"dry_run": True, "plan": p}, fh, indent=1)
+        return 0
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("bench_headline: needs a CUDA device (or --dry-run, or --device cpu for a smoke "
+              "test)", file=sys.stderr)
+        return 2
+    if p["host_ok"] is False:
+        print(f"bench_headline: not enough host memory: MemAvailable "
+              f"{p['host_mem_available_bytes'] / GIB:.1f} GiB < {p['host_need_bytes'] / GIB:.1f}"
+              f" GiB needed for Q, K, V, O ({p['tensor_bytes'] / GIB:.1f} GiB each) + "
+              f"{HOST_MARGIN / GIB:.0f} GiB; pass a smaller --seq", file=sys.stderr)
+        return 2
+    res = run(args, p, t0)
+    save(args, res)
+    print(json.dumps({k: res.get(k) for k in ("gpu", "forward_s", "tflops", "design_v",
+                                               "design_k", "peak_device_bytes",
+                                               "spot_check_passed", "total_s")}), flush=True)
+    return 0 if res.get("spot_check_passed") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

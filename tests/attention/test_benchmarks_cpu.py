@@ -1,0 +1,262 @@
+"""The CPU-runnable paths of the GPU benchmark scripts: plots from synthetic results, the
+headline's dry run and projection, and tiny ``--device cpu`` smoke runs of every script (which
+exercise the same measuring code as the GPU runs, the out-of-core baseline included).
+
+benchmarks/ is not a package: the scripts are imported from their file paths.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench_attention():
+    return _load("bench_attention")
+
+
+@pytest.fixture(scope="module")
+def bench_memory_scaling():
+    return _load("bench_memory_scaling")
+
+
+@pytest.fixture(scope="module")
+def bench_headline():
+    return _load("bench_headline")
+
+
+def _is_png(path: Path) -> bool:
+    return path.exists() and path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
+
+
+def test_bench_attention_plot_from_synthetic_json(bench_attention, tmp_path):
+    recs = []
+    for i, (L, causal) in enumerate([(65536, False), (65536, True), (1 << 20, True)]):
+        recs.append({"L": L, "causal": causal, "gpu": "NVIDIA H100", "H": 16, "D": 128,
+                     "dtype": "bfloat16", "mono_kernel": "fa4",
+                     "mono_fwd_tflops": 650.0 + i, "gpu_fwd_tflops": 600.0,
+                     "streamed_fwd_tflops": 500.0, "baseline_fwd_tflops": 450.0,
+                     "mono_bwd_tflops": 550.0, "gpu_bwd_tflops": 400.0,
+                     "streamed_bwd_tflops": 300.0 if i < 2 else None})
+    recs.append({"L": 262144, "causal": False, "error": "RuntimeError: boom"})
+    src = tmp_path / "res.json"
+    src.write_text(json.dumps({"meta": {}, "records": recs}))
+    png = tmp_path / "res.png"
+    assert bench_attention.main(["--plot", str(src), str(png)]) == 0
+    assert _is_png(png)
+
+
+def test_bench_attention_len_labels(bench_attention):
+    assert [bench_attention._len_label(n) for n in (300, 65536, 1 << 20, 5_505_024)] == [
+        "300", "64K", "1M", "5.25M"]
+
+
+def test_bench_attention_backward_difference_refuses_noise(bench_attention):
+    assert bench_attention._difference(30.0, 10.0) == 20.0
+    with pytest.raises(RuntimeError, match="timing noise"):
+        bench_attention._difference(9.0, 10.0)
+
+
+def test_bench_attention_cpu_smoke_covers_every_part(bench_attention, tmp_path, capsys):
+    out = tmp_path / "a.json"
+    rc = bench_attention.main(["--device", "cpu", "--lengths", "128", "--masks", "causal",
+                               "--heads", "2", "--head-dim", "8", "--kernels", "cpu_flash",
+                               "reference", "--reps", "1", "--budget-fraction", "4",
+                               "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["gpu"] == "cpu"
+    (rec,) = data["records"]
+    assert "error" not in rec
+    assert set(rec.get("errors", {})) <= {"gpu_bwd", "streamed_bwd"}  # only timing noise
+    for key in ("mono_fwd_tflops", "ratio_on_gpu", "ratio_streamed", "ratio_baseline",
+                "streamed_vs_baseline", "baseline_fwd_ms", "baseline_fwd_tflops",
+                "baseline_peak_gib", "baseline_bytes_to_device", "streamed_report",
+                "baseline_report", "reps", "mono_kernels"):
+        assert key in rec, key
+    assert rec["reps"] == 1
+    assert set(rec["mono_kernels"]) == {"cpu_flash", "reference"}
+    # every way of computing the same attention agrees with the fastest monolithic kernel
+    for key in ("gpu_vs_mono_rel_err", "streamed_vs_mono_rel_err", "baseline_vs_mono_rel_err"):
+        assert rec[key] <= 2e-2, key
+    assert set(rec["baseline_report"]["profile"]) >= {"h2d", "compute", "merge", "d2h", "idle"}
+    if "streamed_bwd" not in rec.get("errors", {}):
+        assert rec["ratio_backward_streamed"] > 0
+    table = capsys.readouterr().out.splitlines()
+    assert "r_base" in table[-2]  # the summary table has the baseline columns
+    png = tmp_path / "a.png"
+    assert bench_attention.main(["--plot", str(out), str(png)]) == 0
+    assert _is_png(png)
+
+
+def test_bench_attention_mono_only_fastest(bench_attention):
+    rec = bench_attention.measure(64, False, heads=1, head_dim=8, reps=1,
+                                  kernel_names=["cpu_flash", "reference"], backward=False,
+                                  streamed=False, progress=False, mono_only_fastest=True,
+                                  gpu=False, baseline=False, streamed_backward=False,
+                                  device="cpu")
+    assert rec["mono_kernels_timed"] == ["cpu_flash"]
+    assert list(rec["mono_kernels"]) == ["cpu_flash"]
+
+
+def test_bench_attention_needs_cuda_without_device_option(bench_attention, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("checks the no-CUDA exit")
+    assert bench_attention.main(["--lengths", "64"]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def _scaling_json(path: Path, with_baseline: bool) -> None:
+    recs = []
+    for gib, v, t in [(2, 273, 30.0), (4, 133, 15.0), (8, 57, 10.0), (16, 21, 8.0),
+                      (32, 7, 7.5)]:
+        r = {"budget_gib": gib, "time_s": t, "peak_gib": 0.9 * gib, "design_v": v,
+             "tflops": 600.0 * 7.5 / t}
+        if with_baseline:
+            r.update(baseline_time_s=t * 1.1, baseline_peak_gib=0.8 * gib)
+        recs.append(r)
+    recs.append({"budget_gib": 64, "error": "MemoryBudgetError: nope"})
+    path.write_text(json.dumps({"meta": {"gpu": "H100", "L": 1 << 20, "causal": True,
+                                         "H": 16, "D": 128}, "records": recs}))
+
+
+@pytest.mark.parametrize("with_baseline", [False, True])
+def test_bench_memory_scaling_plot_from_synthetic_json(bench_memory_scaling, tmp_path,
+                                                       with_baseline):
+    src = tmp_path / "s.json"
+    _scaling_json(src, with_baseline)
+    png = tmp_path / "s.png"
+    assert bench_memory_scaling.main(["--plot", str(src), str(png)]) == 0
+    assert _is_png(png)
+
+
+def test_bench_memory_scaling_cpu_smoke(bench_memory_scaling, tmp_path):
+    out = tmp_path / "s.json"
+    rc = bench_memory_scaling.main(["--device", "cpu", "--seq", "256", "--heads", "2",
+                                    "--head-dim", "8", "--budgets-gib", "0.00003", "0.0003",
+                                    "--with-baseline", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["qkv_bytes"] == 3 * 256 * 2 * 8 * 2
+    recs = data["records"]
+    assert [r["budget_gib"] for r in recs] == [0.00003, 0.0003]
+    for r in recs:
+        assert "error" not in r, r.get("error")
+        assert r["timed_run"] in ("first", "second")
+        assert r["tflops"] > 0
+        assert r["design_v"] >= 1
+        assert r["rel_to_first"] <= 2e-2
+        assert r["baseline_rel_to_first"] <= 2e-2
+    assert recs[0]["design_v"] > recs[1]["design_v"]  # a smaller budget needs a finer plan
+    png = tmp_path / "s.png"
+    assert bench_memory_scaling.main(["--plot", str(out), str(png)]) == 0
+    assert _is_png(png)
+
+
+def test_bench_memory_scaling_fill_host_is_seeded(bench_memory_scaling):
+    a = bench_memory_scaling.fill_host((1, 2, 10, 4), seed=3, device="cpu", pin=False,
+                                       slab_rows=4)
+    b = bench_memory_scaling.fill_host((1, 2, 10, 4), seed=3, device="cpu", pin=False,
+                                       slab_rows=4)
+    c = bench_memory_scaling.fill_host((1, 2, 10, 4), seed=4, device="cpu", pin=False,
+                                       slab_rows=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert float(a.float().std()) > 0.5
+
+
+def test_bench_headline_dry_run(bench_headline, tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert bench_headline.main(["--dry-run", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "5,505,024" in text
+    plan = json.loads(out.read_text())["plan"]
+    L = 5_505_024
+    assert plan["tensor_bytes"] == L * 16 * 128 * 2
+    assert plan["qkvo_bytes"] == 4 * L * 16 * 128 * 2
+    assert plan["exceeds_gpu_memory"] is True  # 90.2 GB > 80 GB
+    assert plan["flop"] == 4 * 16 * L * L * 128 / 2
+    assert plan["fp32_accumulator_bytes"] == L * 16 * 129 * 4
+    assert plan["budget_bytes"] == 60 * 2**30
+    small = tmp_path / "small.json"
+    assert bench_headline.main(["--dry-run", "--seq", "65536", "--json", str(small)]) == 0
+    assert json.loads(small.read_text())["plan"]["exceeds_gpu_memory"] is False
+
+
+def test_bench_headline_bad_arguments(bench_headline, capsys):
+    assert bench_headline.main(["--dry-run", "--seq", "0"]) == 2
+    assert bench_headline.main(["--dry-run", "--budget-gib", "-1"]) == 2
+    assert "must be positive" in capsys.readouterr().err
+
+
+def test_bench_headline_projection(bench_headline):
+    p = bench_headline.projection(600.0)
+    expect = 3.5 * 4 * 1e18 * 128 / 2 / 600e12 / 3600
+    assert math.isclose(p["hours_causal"], expect)
+    assert math.isclose(p["hours_full"], 2 * expect)
+    assert math.isclose(bench_headline.projection(300.0)["hours_causal"], 2 * expect)
+    assert "2.5" in p["formula"]
+    assert doctest.testmod(bench_headline, verbose=False).failed == 0
+
+
+def test_bench_headline_mem_available(bench_headline, tmp_path):
+    f = tmp_path / "meminfo"
+    f.write_text("MemTotal:  100 kB\nMemFree: 5 kB\nMemAvailable:   2048 kB\n")
+    assert bench_headline.mem_available_bytes(str(f)) == 2048 * 1024
+    assert bench_headline.mem_available_bytes(str(tmp_path / "missing")) is None
+
+
+def test_bench_headline_spot_check_detects_wrong_rows(bench_headline):
+    from cqs_attention.reference import reference_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 3, 200, 16, generator=g).to(torch.bfloat16) for _ in range(3))
+    ref, _ = reference_attention(q.float(), k.float(), v.float(), causal=True)
+    out = ref.to(torch.bfloat16)
+    good = bench_headline.spot_check(q, k, v, out, n=16, seed=1, causal=True, device="cpu",
+                                     slab_rows=37)
+    assert good["max_row_rel_err"] <= 1e-2
+    bad = out.clone()
+    bad[0, good["heads"][0], good["rows"][0]] *= 1.5
+    res = bench_headline.spot_check(q, k, v, bad, n=16, seed=1, causal=True, device="cpu",
+                                    slab_rows=37)
+    assert res["max_row_rel_err"] > 0.2
+    assert res["worst"] == {"head": good["heads"][0], "row": good["rows"][0]}
+    full_ref, _ = reference_attention(q.float(), k.float(), v.float())
+    full = bench_headline.spot_check(q, k, v, full_ref.to(torch.bfloat16), n=8, seed=2,
+                                     causal=False, device="cpu", slab_rows=64)
+    assert full["max_row_rel_err"] <= 1e-2
+
+
+def test_bench_headline_cpu_smoke(bench_headline, tmp_path):
+    out = tmp_path / "h.json"
+    rc = bench_headline.main(["--device", "cpu", "--seq", "300", "--heads", "2",
+                              "--head-dim", "8", "--budget-gib", "0.0001", "--slab-rows",
+                              "128", "--check-rows", "8", "--no-progress", "--json",
+                              str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["spot_check_passed"] is True
+    assert res["spot_check"]["pairs"] == 8
+    assert res["tflops"] > 0
+    assert res["design_v"] >= 1
+    assert res["projection"]["hours_causal"] > 0
