@@ -45,51 +45,21 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BenchDevice, report_summary, tflops
 
 #: from this length on, ``--reps`` defaults to 1 and only the fastest monolithic kernel is timed
 LONG = 1 << 20
 
 
 def _tflops(L: int, h: int, d: int, causal: bool, ms: float, backward: bool = False) -> float:
-    flop = 4.0 * h * L * L * d * (0.5 if causal else 1.0) * (2.5 if backward else 1.0)
-    return flop / (ms * 1e-3) / 1e12
+    return tflops(L, h, d, causal, ms * 1e-3, backward=backward)
 
 
-class _Device:
-    """Synchronisation, timers and peak memory on the benchmark device (CUDA; the CPU only
-    for smoke tests of this script)."""
-
-    def __init__(self, name: str) -> None:
-        import torch
-
-        self.torch = torch
-        self.dev = torch.device(name)
-        self.cuda = self.dev.type == "cuda"
-
-    def sync(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.dev)
-
-    def name(self) -> str:
-        return self.torch.cuda.get_device_name(self.dev) if self.cuda else "cpu"
-
-    def start_peak(self) -> int:
-        """Empty the cache, reset the peak counter; returns the bytes allocated now."""
-        if not self.cuda:
-            return 0
-        self.torch.cuda.empty_cache()
-        self.torch.cuda.reset_peak_memory_stats(self.dev)
-        return self.torch.cuda.memory_allocated(self.dev)
-
-    def peak_gib(self, base: int) -> float | None:
-        if not self.cuda:
-            return None
-        return (self.torch.cuda.max_memory_allocated(self.dev) - base) / 2**30
-
-    def pin(self, t: Any) -> Any:
-        """A pinned host copy of ``t`` (a plain host copy without CUDA)."""
-        return t.cpu().pin_memory() if self.cuda else t.cpu().clone()
+_Device = BenchDevice
 
 
 def _time_ms(fn: Callable[[], Any], reps: int, dev: _Device | None = None) -> float:
@@ -174,28 +144,15 @@ def _rel(a, b, dev: Any = "cuda") -> float:
     return math.sqrt(num / den) if den > 0 else math.sqrt(num)
 
 
-def _summary(rep) -> dict | None:
-    """The JSON-friendly part of a run report (fields read with defaults: reports evolve)."""
-    if rep is None:
-        return None
-    d = rep.to_dict()
-    keep = ("plan_source", "design_v", "design_k", "levels", "tasks", "kernel_calls",
-            "bytes_to_device", "bytes_from_device", "peak_device_bytes", "timings",
-            "accumulator_device", "oom_retries", "profile", "memory_budget",
-            "task_bytes_estimate", "n_cap_start", "n_cap_final", "refinements", "calibration",
-            "chunk_hits", "chunk_misses", "bytes_saved")
-    return {k: d.get(k) for k in keep if k in d}
+_summary = report_summary
 
 
 def _baseline_summary(rep) -> dict | None:
-    if rep is None:
-        return None
-    d = rep.to_dict()
-    keep = ("block_q", "block_kv", "q_blocks", "kv_blocks", "blocks_computed",
-            "blocks_masked", "blocks_skipped", "kernel_calls", "bytes_to_device",
-            "bytes_from_device", "footprint_estimate", "memory_budget", "peak_device_bytes",
-            "pinned", "overlapped", "seconds", "profile")
-    return {k: d.get(k) for k in keep if k in d}
+    return report_summary(rep, ("block_q", "block_kv", "q_blocks", "kv_blocks",
+                                "blocks_computed", "blocks_masked", "blocks_skipped",
+                                "kernel_calls", "bytes_to_device", "bytes_from_device",
+                                "footprint_estimate", "memory_budget", "peak_device_bytes",
+                                "pinned", "overlapped", "seconds", "profile"))
 
 
 def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,

@@ -39,7 +39,11 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fill_randn, host_memory_available
 
 GIB = 1 << 30
 DEFAULT_L = 5_505_024  # 5.25 * 2^20
@@ -53,16 +57,7 @@ def log(msg: str, t0: float) -> None:
     print(f"[{time.perf_counter() - t0:8.1f} s] {msg}", flush=True)
 
 
-def mem_available_bytes(path: str = "/proc/meminfo") -> int | None:
-    """MemAvailable from ``/proc/meminfo`` in bytes (None where there is no such file)."""
-    try:
-        with open(path) as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+mem_available_bytes = host_memory_available
 
 
 def causal_flops(L: int, heads: int, head_dim: int, causal: bool = True) -> float:
@@ -170,20 +165,6 @@ def unregister(t: Any, pin: str) -> None:
         torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
 
 
-def fill(t: Any, *, seed: int, device: Any, slab_rows: int) -> None:
-    """Standard normal bf16 values, generated on ``device`` slab by slab, copied into ``t``."""
-    import torch
-
-    b, h, L, d = t.shape
-    g = torch.Generator(device=device).manual_seed(seed)
-    for bi in range(b):
-        for hi in range(h):
-            for r0 in range(0, L, slab_rows):
-                n = min(slab_rows, L - r0)
-                x = torch.randn(n, d, generator=g, device=device, dtype=torch.bfloat16)
-                t[bi, hi, r0:r0 + n].copy_(x)
-
-
 # -- spot check ------------------------------------------------------------------------------------
 def reference_rows(q: Any, k: Any, v: Any, head: int, rows: list[int], *, causal: bool,
                    scale: float, device: Any, slab_rows: int) -> Any:
@@ -272,7 +253,7 @@ def run(args: argparse.Namespace, p: dict, t0: float) -> dict:
         for i, name in enumerate(("q", "k", "v")):
             t = host_tensor(shape, pin)
             tensors.append(t)
-            fill(t, seed=args.seed + i, device=dev, slab_rows=args.slab_rows)
+            fill_randn(t, seed=args.seed + i, device=dev, slab_rows=args.slab_rows)
             log(f"{name} ready ({t.numel() * 2 / 1e9:.2f} GB, pinned={t.is_pinned()})", t0)
         out = host_tensor(shape, pin)
         tensors.append(out)

@@ -34,15 +34,13 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BenchDevice, fill_randn, report_summary, tflops
+
 GIB = 1 << 30
-
-
-def tflops(L: int, heads: int, head_dim: int, causal: bool, seconds: float,
-           batch: int = 1) -> float:
-    """4·B·H·L²·D (halved for causal) per second, in TFLOP/s."""
-    return 4.0 * batch * heads * L * L * head_dim * (0.5 if causal else 1.0) / seconds / 1e12
 
 
 def fill_host(shape: tuple[int, ...], *, seed: int, device: Any, pin: bool,
@@ -52,15 +50,8 @@ def fill_host(shape: tuple[int, ...], *, seed: int, device: Any, pin: bool,
     tensor itself)."""
     import torch
 
-    b, h, L, d = shape
     out = torch.empty(shape, dtype=torch.bfloat16, pin_memory=pin)
-    g = torch.Generator(device=device).manual_seed(seed)
-    for bi in range(b):
-        for hi in range(h):
-            for r0 in range(0, L, slab_rows):
-                n = min(slab_rows, L - r0)
-                x = torch.randn(n, d, generator=g, device=device, dtype=torch.bfloat16)
-                out[bi, hi, r0:r0 + n].copy_(x)
+    fill_randn(out, seed=seed, device=device, slab_rows=slab_rows)
     return out
 
 
@@ -78,43 +69,8 @@ def rel_diff(a: Any, b: Any, device: Any) -> float:
     return math.sqrt(num / den) if den > 0 else math.sqrt(num)
 
 
-def summary(rep: Any) -> dict | None:
-    """JSON-friendly fields of a run report (read with defaults: reports evolve)."""
-    if rep is None:
-        return None
-    d = rep.to_dict()
-    keep = ("plan_source", "design_v", "design_k", "levels", "tasks", "kernel_calls",
-            "bytes_to_device", "bytes_from_device", "peak_device_bytes", "timings",
-            "accumulator_device", "oom_retries", "profile", "memory_budget",
-            "task_bytes_estimate", "n_cap_start", "n_cap_final", "refinements", "calibration",
-            "chunk_hits", "chunk_misses", "bytes_saved")
-    return {k: d[k] for k in keep if k in d}
-
-
-class _Dev:
-    def __init__(self, name: str) -> None:
-        import torch
-
-        self.torch = torch
-        self.dev = torch.device(name)
-        self.cuda = self.dev.type == "cuda"
-
-    def sync(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.dev)
-
-    def start_peak(self) -> int:
-        if not self.cuda:
-            return 0
-        self.torch.cuda.empty_cache()
-        self.torch.cuda.reset_peak_memory_stats(self.dev)
-        return self.torch.cuda.memory_allocated(self.dev)
-
-    def peak(self, base: int) -> int | None:
-        return self.torch.cuda.max_memory_allocated(self.dev) - base if self.cuda else None
-
-    def name(self) -> str:
-        return self.torch.cuda.get_device_name(self.dev) if self.cuda else "cpu"
+summary = report_summary
+_Dev = BenchDevice
 
 
 def timed(fn: Any, dev: _Dev, warmup_below: float) -> tuple[Any, float, float, str, int | None]:
@@ -126,7 +82,7 @@ def timed(fn: Any, dev: _Dev, warmup_below: float) -> tuple[Any, float, float, s
     res = fn()
     dev.sync()
     first = time.perf_counter() - t0
-    peak = dev.peak(base)
+    peak = dev.peak_bytes(base)
     if first >= warmup_below:
         return res, first, first, "first", peak
     del res
@@ -134,7 +90,7 @@ def timed(fn: Any, dev: _Dev, warmup_below: float) -> tuple[Any, float, float, s
     t0 = time.perf_counter()
     res = fn()
     dev.sync()
-    return res, first, time.perf_counter() - t0, "second", dev.peak(base)
+    return res, first, time.perf_counter() - t0, "second", dev.peak_bytes(base)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -374,20 +374,47 @@ def attention(
     acc_total = (q.numel() + k.numel() + v.numel() if needs_grad
                  else b * h * lq * (v.shape[-1] + 1)) * acc_esz
 
-    # accumulators that do not fit stay on the host; the forward pass then streams query
-    # groups and merges on the device (cqs_attention.streaming), backward merges on the host
-    host_acc = streams and budget is not None and acc_total > budget
+    cls = executor_class(dev, home)
+    if ckpt_opts is not None:
+        cls = ckpt_opts.executor_class(cls)
+    if dist_opts is not None:
+        cls = dist_opts.executor_class(cls)
+    # Accumulators stay on the device when a plan fits in what they leave of the budget;
+    # otherwise they stay on the host, and an executor that can (the streaming executor,
+    # ``host_accumulators = None``) streams query groups and merges on the device.
+    host_merge_ok = streams and not needs_grad and getattr(cls, "host_accumulators",
+                                                           False) is None
+    plan_budget = budget if dist_opts is None else dist_opts.shared_budget(budget)
 
-    def estimate(p: Any) -> int:
-        """Device bytes of the largest task (backward's when gradients will be needed)."""
-        return estimate_plan_bytes(p, batch=b, heads=h, kv_heads=k.shape[1], head_dim=d,
-                                   dtype=q.dtype, kernel=kernel, backward=needs_grad,
-                                   mask=spec, tasks_alive=2 if streams else 1,
-                                   merge_on_device=not host_acc or not needs_grad,
-                                   query_streamed=host_acc and not needs_grad)
-    chosen, source = resolve_plan(
-        plan, lq, lk, causal=causal, window=spec.window, estimate=estimate,
-        memory_budget=budget if dist_opts is None else dist_opts.shared_budget(budget))
+    def estimate_for(host_acc: bool) -> Any:
+        def estimate(p: Any) -> int:
+            """Device bytes of the largest task (backward's when gradients will be needed)."""
+            return estimate_plan_bytes(p, batch=b, heads=h, kv_heads=k.shape[1], head_dim=d,
+                                       dtype=q.dtype, kernel=kernel, backward=needs_grad,
+                                       mask=spec, tasks_alive=2 if streams else 1,
+                                       merge_on_device=not host_acc,
+                                       query_streamed=host_acc and host_merge_ok)
+        return estimate
+
+    def resolve(host_acc: bool, room: int | None) -> tuple[Any, str]:
+        return resolve_plan(plan, lq, lk, causal=causal, window=spec.window,
+                            estimate=estimate_for(host_acc), memory_budget=room)
+
+    host_acc = False
+    if not streams or plan_budget is None:
+        chosen, source = resolve(False, plan_budget)
+    elif plan is not None:  # a given plan or design: accumulators where they fit beside it
+        chosen, source = resolve(False, plan_budget)
+        host_acc = estimate_for(False)(chosen) + acc_total > plan_budget
+    else:
+        try:
+            if acc_total >= plan_budget:
+                raise MemoryBudgetError("accumulators alone exceed the budget")
+            chosen, source = resolve(False, plan_budget - acc_total)
+        except MemoryBudgetError:
+            host_acc = True
+            chosen, source = resolve(True, plan_budget)
+    estimate = estimate_for(host_acc)
     if dist_opts is not None:
         dist_opts.check_same(chosen, q, k, v)
     if budget is not None and memory_budget is None:
@@ -403,13 +430,10 @@ def attention(
             f"memory_budget={memory_budget} bytes is smaller than the {report.task_bytes_estimate}"
             " bytes one task of the given plan needs; pass a finer plan or plan=None")
 
-    cls = executor_class(dev, home)
-    if ckpt_opts is not None:
-        cls = ckpt_opts.executor_class(cls)
-    if dist_opts is not None:
-        cls = dist_opts.executor_class(cls)
     executor = cls(chosen, spec, device=dev, scale=scale, backend=backend,
                    memory_budget=budget, progress=progress, report=report)
+    if host_merge_ok:
+        executor.host_accumulators = host_acc
     acc_dtype = accumulator_dtype(q.dtype)
 
     if out is not None and isinstance(out, torch.Tensor) and out.device == home:

@@ -385,6 +385,9 @@ def checkpoint_options(checkpoint_dir: Any, checkpoint_interval: Any = None, *,
 class _CheckpointingExecutor:
     """Mixin over a PlanExecutor class (see :meth:`CheckpointOptions.executor_class`)."""
 
+    #: this mixin merges through merge_forward: no host-accumulator streaming
+    host_accumulators = False
+
     _ckpt: CheckpointOptions
     plan: Any
     spec: Any

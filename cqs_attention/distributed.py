@@ -311,6 +311,9 @@ def _empty_backward(ex: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 class _DistributedExecutor:
     """Mixin over a PlanExecutor class (see :meth:`DistributedOptions.executor_class`)."""
 
+    #: this mixin merges through merge_forward: no host-accumulator streaming
+    host_accumulators = False
+
     _dist: DistributedOptions
     plan: Any
     report: Any

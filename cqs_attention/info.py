@@ -12,7 +12,25 @@ import torch
 
 from cqs_attention.kernels import available_kernels, import_failures, kernel_reasons
 
-__all__ = ["describe", "main"]
+__all__ = ["describe", "host_memory_available", "main"]
+
+
+def host_memory_available(path: str = "/proc/meminfo") -> int | None:
+    """Bytes of host memory available (``MemAvailable`` of ``/proc/meminfo``), or None where
+    the file does not exist (not Linux).
+
+    >>> n = host_memory_available()
+    >>> n is None or n > 0
+    True
+    """
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def describe(head_dim: int = 128) -> str:

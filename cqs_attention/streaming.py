@@ -53,6 +53,7 @@ import torch
 
 from cqs_attention.executor import Call, TaskWork, _Staged, register_executor
 from cqs_attention.guardrails import GuardedExecutor, GuardrailReport, merge_atomic_
+from cqs_attention.info import host_memory_available
 from cqs_attention.kernels.base import BlockMask
 from cqs_attention.merge import accumulator_dtype
 
@@ -225,7 +226,7 @@ class _HostMergeMixin:
         host_dtype = self.host_accumulator_dtype
         if host_dtype is None:  # float32 rows unless host memory is short (then q's dtype)
             need = b * h * lq * dv * torch.empty((), dtype=acc_dtype).element_size()
-            avail = _host_available_bytes()
+            avail = host_memory_available()
             host_dtype = acc_dtype if avail is None or need <= 0.8 * avail else q.dtype
         self.report.host_accumulator_dtype = str(host_dtype).replace("torch.", "")
         acc_out = out if host_dtype == out.dtype else torch.empty(
@@ -498,18 +499,6 @@ class _HostMergeMixin:
                 acc_lse[:, :, a:b].fill_(float("-inf"))
         self._kv_ready.clear()
         self._visits = None
-
-
-def _host_available_bytes() -> int | None:
-    """``MemAvailable`` from /proc/meminfo (Linux), else None."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def _pieces(iv: _Intervals, s: int, e: int) -> list[Range]:

@@ -22,7 +22,8 @@ finish in time).  The full table (the ``"arguments"`` key of the JSON records th
     python scripts/gen_quorum_table.py --seed 0 --time-limit 15 --jobs 16
 
 then the rows without a published value, with the stronger search and a short proof time
-limit (those exhaustive proofs of size 11 do not finish anyway; about 5 minutes on 2 cores;
+limit (the Python proofs of size 11 do not finish; the certificate below supplies them for
+v = 101..110; about 5 minutes on 2 cores;
 logged under ``"reruns"`` in the JSON; the other rows are kept as they are)::
 
     python scripts/gen_quorum_table.py --seed 0 --time-limit 3 --jobs 2 --only 101-111
@@ -30,6 +31,15 @@ logged under ``"reruns"`` in the JSON; the other rows are kept as they are)::
 Rows whose proof ran out of time are marked ``"minimum_proven_here": false`` and their
 ``minimum_size`` is the published value (checked against the stored base set size) or, for
 v > 100, only an upper bound (status ``"upper bound only"``).
+
+Exhaustive proofs too long for this script come from a certificate: when the Python search of
+size ``k - 1`` does not finish, a complete, empty case ``(v, k - 1)`` of
+``benchmarks/results/quorum_lower_bounds.json`` (written by
+``scripts/prove_quorum_lower_bounds.py``, a one-off C search; it proves that no 11-element cover
+of Z_v exists for 101 <= v <= 110) counts as the proof.  To apply that certificate to the stored
+table without recomputing anything (this is how rows 101..110 became ``"proven here"``)::
+
+    python scripts/gen_quorum_table.py --apply-certificate
 """
 
 from __future__ import annotations
@@ -52,7 +62,10 @@ from cqs_design.search import multiplier_primes, search_difference_sets
 
 MAX_V = 111
 RESTARTS = 40  # min-conflicts restarts per size (rows without a published value only)
-OUT = Path(__file__).resolve().parents[1] / "cqs_design" / "quorum_table.json"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "cqs_design" / "quorum_table.json"
+CERTIFICATE = ROOT / "benchmarks" / "results" / "quorum_lower_bounds.json"
+CERTIFICATE_NAME = "benchmarks/results/quorum_lower_bounds.json"
 
 # OEIS A283297 (smallest difference basis of Z_n), n = 1..100, Banakh & Gavrylkiv (2017).
 A283297 = [
@@ -167,7 +180,40 @@ def no_cover_of_size(v: int, k: int, time_limit: float) -> dict | None:
     if st.complete and not sets:
         return {"method": "exhaustive search (cqs_design.quorum)", "nodes": st.nodes,
                 "seconds": round(st.seconds, 3)}
+    return certified_no_cover(v, k)
+
+
+def certified_no_cover(v: int, k: int) -> dict | None:
+    """Proof that Z_v has no k-element cover, read from ``CERTIFICATE`` (None if not there).
+
+    Only a case that searched its whole space (``complete``) and found nothing counts.
+    """
+    if not CERTIFICATE.exists():
+        return None
+    doc = json.loads(CERTIFICATE.read_text())
+    for case in doc["cases"]:
+        if case["v"] == v and case["k"] == k and case["complete"] and case["found"] is None:
+            return {"method": f"exhaustive search of all {k}-element sets found no cover (C "
+                              f"program {doc['search_source']}, run by {doc['generated_by']}; "
+                              f"certificate {CERTIFICATE_NAME})",
+                    "nodes": case["nodes"], "seconds": case["seconds"]}
     return None
+
+
+def source_text(proof: dict | None, published: int | None) -> str:
+    """The ``source`` sentence of a row."""
+    if proof is not None:
+        return ("computed here (base set by seeded local search; minimality by "
+                + proof["method"] + ")")
+    if published:
+        return f"base set computed here; minimality taken from {PUBLISHED_SOURCE}"
+    return ("base set computed here; minimality NOT proven (upper bound; no published value "
+            "consulted)")
+
+
+def status_text(proven: bool, published: int | None) -> str:
+    """The ``status`` of a row."""
+    return "proven here" if proven else ("published" if published else "upper bound only")
 
 
 def row(args: tuple[int, int, float, int]) -> dict:
@@ -197,22 +243,46 @@ def row(args: tuple[int, int, float, int]) -> dict:
         raise AssertionError(f"v={v}: computed minimum {k} but published {published}")
     if not proven and published is not None and published != k:
         raise AssertionError(f"v={v}: found size {k} but published minimum {published}")
-    status = "proven here" if proven else ("published" if published else "upper bound only")
     return {
         "v": v,
         "minimum_size": k,
-        "status": status,
+        "status": status_text(proven, published),
         "base_set": base,
         "minimum_proven_here": proven,
         "proof": proof,
         "published": published,
-        "source": ("computed here (base set by seeded local search; minimality by "
-                   + (proof["method"] if proof else "") + ")") if proven else
-                  (f"base set computed here; minimality taken from {PUBLISHED_SOURCE}"
-                   if published else "base set computed here; minimality NOT proven (upper "
-                   "bound; no published value consulted)"),
+        "source": source_text(proof, published),
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def apply_certificate(out: Path) -> list[int]:
+    """Mark unproven rows of ``out`` proven where ``CERTIFICATE`` refutes the next smaller size.
+
+    Nothing is recomputed: base sets, sizes and timings stay; ``proof``, ``status``,
+    ``minimum_proven_here`` and ``source`` change.  Returns the v values updated.
+    """
+    doc = json.loads(out.read_text())
+    done = []
+    for r in doc["rows"]:
+        if r["minimum_proven_here"]:
+            continue
+        proof = certified_no_cover(r["v"], r["minimum_size"] - 1)
+        if proof is None:
+            continue
+        if not is_cyclic_quorum_set(r["base_set"], r["v"]) or len(r["base_set"]) != \
+                r["minimum_size"]:
+            raise AssertionError(f"v={r['v']}: stored base set is not a cover of the stored size")
+        if r["published"] is not None and r["published"] != r["minimum_size"]:
+            raise AssertionError(f"v={r['v']}: certificate proves {r['minimum_size']} but "
+                                 f"published {r['published']}")
+        r.update(minimum_proven_here=True, proof=proof, status=status_text(True, r["published"]),
+                 source=source_text(proof, r["published"]))
+        done.append(r["v"])
+    if done:
+        doc["lower_bound_certificate"] = {"file": CERTIFICATE_NAME, "applied_to": done}
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+    return done
 
 
 def main() -> None:
@@ -227,7 +297,16 @@ def main() -> None:
     ap.add_argument("--only", type=parse_only, default=None,
                     help="v values to (re)compute, e.g. '101-111' or '7,13,101-105'; the other "
                     "rows of the existing --out file are kept as they are")
+    ap.add_argument("--apply-certificate", action="store_true",
+                    help=f"only mark rows of --out proven where {CERTIFICATE_NAME} refutes "
+                    "the next smaller size (no search)")
     a = ap.parse_args()
+    if a.apply_certificate:
+        if not a.out.exists():
+            ap.error(f"--apply-certificate needs an existing table; {a.out} does not exist")
+        done = apply_certificate(a.out)
+        print(f"certificate applied to v = {done or 'none'}")
+        return
     vs = sorted(range(2, a.max_v + 1), key=lambda v: -v)  # slow ones first
     rows: list[dict] = []
     a.base_doc = None
@@ -278,6 +357,9 @@ def write(a: argparse.Namespace, rows: list[dict]) -> None:
         "published_source": PUBLISHED_SOURCE,
         "rows": sorted(rows, key=lambda r: r["v"]),
     }
+    certified = [r["v"] for r in rows if r["proof"] and CERTIFICATE_NAME in r["proof"]["method"]]
+    if certified:
+        doc["lower_bound_certificate"] = {"file": CERTIFICATE_NAME, "applied_to": certified}
     if a.base_doc is not None:  # partial rerun: keep the full run's arguments, log this one
         done = sorted(a.only)
         doc["arguments"] = a.base_doc["arguments"]

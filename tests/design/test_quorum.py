@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from itertools import combinations
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -71,3 +76,121 @@ def test_bad_input() -> None:
         minimum_size(1)
     with pytest.raises(ValueError, match="k must"):
         search_cyclic_quorum_sets(10, 11)
+
+
+# --- lower bounds for 101 <= v <= 110 ------------------------------------------------------------
+# Rows 101..110 are proven minimal (12) by an exhaustive C search run once by
+# scripts/prove_quorum_lower_bounds.py; its certificate is benchmarks/results/
+# quorum_lower_bounds.json.  CI has no C compiler, so these tests check that the table cites the
+# certificate consistently, and re-run the same search method in pure Python on small cases.
+
+ROOT = Path(__file__).resolve().parents[2]
+CERTIFICATE = ROOT / "benchmarks" / "results" / "quorum_lower_bounds.json"
+C_SOURCE = ROOT / "scripts" / "quorum_lower_bound.c"
+
+
+def _certificate() -> dict:
+    return json.loads(CERTIFICATE.read_text())
+
+
+def _waste_search(v: int, k: int, *, all_covers: bool = False
+                  ) -> tuple[list[tuple[int, ...]], int]:
+    """Pure-Python twin of scripts/quorum_lower_bound.c: (covers found, nodes visited).
+
+    Covers {0, 1, a3 < ... < ak} with a3 + ak <= v + 1; a partial set is pruned as soon as more
+    than k(k-1)/2 - floor(v/2) of its pairs repeat a difference class {d, -d}.
+    """
+    classes = v // 2
+    slack = k * (k - 1) // 2 - classes
+    cls = [min(d, v - d) for d in range(v)]
+    full = sum(1 << c for c in range(1, classes + 1))
+    elems = [0, 1]
+    found: list[tuple[int, ...]] = []
+    nodes = 0
+
+    def rec(covered: int, waste: int, top: int) -> None:
+        nonlocal nodes
+        nodes += 1
+        j = len(elems)
+        if j == k:
+            if covered == full:
+                found.append(tuple(elems))
+            return
+        for x in range(elems[-1] + 1, top - (k - j) + 2):
+            m, w = covered, waste
+            for e in elems:
+                b = 1 << cls[x - e]
+                w += bool(m & b)
+                m |= b
+            if w > slack:
+                continue
+            elems.append(x)
+            rec(m, w, min(v - 1, v + 1 - x) if j == 2 else top)
+            elems.pop()
+            if found and not all_covers:
+                return
+
+    if slack >= 0:
+        rec(1 << 1, 0, (v + 1) // 2 if k == 3 else v - 1)
+    return found, nodes
+
+
+@pytest.mark.parametrize("v", range(4, 14))
+def test_waste_search_counts_match_brute_force(v: int) -> None:
+    for k in range(3, min(v, 6) + 1):
+        covers, _ = _waste_search(v, k, all_covers=True)
+        brute = [(0, 1, *rest) for rest in combinations(range(2, v), k - 2)
+                 if rest[0] + rest[-1] <= v + 1 and is_cyclic_quorum_set((0, 1, *rest), v)]
+        assert sorted(covers) == brute, (v, k)
+
+
+def test_waste_search_refutes_and_finds_like_c_search() -> None:
+    """The method refutes k = minimum - 1 and finds k = minimum, with the C node counts."""
+    table = stored_quorum_table()
+    c_refutes = {(c["v"], c["k"]): c for c in _certificate()["validation"]["refutes"]["cases"]}
+    small = [key for key in c_refutes if key[0] <= 72]
+    assert len(small) >= 5
+    for v, k in small:
+        assert table[v]["minimum_size"] == k + 1
+        covers, nodes = _waste_search(v, k)
+        assert covers == []
+        assert nodes == c_refutes[v, k]["nodes"] > 0, (v, k)
+        found, _ = _waste_search(v, k + 1)
+        assert len(found) == 1
+        assert is_cyclic_quorum_set(found[0], v)
+
+
+def test_rows_101_to_110_cite_the_certificate() -> None:
+    cert = _certificate()
+    assert cert["search_source_sha256"] == hashlib.sha256(C_SOURCE.read_bytes()).hexdigest(), (
+        "scripts/quorum_lower_bound.c changed: rerun scripts/prove_quorum_lower_bounds.py")
+    cases = {c["v"]: c for c in cert["cases"]}
+    assert set(cases) == set(range(101, 111))
+    table = stored_quorum_table()
+    for v, case in cases.items():
+        row = table[v]
+        assert case["k"] == 11 == row["minimum_size"] - 1
+        assert case["complete"] is True
+        assert case["found"] is None
+        assert case["covers"] == 0
+        assert case["slack"] == 55 - v // 2 >= 0
+        assert row["status"] == "proven here"
+        assert row["minimum_proven_here"] is True
+        assert row["published"] is None
+        assert row["proof"]["nodes"] == case["nodes"] > 0
+        assert row["proof"]["seconds"] == case["seconds"]
+        assert "benchmarks/results/quorum_lower_bounds.json" in row["proof"]["method"]
+        assert row["proof"]["method"] in row["source"]
+        assert len(row["base_set"]) == 12
+        assert is_cyclic_quorum_set(row["base_set"], v)
+    # the certificate's validation agrees with the table (A283297 for v <= 100)
+    validation = cert["validation"]
+    for c in validation["finds"]["cases"]:
+        assert table[c["v"]]["minimum_size"] == c["k"] == len(c["found"])
+        assert is_cyclic_quorum_set(c["found"], c["v"])
+    for c in validation["refutes"]["cases"]:
+        assert table[c["v"]]["minimum_size"] == c["k"] + 1
+        assert c["complete"] is True
+        assert c["found"] is None
+    # every row of the table is now proven or published: no upper bounds are left
+    assert {row["status"] for row in table.values()} <= {"proven here", "published"}
