@@ -226,6 +226,8 @@ class _HostMergeMixin:
         host_dtype = self.host_accumulator_dtype
         if host_dtype is None:  # float32 rows unless host memory is short (then q's dtype)
             need = b * h * lq * dv * torch.empty((), dtype=acc_dtype).element_size()
+            if pin:  # PyTorch's pinned allocator rounds every block up to a power of two
+                need = 1 << max(0, need - 1).bit_length()
             avail = host_memory_available()
             host_dtype = acc_dtype if avail is None or need <= 0.8 * avail else q.dtype
         self.report.host_accumulator_dtype = str(host_dtype).replace("torch.", "")

@@ -260,3 +260,24 @@ def test_bench_headline_cpu_smoke(bench_headline, tmp_path):
     assert res["tflops"] > 0
     assert res["design_v"] >= 1
     assert res["projection"]["hours_causal"] > 0
+
+
+def test_streamed_results_plot(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "plot_streamed_results.py"
+    spec = importlib.util.spec_from_file_location("plot_streamed_results", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    data = {"previous_executor_for_comparison": {"ratio_causal": 0.1, "ratio_full": 0.2},
+            "runs": [{"records": [{"L": 262144, "causal": True, "ratio": 0.3},
+                                  {"L": 1 << 20, "causal": True, "ratio": 0.5}]},
+                     {"records": [{"L": 1 << 20, "causal": False, "ratio": 0.9}]}]}
+    rows = mod.bars(data)
+    assert [r[1] for r in rows] == [0.1, 0.2, 0.3, 0.9]
+    assert rows[-1][0] == "1M full\n(device merge)"
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(data))
+    mod.plot(str(src), str(tmp_path / "r.png"))
+    assert (tmp_path / "r.png").stat().st_size > 1000
