@@ -147,6 +147,44 @@ def resolve_plan(plan: Any, lq: int, lk: int, *, causal: bool, window: Any,
         f"footprint found is {best[0]} bytes ({best[1]}); pass memory_budget >= {best[0]}")
 
 
+def place_accumulators(plan: Any, lq: int, lk: int, *, causal: bool, window: Any,
+                       budget: int | None, acc_bytes: int, streams: bool,
+                       estimate_for: Any) -> tuple[Any, str, bool]:
+    """``(plan, source, host_accumulators)`` for a run: where the accumulators live decides
+    which footprint model sizes the plan.
+
+    ``estimate_for(host_accumulators) -> estimate(plan) -> bytes``. Without streaming (inputs
+    on the compute device) or without a budget the accumulators stay on the device. Streaming,
+    they stay on the device when a plan fits in what they leave of the budget; a given plan or
+    design keeps them there when its estimate plus ``acc_bytes`` fits; otherwise they live on
+    the host and the plan is sized with the host-accumulator model over the whole budget.
+
+    >>> est = lambda host: (lambda p: 10 if host else 40)
+    >>> place_accumulators(None, 100, 100, causal=False, window=None, budget=100,
+    ...                    acc_bytes=50, streams=True, estimate_for=est)[1:]
+    ('budget', False)
+    >>> place_accumulators(None, 100, 100, causal=False, window=None, budget=100,
+    ...                    acc_bytes=60, streams=True, estimate_for=est)[1:]
+    ('budget', True)
+    """
+
+    def resolve(host_acc: bool, room: int | None) -> tuple[Any, str]:
+        return resolve_plan(plan, lq, lk, causal=causal, window=window,
+                            estimate=estimate_for(host_acc), memory_budget=room)
+
+    if not streams or budget is None:
+        return (*resolve(False, budget), False)
+    if plan is not None:  # a given plan or design: accumulators where they fit beside it
+        chosen, source = resolve(False, budget)
+        return chosen, source, estimate_for(False)(chosen) + acc_bytes > budget
+    if 2 * acc_bytes <= budget:  # beyond half the budget they leave tasks too little room
+        try:
+            return (*resolve(False, budget - acc_bytes), False)
+        except MemoryBudgetError:
+            pass
+    return (*resolve(True, budget), True)
+
+
 def _resolve_device(device: Any, q: torch.Tensor) -> torch.device:
     if device is not None:
         try:
@@ -396,24 +434,9 @@ def attention(
                                        query_streamed=host_acc and host_merge_ok)
         return estimate
 
-    def resolve(host_acc: bool, room: int | None) -> tuple[Any, str]:
-        return resolve_plan(plan, lq, lk, causal=causal, window=spec.window,
-                            estimate=estimate_for(host_acc), memory_budget=room)
-
-    host_acc = False
-    if not streams or plan_budget is None:
-        chosen, source = resolve(False, plan_budget)
-    elif plan is not None:  # a given plan or design: accumulators where they fit beside it
-        chosen, source = resolve(False, plan_budget)
-        host_acc = estimate_for(False)(chosen) + acc_total > plan_budget
-    else:
-        try:
-            if acc_total >= plan_budget:
-                raise MemoryBudgetError("accumulators alone exceed the budget")
-            chosen, source = resolve(False, plan_budget - acc_total)
-        except MemoryBudgetError:
-            host_acc = True
-            chosen, source = resolve(True, plan_budget)
+    chosen, source, host_acc = place_accumulators(
+        plan, lq, lk, causal=causal, window=spec.window, budget=plan_budget,
+        acc_bytes=acc_total, streams=streams, estimate_for=estimate_for)
     estimate = estimate_for(host_acc)
     if dist_opts is not None:
         dist_opts.check_same(chosen, q, k, v)
