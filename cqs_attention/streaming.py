@@ -816,7 +816,7 @@ class StreamingExecutor(_HostMergeMixin, GuardedExecutor):
 
     def evict(self, task_id: int) -> None:
         self._current = None
-        self._kv_ready.pop(task_id, None)
+        self._kv_ready.clear()  # prefetched rows too: the queue changes after an OOM
         self._resident = deque(r for r in self._resident if r.task_id != task_id)
 
     def drain(self) -> None:
