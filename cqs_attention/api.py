@@ -88,6 +88,17 @@ def _check_given_plan(plan: Any, lq: int, lk: int, causal: bool, window: Any) ->
             f"(causal={causal}, window={window}); build the plan with this call's mask")
 
 
+#: the budget-driven plan search stops before designs with more rectangles than this (building
+#: and estimating such a plan takes seconds to minutes; a budget that needs one is unusual)
+_MAX_SCAN_RECTANGLES = 1 << 21
+
+
+def _plan_rectangles(order: int) -> int:
+    """Rectangles of a one-level full plan of the Singer design of ``order``: v*k(k+1)/2."""
+    v, k = order * order + order + 1, order + 1
+    return v * k * (k + 1) // 2
+
+
 def resolve_plan(plan: Any, lq: int, lk: int, *, causal: bool, window: Any,
                  memory_budget: int | None, estimate: Any) -> tuple[Any, str]:
     """The plan to run and how it was chosen (``"given"``, ``"design"``, ``"budget"``,
@@ -130,8 +141,13 @@ def resolve_plan(plan: Any, lq: int, lk: int, *, causal: bool, window: Any,
     if need <= memory_budget:
         return whole, "budget"
     best = (need, "one task (no split)")
+    stopped = ""
     for order in _SINGER_ORDERS:
         if order * order + order + 1 > max(lq, lk):
+            break
+        if _plan_rectangles(order) > _MAX_SCAN_RECTANGLES:
+            stopped = (f"; designs finer than q={order} (over {_MAX_SCAN_RECTANGLES} "
+                       "rectangles) were not tried: pass plan= to use one")
             break
         try:
             cand = build(order)
@@ -144,7 +160,8 @@ def resolve_plan(plan: Any, lq: int, lk: int, *, causal: bool, window: Any,
             best = (need, f"design q={order} (v={order * order + order + 1})")
     raise MemoryBudgetError(
         f"memory_budget={memory_budget} bytes is too small for any plan: the smallest "
-        f"footprint found is {best[0]} bytes ({best[1]}); pass memory_budget >= {best[0]}")
+        f"footprint found is {best[0]} bytes ({best[1]}); pass memory_budget >= {best[0]}"
+        f"{stopped}")
 
 
 def place_accumulators(plan: Any, lq: int, lk: int, *, causal: bool, window: Any,
@@ -297,8 +314,9 @@ def attention(
     memory_budget
         Bytes of device memory the executor may hold for one task (staged chunks, partial
         results, masks, kernel workspace) plus its accumulators when they are kept on the
-        device. With ``plan=None`` the plan with the fewest tasks that fits is chosen. Too
-        small for any plan: :class:`~cqs_attention.errors.MemoryBudgetError` naming the
+        device. With ``plan=None`` the plan with the fewest tasks that fits is chosen (Singer
+        designs up to q = 43, about two million rectangles; finer ones only through ``plan=``).
+        Too small for any plan: :class:`~cqs_attention.errors.MemoryBudgetError` naming the
         smallest that works. Computing on CUDA from host or disk inputs with neither ``plan``
         nor budget, the budget is 80% of the free device memory.
     device

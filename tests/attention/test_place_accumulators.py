@@ -94,3 +94,17 @@ def test_a_given_design_keeps_accumulators_where_they_fit_beside_it(design):
     tight = est(False)(plan) + ACC - 1
     assert place_accumulators(design, L, L, causal=False, window=None, budget=tight,
                               acc_bytes=ACC, streams=True, estimate_for=est)[2]
+
+
+def test_a_hopeless_budget_stops_before_huge_designs_and_says_so():
+    from cqs_attention import attention
+    from cqs_attention.api import _MAX_SCAN_RECTANGLES, _plan_rectangles
+
+    q = torch.randn(1, 2, 1 << 13, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(MemoryBudgetError, match=r"were not tried: pass plan=") as info:
+        attention(q, q, q, memory_budget=1000)
+    smallest = int(str(info.value).split("pass memory_budget >= ")[1].split(";")[0])
+    assert smallest > 1000
+    order = int(str(info.value).split("finer than q=")[1].split(" ")[0])
+    assert _plan_rectangles(order) > _MAX_SCAN_RECTANGLES
+    assert "design q=" in str(info.value)  # the finest design tried is named
