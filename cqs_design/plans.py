@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,9 +49,25 @@ from cqs_design._plan_check import (
     check_rectangles,
     check_segments,
 )
+from cqs_design._plan_design import (
+    PlanError,
+    _check_int,
+    _check_window,
+    _choose_design,
+    _resolve_design,
+    _singer,  # noqa: F401  (re-exported: cqs_design.strategies uses it)
+    _too_short,
+    largest_usable_q,
+)
+from cqs_design._plan_intervals import (
+    _bitmap_segments,
+    _merge_intervals,
+    _per_task,
+    _unique_intervals,
+    causal_pairs,
+)
 from cqs_design._plan_mask import Mask
 from cqs_design.difference_sets import DifferenceSet
-from cqs_design.singer import is_prime_power, singer_difference_set
 
 __all__ = [
     "DEFAULT_MAX_TASK_TOKENS",
@@ -73,10 +88,6 @@ SCHEMA = 1
 
 _I64 = np.int64
 _KINDS = ("full", "causal")
-
-
-class PlanError(ValueError):
-    """A plan cannot be built, or a plan (or its JSON) is not a valid exact cover."""
 
 
 @dataclass(frozen=True)
@@ -533,200 +544,6 @@ class Plan:
         from cqs_design._plan_json import loads
 
         return cls.from_dict(loads(text))
-
-
-# --- helpers -------------------------------------------------------------------------------
-def _per_task(ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
-    csum = np.concatenate([[0], np.cumsum(values)]).astype(_I64)
-    return csum[ptr[1:]] - csum[ptr[:-1]]
-
-
-def causal_pairs(qs: np.ndarray, qe: np.ndarray, ks: np.ndarray, ke: np.ndarray,
-                 off: int) -> np.ndarray:
-    """Pairs with ``k <= q + off`` in each rectangle ``[qs, qe) x [ks, ke)`` (closed form).
-
-    Vectorised over numpy arrays of rectangle coordinates; used for work estimates.
-
-    >>> import numpy as np
-    >>> causal_pairs(np.array([0]), np.array([4]), np.array([0]), np.array([4]), 0).tolist()
-    [10]
-    """
-    w = ke - ks
-
-    def s(m: np.ndarray) -> np.ndarray:  # sum of clip(x, 0, w) for x < m
-        m = np.maximum(m, 0)
-        return np.where(m <= w + 1, m * (m - 1) // 2, w * (w + 1) // 2 + (m - w - 1) * w)
-
-    x0 = qs + off + 1 - ks
-    return s(x0 + (qe - qs)) - s(x0)
-
-
-def _bitmap_segments(a: dict[str, np.ndarray], n: int, which: str
-                     ) -> tuple[np.ndarray, ...] | None:
-    """Segments of unit-cell plans (one level) from a tasks x cells bitmap; None if not
-    applicable (cells of several sizes, different query/key boundaries, or too large)."""
-    same_grid = len(a["qb"]) == len(a["kb"]) and bool((a["qb"] == a["kb"]).all())
-    if which == "all" and not same_grid:
-        return None
-    b = a["kb"] if which == "k" else a["qb"]
-    cells = len(b) - 1
-    if n * (cells + 2) > 400_000_000:
-        return None
-    parts = [("q0", "q1")] if which == "q" else [("k0", "k1")] if which == "k" else \
-        [("q0", "q1"), ("k0", "k1")]
-    for lo, hi in parts:
-        for s, e in _blocks(len(a[lo])):
-            if not bool((a[hi][s:e] - a[lo][s:e] == 1).all()):
-                return None
-    grid = np.zeros((n, cells + 2), dtype=bool)
-    for lo, _ in parts:
-        for s, e in _blocks(len(a[lo])):
-            grid[a["task"][s:e], a[lo][s:e].astype(_I64) + 1] = True
-    step = np.diff(grid.view(np.int8), axis=1)  # +1: a run starts, -1: a run ends
-    t_s, c_s = np.nonzero(step == 1)
-    _, c_e = np.nonzero(step == -1)
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(t_s, minlength=n))]).astype(_I64)
-    return ptr, b[c_s], b[c_e]
-
-
-def _unique_intervals(task: np.ndarray, i0: np.ndarray, i1: np.ndarray, b: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    order = np.lexsort((i1, i0, task))
-    t, x0, x1 = task[order], i0[order], i1[order]
-    keep = np.ones(len(t), dtype=bool)
-    keep[1:] = (t[1:] != t[:-1]) | (x0[1:] != x0[:-1]) | (x1[1:] != x1[:-1])
-    return t[keep], b[x0[keep]], b[x1[keep]]
-
-
-def _merge_intervals(t: np.ndarray, s: np.ndarray, e: np.ndarray, n: int, width: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge intervals per task into CSR ``(ptr, start, end)`` (touching intervals merge)."""
-    order = np.lexsort((s, t))
-    t, s, e = t[order], s[order], e[order]
-    base = t * width
-    run = np.maximum.accumulate(base + e) - base
-    new = np.ones(len(t), dtype=bool)
-    new[1:] = (t[1:] != t[:-1]) | (s[1:] > run[:-1])
-    starts = np.flatnonzero(new)
-    ends_at = np.concatenate([starts[1:], [len(t)]]) - 1
-    seg_t = t[starts]
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(seg_t, minlength=n))]).astype(_I64)
-    return ptr, s[starts].astype(_I64), run[ends_at].astype(_I64)
-
-
-def _check_int(value: Any, name: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise PlanError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-@functools.lru_cache(maxsize=64)
-def _singer(q: int) -> DifferenceSet:
-    return singer_difference_set(q)
-
-
-def _prime_powers() -> Iterable[int]:
-    q = 2
-    while True:
-        if is_prime_power(q):
-            yield q
-        q += 1
-
-
-def largest_usable_q(n: int) -> int | None:
-    """Largest prime power ``q`` with ``q^2 + q + 1 <= n`` (None if ``n < 7``).
-
-    >>> largest_usable_q(100), largest_usable_q(6)
-    (9, None)
-    """
-    q = math.isqrt(max(n, 0))
-    while q >= 2:
-        if q * q + q + 1 <= n and is_prime_power(q):
-            return q
-        q -= 1
-    return None
-
-
-def _resolve_design(design: DifferenceSet | int, name: str) -> DifferenceSet:
-    if isinstance(design, DifferenceSet):
-        if not design.is_valid() or design.lam != 1:
-            raise PlanError(f"{name} {design!r} is not a cyclic (v, k, 1) difference set")
-        return design
-    q = _check_int(design, name)
-    if not is_prime_power(q):
-        raise PlanError(f"{name}={q} is not a prime power; give a prime power q (Singer "
-                        "design, v = q^2 + q + 1) or a DifferenceSet")
-    return _singer(q)
-
-
-def _too_short(what: str, n: int, v: int) -> PlanError:
-    q = largest_usable_q(n)
-    hint = (f"the largest usable Singer design is q={q} (v={q * q + q + 1})" if q is not None
-            else "no Singer design fits (the smallest, q=2, needs 7 tokens)")
-    return PlanError(f"{what}={n} is shorter than the design's v={v} chunks; {hint}")
-
-
-def _check_window(window: Any) -> tuple[int | None, int | None] | None:
-    if window is None:
-        return None
-    if not isinstance(window, (tuple, list)) or len(window) != 2:
-        raise PlanError(f"window must be None or a pair (left, right), got {window!r}")
-    out = []
-    for side, val in zip(("left", "right"), window, strict=True):
-        if val is not None:
-            val = _check_int(val, f"window {side}", 0)
-        out.append(val)
-    if out == [None, None]:
-        return None
-    return (out[0], out[1])
-
-
-def _level_tokens(n: int, v: int, k: int, levels: int) -> int:
-    """Upper bound on a task's tokens of one side after ``levels`` levels with one design."""
-    t = n
-    for _ in range(levels):
-        t = k * -(-t // v)
-    return t
-
-
-def _min_level_tokens(n: int, v: int, k: int, levels: int) -> int:
-    """Lower bound on a task's tokens of one side after ``levels`` levels (no mask)."""
-    t = n
-    for _ in range(levels):
-        t = k * (t // v)
-    return t
-
-
-def _choose_design(seq_len: int, kv_len: int, budget: int, levels: int,
-                   explicit_budget: bool) -> tuple[DifferenceSet, str]:
-    n = min(seq_len, kv_len)
-    sides = (seq_len,) if seq_len == kv_len else (seq_len, kv_len)
-    for q in _prime_powers():
-        v, k = q * q + q + 1, q + 1
-        if v > n:
-            break
-        # every level must leave tasks of at least v tokens to divide again
-        deep_enough = all(_min_level_tokens(s, v, k, levels - 1) >= v for s in sides)
-        if deep_enough and sum(_level_tokens(s, v, k, levels) for s in sides) <= budget:
-            what = "max_task_tokens" if explicit_budget else "the default task size"
-            return _singer(q), (f"smallest Singer design (q={q}, v={v}, k={k}) whose tasks fit "
-                                f"in {what}={budget} tokens with {levels} level(s)")
-    q = largest_usable_q(n)
-    if q is None:
-        raise PlanError(f"no Singer design fits a sequence of {n} tokens (the smallest, q=2, "
-                        "needs 7 tokens)")
-    if not explicit_budget:
-        v = q * q + q + 1
-        return _singer(q), (f"largest Singer design that fits the sequence (q={q}, v={v}); "
-                            f"none gives tasks of at most {budget} tokens")
-    v, k = q * q + q + 1, q + 1
-    best = sum(_level_tokens(s, v, k, levels) for s in sides)
-    raise PlanError(f"max_task_tokens={budget} is too small: even the largest usable Singer "
-                    f"design q={q} (v={v}) gives tasks of up to {best} tokens; pass a larger "
-                    "max_task_tokens or more levels")
 
 
 # --- the public constructor -----------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Interval arithmetic on plan arrays (numpy, CSR per task): used by :mod:`cqs_design.plans`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cqs_design._plan_check import _blocks
+
+__all__ = ["causal_pairs"]
+
+_I64 = np.int64
+
+
+def _per_task(ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
+    csum = np.concatenate([[0], np.cumsum(values)]).astype(_I64)
+    return csum[ptr[1:]] - csum[ptr[:-1]]
+
+
+def causal_pairs(qs: np.ndarray, qe: np.ndarray, ks: np.ndarray, ke: np.ndarray,
+                 off: int) -> np.ndarray:
+    """Pairs with ``k <= q + off`` in each rectangle ``[qs, qe) x [ks, ke)`` (closed form).
+
+    Vectorised over numpy arrays of rectangle coordinates; used for work estimates.
+
+    >>> import numpy as np
+    >>> causal_pairs(np.array([0]), np.array([4]), np.array([0]), np.array([4]), 0).tolist()
+    [10]
+    """
+    w = ke - ks
+
+    def s(m: np.ndarray) -> np.ndarray:  # sum of clip(x, 0, w) for x < m
+        m = np.maximum(m, 0)
+        return np.where(m <= w + 1, m * (m - 1) // 2, w * (w + 1) // 2 + (m - w - 1) * w)
+
+    x0 = qs + off + 1 - ks
+    return s(x0 + (qe - qs)) - s(x0)
+
+
+def _bitmap_segments(a: dict[str, np.ndarray], n: int, which: str
+                     ) -> tuple[np.ndarray, ...] | None:
+    """Segments of unit-cell plans (one level) from a tasks x cells bitmap; None if not
+    applicable (cells of several sizes, different query/key boundaries, or too large)."""
+    same_grid = len(a["qb"]) == len(a["kb"]) and bool((a["qb"] == a["kb"]).all())
+    if which == "all" and not same_grid:
+        return None
+    b = a["kb"] if which == "k" else a["qb"]
+    cells = len(b) - 1
+    if n * (cells + 2) > 400_000_000:
+        return None
+    parts = [("q0", "q1")] if which == "q" else [("k0", "k1")] if which == "k" else \
+        [("q0", "q1"), ("k0", "k1")]
+    for lo, hi in parts:
+        for s, e in _blocks(len(a[lo])):
+            if not bool((a[hi][s:e] - a[lo][s:e] == 1).all()):
+                return None
+    grid = np.zeros((n, cells + 2), dtype=bool)
+    for lo, _ in parts:
+        for s, e in _blocks(len(a[lo])):
+            grid[a["task"][s:e], a[lo][s:e].astype(_I64) + 1] = True
+    step = np.diff(grid.view(np.int8), axis=1)  # +1: a run starts, -1: a run ends
+    t_s, c_s = np.nonzero(step == 1)
+    _, c_e = np.nonzero(step == -1)
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(t_s, minlength=n))]).astype(_I64)
+    return ptr, b[c_s], b[c_e]
+
+
+def _unique_intervals(task: np.ndarray, i0: np.ndarray, i1: np.ndarray, b: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.lexsort((i1, i0, task))
+    t, x0, x1 = task[order], i0[order], i1[order]
+    keep = np.ones(len(t), dtype=bool)
+    keep[1:] = (t[1:] != t[:-1]) | (x0[1:] != x0[:-1]) | (x1[1:] != x1[:-1])
+    return t[keep], b[x0[keep]], b[x1[keep]]
+
+
+def _merge_intervals(t: np.ndarray, s: np.ndarray, e: np.ndarray, n: int, width: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge intervals per task into CSR ``(ptr, start, end)`` (touching intervals merge)."""
+    order = np.lexsort((s, t))
+    t, s, e = t[order], s[order], e[order]
+    base = t * width
+    run = np.maximum.accumulate(base + e) - base
+    new = np.ones(len(t), dtype=bool)
+    new[1:] = (t[1:] != t[:-1]) | (s[1:] > run[:-1])
+    starts = np.flatnonzero(new)
+    ends_at = np.concatenate([starts[1:], [len(t)]]) - 1
+    seg_t = t[starts]
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(seg_t, minlength=n))]).astype(_I64)
+    return ptr, s[starts].astype(_I64), run[ends_at].astype(_I64)
