@@ -369,6 +369,11 @@ class _HostMergeMixin:
                 g.out = rows if rows.dtype == acc_lse.dtype else rows.to(acc_lse.dtype)
                 self._copy_in(g.lse.unsqueeze(-1), 0, acc_lse.unsqueeze(-1), g.q0, g.q1,
                               chunk=False)
+                # rows of this range no earlier group wrote (a refined or split plan visits
+                # ranges that only partly overlap): their host memory holds nothing yet
+                for a, b_ in self._written.gaps(g.q0, g.q1):
+                    g.out[:, :, a - g.q0:b_ - g.q0].zero_()
+                    g.lse[:, :, a - g.q0:b_ - g.q0].fill_(float("-inf"))
             g.ready = self._event(stream)
         self._events.append(("h2d", ev0, g.ready))
 
