@@ -23,7 +23,7 @@ from cqs_attention.errors import (
     MemoryBudgetError,
     PlanMismatchError,
 )
-from cqs_attention.executor import estimate_plan_bytes, executor_class
+from cqs_attention.executor import accumulator_bytes, estimate_plan_bytes, executor_class
 from cqs_attention.kernels import available_kernels, select_kernel
 from cqs_attention.kernels.base import BlockMask
 from cqs_attention.masks import MaskMod, make_mask_spec
@@ -426,9 +426,7 @@ def attention(
     # the streaming executor holds the task being staged beside the previous one (chunk reuse);
     # accumulators larger than the budget stay on the host, and so do their merge temporaries
     streams = dev.type == "cuda" and home != dev
-    acc_esz = torch.empty((), dtype=accumulator_dtype(q.dtype)).element_size()
-    acc_total = (q.numel() + k.numel() + v.numel() if needs_grad
-                 else b * h * lq * (v.shape[-1] + 1)) * acc_esz
+    acc_total = accumulator_bytes(q, k, v, backward=needs_grad)
 
     cls = executor_class(dev, home)
     if ckpt_opts is not None:

@@ -53,6 +53,7 @@ __all__ = [
     "Call",
     "PlanExecutor",
     "TaskWork",
+    "accumulator_bytes",
     "estimate_plan_bytes",
     "executor_class",
     "register_executor",
@@ -154,6 +155,21 @@ class _Staged:
         if all(locs[j][0] + locs[j][1] == locs[j + 1][0] for j in range(len(locs) - 1)):
             return t[:, :, locs[0][0]:locs[0][0] + sum(n for _, n in locs)]
         return torch.cat([t[:, :, a:a + n] for a, n in locs], dim=2)
+
+
+def accumulator_bytes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                      backward: bool) -> int:
+    """Bytes of a run's accumulators: float32 (float64 for float64 inputs) ``out`` and ``lse``
+    rows for the forward pass, ``dq``, ``dk``, ``dv`` for the backward pass.
+
+    >>> t = torch.zeros(1, 2, 10, 4)
+    >>> accumulator_bytes(t, t, t, backward=False), accumulator_bytes(t, t, t, backward=True)
+    (400, 960)
+    """
+    esz = torch.empty((), dtype=accumulator_dtype(q.dtype)).element_size()
+    if backward:
+        return (q.numel() + k.numel() + v.numel()) * esz
+    return q.shape[0] * q.shape[1] * q.shape[2] * (v.shape[-1] + 1) * esz
 
 
 def _kernel_workspace(kernel: Any, b: int, h: int, hkv: int, lq: int, lk: int, d: int,
@@ -444,6 +460,17 @@ class PlanExecutor:
                 pos += n
 
     # -- the loop ----------------------------------------------------------------------------
+    def _classified(self, task: Any, *, count: bool) -> TaskWork:
+        """:meth:`task_work`, timed; ``count`` adds its blocks to the report."""
+        t0 = time.perf_counter()
+        work = self.task_work(task)
+        if count:
+            self.report.blocks_full += work.full
+            self.report.blocks_partial += work.partial
+            self.report.blocks_empty += work.empty
+        self.report.add_time("classify", time.perf_counter() - t0)
+        return work
+
     def _run(self, body: Callable[[TaskWork], None], desc: str) -> None:
         from tqdm.auto import tqdm
 
@@ -458,12 +485,7 @@ class PlanExecutor:
         rep.tasks = rep.tasks_skipped = rep.blocks_full = rep.blocks_partial = 0
         rep.blocks_empty = 0
         for task in bar:
-            t0 = time.perf_counter()
-            work = self.task_work(task)
-            rep.blocks_full += work.full
-            rep.blocks_partial += work.partial
-            rep.blocks_empty += work.empty
-            rep.add_time("classify", time.perf_counter() - t0)
+            work = self._classified(task, count=True)
             if not work.calls:
                 rep.tasks_skipped += 1
                 continue
@@ -508,10 +530,9 @@ class PlanExecutor:
         t_start = time.perf_counter()
         rep = self._fresh_report("forward")
         home = q.device if home is None else home
-        b, h, lq, d = q.shape
+        b, h, lq, _d = q.shape
         acc_dtype = accumulator_dtype(q.dtype)
-        acc_bytes = b * h * lq * (d + 1) * torch.empty((), dtype=acc_dtype).element_size()
-        acc_dev = self.accumulator_device(home, acc_bytes)
+        acc_dev = self.accumulator_device(home, accumulator_bytes(q, k, v, backward=False))
         rep.accumulator_device = str(acc_dev)
         acc_out = torch.zeros(b, h, lq, v.shape[-1], dtype=acc_dtype, device=acc_dev)
         acc_lse = torch.full((b, h, lq), float("-inf"), dtype=acc_dtype, device=acc_dev)
@@ -544,9 +565,7 @@ class PlanExecutor:
         t_start = time.perf_counter()
         rep = self._fresh_report("backward")
         acc_dtype = accumulator_dtype(q.dtype)
-        esz = torch.empty((), dtype=acc_dtype).element_size()
-        acc_bytes = (q.numel() + k.numel() + v.numel()) * esz
-        acc_dev = self.accumulator_device(q.device, acc_bytes)
+        acc_dev = self.accumulator_device(q.device, accumulator_bytes(q, k, v, backward=True))
         rep.accumulator_device = str(acc_dev)
         dq_acc = torch.zeros(q.shape, dtype=acc_dtype, device=acc_dev)
         dk_acc = torch.zeros(k.shape, dtype=acc_dtype, device=acc_dev)

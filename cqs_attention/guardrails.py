@@ -30,7 +30,6 @@ accumulators (:func:`merge_atomic_`). ``GuardrailReport.merge_counts`` records i
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Any, Literal
 
 import torch
 
-from cqs_attention.executor import _HOOK, Call, PlanExecutor, TaskWork
+from cqs_attention.executor import _HOOK, Call, PlanExecutor, TaskWork, accumulator_bytes
 from cqs_attention.merge import merge_partials_
 from cqs_attention.report import RunReport
 
@@ -62,7 +61,9 @@ class GuardrailReport(RunReport):
         Tasks allowed on the device at once, at the start (from :func:`size_run`) and at the
         end (lowered by out-of-memory errors).
     refinements
-        Times a task (or, before the run, the whole plan) was replaced by finer sub-tasks.
+        Times a task (or, before the run, the whole plan) was replaced by finer sub-tasks, or,
+        streaming with host accumulators, had the query rows it had not merged yet halved
+        after an out-of-memory error (those tasks are not in ``refined_tasks``).
     refined_tasks
         Ids of the tasks that were replaced (never merged themselves).
     merge_counts
@@ -345,14 +346,8 @@ class GuardedExecutor(PlanExecutor):
         counted: set[int] = set()
         while queue:
             task = queue.popleft()
-            t0 = time.perf_counter()
-            work = self.task_work(task)
-            if task.id not in counted:
-                counted.add(task.id)
-                rep.blocks_full += work.full
-                rep.blocks_partial += work.partial
-                rep.blocks_empty += work.empty
-            rep.add_time("classify", time.perf_counter() - t0)
+            work = self._classified(task, count=task.id not in counted)
+            counted.add(task.id)
             if not work.calls:
                 rep.tasks_skipped += 1
                 bar.update()
@@ -409,16 +404,13 @@ class GuardedExecutor(PlanExecutor):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 home: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         home = q.device if home is None else home
-        b, h, lq, _d = q.shape
-        esz = 8 if q.dtype == torch.float64 else 4
-        acc_bytes = b * h * lq * (v.shape[-1] + 1) * esz
+        acc_bytes = accumulator_bytes(q, k, v, backward=False)
         on_dev = self.accumulator_device(home, acc_bytes) == self.device
         self._set_dims(q, k, False, acc_bytes if on_dev and home != self.device else 0)
         return super().forward(q, k, v, home=home)
 
     def backward(self, dout, q, k, v, out, lse):
-        esz = 8 if q.dtype == torch.float64 else 4
-        acc_bytes = (q.numel() + k.numel() + v.numel()) * esz
+        acc_bytes = accumulator_bytes(q, k, v, backward=True)
         on_dev = self.accumulator_device(q.device, acc_bytes) == self.device
         self._set_dims(q, k, True, acc_bytes if on_dev and q.device != self.device else 0)
         return super().backward(dout, q, k, v, out, lse)

@@ -51,7 +51,13 @@ from typing import Any
 
 import torch
 
-from cqs_attention.executor import Call, TaskWork, _Staged, register_executor
+from cqs_attention.executor import (
+    Call,
+    TaskWork,
+    _Staged,
+    accumulator_bytes,
+    register_executor,
+)
 from cqs_attention.guardrails import GuardedExecutor, GuardrailReport, merge_atomic_
 from cqs_attention.info import host_memory_available
 from cqs_attention.kernels.base import BlockMask
@@ -88,6 +94,13 @@ class _Resident:
     def next_start(self, side: str, pos: int) -> int | None:
         nxt = [s for s, _ in self.segments.get(side, ()) if s > pos]
         return min(nxt) if nxt else None
+
+    def staged(self, side: str, n: int) -> _Staged:
+        """The executor's :class:`_Staged` view of this side's first ``n`` buffers."""
+        st = object.__new__(_Staged)
+        st.segments, st.starts = self.segments[side], self.starts[side]
+        st.data = [self.buffers[(side, i)] for i in range(n)]
+        return st
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.buffers.values())
@@ -240,6 +253,7 @@ class _HostMergeMixin:
         self._progress: dict[int, set[Range]] = {}
         self._splits: dict[int, int] = {}
         self._kv_ready: dict[int, tuple[_Resident, Any]] = {}
+        self._work_ready.clear()
         self._last_compute: Any = None
         self._inflight_groups: deque[_Group] = deque()  # sent back, copy maybe unfinished
         # visits per row: how many query groups of the plan will merge into it
@@ -279,8 +293,7 @@ class _HostMergeMixin:
         if not getattr(self, "_host_merge", False) or not self._progress.get(task.id):
             return False  # nothing merged yet: the task itself can be refined
         self._splits[task.id] = self._splits.get(task.id, 1) * 2
-        self.report.refinements += 1
-        self.report.refined_tasks.append(task.id)
+        self.report.refinements += 1  # not in refined_tasks: the task itself is still merged
         return True
 
     # -- per task ----
@@ -447,9 +460,7 @@ class _HostMergeMixin:
             cur.wait_event(ev_kv)
             for buf in res.buffers.values():
                 buf.record_stream(cur)
-        kvs = object.__new__(_Staged)
-        kvs.segments, kvs.starts = res.segments["k"], res.starts["k"]
-        kvs.data = [res.buffers[("k", 0)], res.buffers[("k", 1)]]
+        kvs = res.staged("k", 2)
         groups = self._groups(work)
         inflight = self._inflight_groups
         done = self._progress.setdefault(work.task_id, set())
@@ -480,7 +491,6 @@ class _HostMergeMixin:
             _sync(self._last_compute)
             self._prefetch_next([k, v])
         self._last_compute = self._event()
-        self._host_merges(block=False)
 
     def _prefetch_next(self, kv_tensors: Sequence[torch.Tensor]) -> None:
         queue = getattr(self, "_queue", None)
@@ -492,6 +502,15 @@ class _HostMergeMixin:
         work = self.task_work(nxt)
         if work.calls:
             self._kv_ready[nxt.id] = self._stage_kv(work, kv_tensors)
+        # task_work reuses this classification, unless it holds dense masks: those would sit
+        # on the device beside the computing task's, so they are rebuilt when the task runs
+        if all(c.mask is None or c.mask.dense is None for c in work.calls):
+            self._work_ready[nxt.id] = work
+
+    def task_work(self, task: Any) -> TaskWork:
+        """The prefetched classification of ``task`` if there is one, else a fresh one."""
+        work = self._work_ready.pop(task.id, None)
+        return work if work is not None else super().task_work(task)
 
     def _host_merge_finish(self, out: torch.Tensor, acc_out: torch.Tensor,
                            acc_lse: torch.Tensor) -> None:
@@ -505,6 +524,7 @@ class _HostMergeMixin:
                 out[:, :, a:b].zero_()
                 acc_lse[:, :, a:b].fill_(float("-inf"))
         self._kv_ready.clear()
+        self._work_ready.clear()
         self._visits = None
 
 
@@ -552,6 +572,7 @@ class StreamingExecutor(_HostMergeMixin, GuardedExecutor):
         self._h2q = torch.cuda.Stream(self.device) if self._cuda else None
         self._host_merge = False
         self._kv_ready: dict[int, Any] = {}
+        self._work_ready: dict[int, TaskWork] = {}
         self._d2h = torch.cuda.Stream(self.device) if self._cuda else None
         self._resident: deque[_Resident] = deque()
         self._inflight: deque[tuple[Any, _Resident]] = deque()
@@ -672,14 +693,7 @@ class StreamingExecutor(_HostMergeMixin, GuardedExecutor):
             for buf in res.buffers.values():
                 buf.record_stream(cur)
         self._current = res
-        staged = []
-        for side, tensors in (("q", q_tensors), ("k", kv_tensors)):
-            st = object.__new__(_Staged)
-            st.segments = res.segments[side]
-            st.starts = res.starts[side]
-            st.data = [res.buffers[(side, i)] for i in range(len(tensors))]
-            staged.append(st)
-        return staged[0], staged[1]
+        return res.staged("q", len(q_tensors)), res.staged("k", len(kv_tensors))
 
     # -- compute: timed with events ----
     def compute_forward(self, work, qs, kvs):
@@ -755,9 +769,7 @@ class StreamingExecutor(_HostMergeMixin, GuardedExecutor):
                 home: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(out, lse)``; with host accumulators ``out`` is already in q's dtype."""
         home = q.device if home is None else home
-        b, h, lq, _d = q.shape
-        esz = 8 if q.dtype == torch.float64 else 4
-        acc_bytes = b * h * lq * (v.shape[-1] + 1) * esz
+        acc_bytes = accumulator_bytes(q, k, v, backward=False)
         use = self.host_accumulators
         if use is None:
             use = (self._cuda and home != self.device
@@ -822,6 +834,7 @@ class StreamingExecutor(_HostMergeMixin, GuardedExecutor):
     def evict(self, task_id: int) -> None:
         self._current = None
         self._kv_ready.clear()  # prefetched rows too: the queue changes after an OOM
+        self._work_ready.clear()
         self._resident = deque(r for r in self._resident if r.task_id != task_id)
 
     def drain(self) -> None:
