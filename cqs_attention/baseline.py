@@ -73,6 +73,8 @@ from typing import Any
 
 import torch
 
+from cqs_attention._copies import copy_rows_in, copy_rows_out
+from cqs_attention.api import _resolve_device
 from cqs_attention.errors import AttentionInputError, MemoryBudgetError
 from cqs_attention.kernels import available_kernels, select_kernel
 from cqs_attention.kernels.base import BlockMask
@@ -380,55 +382,7 @@ def _flat_view(flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return flat[:math.prod(shape)].view(shape)
 
 
-def _rows_in(dst: torch.Tensor, src: torch.Tensor, r0: int, r1: int, cuda: bool) -> int:
-    """Rows ``[r0, r1)`` of ``src`` (B, H, L, D) into the contiguous ``dst`` (B, H, n, D): one
-    copy per (batch, head) row range; asynchronous from pinned host memory. Returns bytes."""
-    if cuda and src.device.type == "cpu" and not src.is_pinned():
-        staging = torch.empty(dst.shape, dtype=dst.dtype, pin_memory=True)
-        staging.copy_(src[:, :, r0:r1])
-        src, r0, r1 = staging, 0, dst.shape[2]
-    non_blocking = cuda and src.device.type == "cpu"
-    if r0 == 0 and r1 == src.shape[2] and src.is_contiguous():
-        dst.copy_(src, non_blocking=non_blocking)
-    else:
-        for b in range(dst.shape[0]):
-            for h in range(dst.shape[1]):
-                dst[b, h].copy_(src[b, h, r0:r1], non_blocking=non_blocking)
-    return dst.numel() * dst.element_size()
-
-
-def _rows_out(dst: torch.Tensor, r0: int, src: torch.Tensor) -> int:
-    """``src`` (B, H, n, ...) on the device into rows ``[r0, r0 + n)`` of ``dst``; returns bytes."""
-    non_blocking = dst.device.type == "cpu" and src.device.type == "cuda" and dst.is_pinned()
-    n = src.shape[2]
-    if r0 == 0 and n == dst.shape[2] and dst.is_contiguous():
-        dst.copy_(src, non_blocking=non_blocking)
-    else:
-        for b in range(src.shape[0]):
-            for h in range(src.shape[1]):
-                dst[b, h, r0:r0 + n].copy_(src[b, h], non_blocking=non_blocking)
-    return src.numel() * src.element_size()
-
-
 # -- the public function --------------------------------------------------------------------------
-def _resolve_device(device: Any, q: torch.Tensor) -> torch.device:
-    if device is None:
-        if q.device.type != "cpu":
-            return q.device
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise AttentionInputError(f"device={device!r} is not a torch device") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise AttentionInputError(f"device={device!r} but CUDA is not available here; "
-                                      "valid: 'cpu'")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
 def _pin_is_cheap(nbytes: int) -> bool:
     """torch's pinned allocator rounds sizes up to a power of two: pin the output only when
     that wastes at most a quarter.
@@ -665,7 +619,7 @@ def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                 st.wait(st.h2d, state["q_free"])
                 e0 = st.event(st.h2d)
                 view = _flat_view(qbuf, (b, h, q1 - q0, d))
-                report.bytes_to_device += _rows_in(view, q, q0, q1, cuda)
+                report.bytes_to_device += copy_rows_in(view, q, q0, q1, cuda=cuda)[0]
                 e1 = st.event(st.h2d)
             pairs["h2d"].append((e0, e1))
             state["q"], state["q_ready"] = view, e1
@@ -686,7 +640,8 @@ def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                 kv = []
                 for src, buf in ((k, kbuf[slot]), (v, vbuf[slot])):
                     view = _flat_view(buf, (b, hkv, n, d))
-                    report.bytes_to_device += _rows_in(view, src, step.k0, step.k1, cuda)
+                    nbytes, _ = copy_rows_in(view, src, step.k0, step.k1, cuda=cuda)
+                    report.bytes_to_device += nbytes
                     kv.append(view)
                 e1 = st.event(st.h2d)
             pairs["h2d"].append((e0, e1))
@@ -716,9 +671,9 @@ def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
             with st.on(st.d2h):
                 st.wait(st.d2h, e1)
                 d0 = st.event(st.d2h)
-                report.bytes_from_device += _rows_out(out, q0, ov)
+                report.bytes_from_device += copy_rows_out(out, q0, ov)
                 if lv is not None:
-                    report.bytes_from_device += _rows_out(lse, q0, lv)
+                    report.bytes_from_device += copy_rows_out(lse, q0, lv)
                 d1 = st.event(st.d2h)
             pairs["d2h"].append((d0, d1))
             o_free[slot] = d1

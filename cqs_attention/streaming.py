@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from cqs_attention._copies import copy_rows_in, copy_rows_out
 from cqs_attention.executor import (
     Call,
     TaskWork,
@@ -104,11 +105,6 @@ class _Resident:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.buffers.values())
-
-
-def _rows_view(t: torch.Tensor) -> torch.Tensor:
-    """``(B*H, L, rest)`` view of a contiguous ``(B, H, L, ...)`` tensor."""
-    return t.view(t.shape[0] * t.shape[1], t.shape[2], -1)
 
 
 # -- forward with host accumulators, merged on the device ---------------------------------------
@@ -380,8 +376,7 @@ class _HostMergeMixin:
                                    device=self.device)
                 self._copy_in(rows, 0, acc_out, g.q0, g.q1, chunk=False)
                 g.out = rows if rows.dtype == acc_lse.dtype else rows.to(acc_lse.dtype)
-                self._copy_in(g.lse.unsqueeze(-1), 0, acc_lse.unsqueeze(-1), g.q0, g.q1,
-                              chunk=False)
+                self._copy_in(g.lse, 0, acc_lse, g.q0, g.q1, chunk=False)
                 # rows of this range no earlier group wrote (a refined or split plan visits
                 # ranges that only partly overlap): their host memory holds nothing yet
                 for a, b_ in self._written.gaps(g.q0, g.q1):
@@ -424,7 +419,7 @@ class _HostMergeMixin:
         with ctx:
             ev0 = self._event(self._d2h)
             self._copy_out(out if last else acc_out, g.q0, src)
-            self._copy_out(acc_lse.unsqueeze(-1), g.q0, g.lse.unsqueeze(-1))
+            self._copy_out(acc_lse, g.q0, g.lse)
             g.done = self._event(self._d2h)
             if self._cuda:
                 for t in (src, g.out, g.lse):
@@ -439,12 +434,8 @@ class _HostMergeMixin:
         g.q = g.out = g.lse = None
 
     def _copy_out(self, dst: torch.Tensor, pos: int, src: torch.Tensor) -> None:
-        """Device rows ``src`` into host rows ``[pos, ...)`` of ``dst`` (per batch*head)."""
-        n = src.shape[2]
-        dv, sv = _rows_view(dst), _rows_view(src)
-        for i in range(dv.shape[0]):
-            dv[i, pos:pos + n].copy_(sv[i], non_blocking=self._cuda)
-        self.report.bytes_from_device += src.numel() * src.element_size()
+        """Device rows ``src`` into host rows ``[pos, ...)`` of ``dst``."""
+        self.report.bytes_from_device += copy_rows_out(dst, pos, src)
 
     def _host_merge_task(self, work: TaskWork, q: torch.Tensor, k: torch.Tensor,
                          v: torch.Tensor, out: torch.Tensor, acc_out: torch.Tensor,
@@ -625,20 +616,11 @@ class StreamingExecutor(_HostMergeMixin, GuardedExecutor):
     def _copy_in(self, dst: torch.Tensor, dpos: int, src: torch.Tensor, s: int, e: int,
                  chunk: bool = True) -> None:
         """Host rows ``[s, e)`` of ``src`` into device rows ``[dpos, ...)`` of ``dst``."""
-        n = e - s
-        rep = self.report
-        t0 = time.perf_counter()
-        piece = src[:, :, s:e]
-        if not (src.is_pinned() and src.is_contiguous()) or not self._cuda:
-            staged = torch.empty(piece.shape, dtype=src.dtype, pin_memory=self._cuda)
-            staged.copy_(piece)
-            rep.add_profile("host_copy", time.perf_counter() - t0)
-            src, s = staged, 0
-        dv, sv = _rows_view(dst), _rows_view(src)
-        for i in range(dv.shape[0]):
-            dv[i, dpos:dpos + n].copy_(sv[i, s:s + n], non_blocking=True)
-        rep.bytes_to_device += piece.numel() * piece.element_size()
-        rep.chunk_misses += chunk
+        nbytes, staged = copy_rows_in(dst[:, :, dpos:dpos + e - s], src, s, e, cuda=self._cuda)
+        if staged:
+            self.report.add_profile("host_copy", staged)
+        self.report.bytes_to_device += nbytes
+        self.report.chunk_misses += chunk
 
     def _fill(self, res: _Resident, side: str, slot: int, src: torch.Tensor) -> torch.Tensor:
         segs = res.segments[side]

@@ -12,7 +12,7 @@ import cqs_attention
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "attention.md"
 MODULES = ["api", "autograd", "errors", "executor", "info", "masks", "merge", "reference",
-           "report", "kernels", "kernels.reference", "baseline", "streaming"]
+           "report", "kernels", "kernels.reference", "baseline", "streaming", "_copies"]
 
 
 def test_examples_in_docs_attention_run(capsys):
