@@ -49,7 +49,7 @@ from cqs_attention.module import CQSAttention
 
 __all__ += ["CQSAttention", "CheckpointError", "distributed"]
 
-# --- GPU streaming (issue: GPU kernels, streaming, guardrails, benchmarks) ----------------
-from cqs_attention.baseline import last_baseline_stats, out_of_core_attention  # noqa: E402
+# --- the plain query-block schedule as a function ------------------------------------------
+from cqs_attention.api import out_of_core_attention  # noqa: E402
 
-__all__ += ["last_baseline_stats", "out_of_core_attention"]
+__all__ += ["out_of_core_attention"]

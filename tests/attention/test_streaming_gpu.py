@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cqs_attention import attention, last_run_stats
-from cqs_attention.executor import task_hook
+from cqs_attention.testing import task_hook
 
 pytestmark = pytest.mark.gpu
 
