@@ -1,4 +1,6 @@
-"""Collectives and task assignment for attention over several processes: each rank runs a share of the plan's tasks.
+"""Collectives and task assignment for attention over several processes.
+
+Each rank runs a share of the plan's tasks.
 
 CQS tasks are independent, so ``N`` ranks (GPUs, or CPU processes with gloo) split one
 attention without exchanging anything until the end:
@@ -29,7 +31,6 @@ True
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any

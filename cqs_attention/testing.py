@@ -25,8 +25,9 @@ import torch
 
 from cqs_attention.engine.compute import call_hook
 from cqs_attention.engine.driver import TASK_HOOKS
+from cqs_attention.engine.placement import FORCE
 
-__all__ = ["call_hook", "fail_calls", "task_hook"]
+__all__ = ["call_hook", "fail_calls", "force_placement", "task_hook"]
 
 
 @contextlib.contextmanager
@@ -58,3 +59,23 @@ def fail_calls(indices: Iterable[int],
 
     with call_hook(hook):
         yield failed
+
+
+@contextlib.contextmanager
+def force_placement(accumulators: str | None = None, prefetch: bool | None = None
+                    ) -> Iterator[None]:
+    """Within the block, streamed runs keep their accumulators where ``accumulators`` says
+    (``"host"`` or ``"device"``) and prefetch or not as ``prefetch`` says, whatever the cost
+    model prefers (the budget still applies)."""
+    opts: dict[str, object] = {}
+    if accumulators is not None:
+        if accumulators not in ("host", "device"):
+            raise ValueError(f"accumulators must be 'host' or 'device', got {accumulators!r}")
+        opts["accumulators"] = accumulators
+    if prefetch is not None:
+        opts["prefetch"] = bool(prefetch)
+    FORCE.append(opts)
+    try:
+        yield
+    finally:
+        FORCE.remove(opts)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from cqs_attention import kernels as _registry
 from cqs_attention.engine.schedule import Call
 from cqs_attention.kernels import select_kernel
 from cqs_attention.kernels.base import BlockMask
@@ -23,6 +24,8 @@ __all__ = ["Compute", "Staged", "call_hook"]
 
 Range = tuple[int, int]
 _HOOKS: list[Callable[[Call], None]] = []
+#: dispatch results shared by all runs, keyed with the registry's version
+_DISPATCH: dict[tuple[Any, ...], Any] = {}
 
 
 @contextlib.contextmanager
@@ -82,13 +85,16 @@ class Compute:
                needs_grad: bool) -> Any:
         cat = ("none" if mask is None or mask.is_full else
                "causal" if mask.dense is None else "dense")
-        key = (cat, q.dtype, q.shape[-1], q.shape[1] != k.shape[1], needs_grad)
-        kernel = self._kernels.get(key)
+        key = (cat, q.dtype, q.shape[-1], q.shape[1] != k.shape[1], needs_grad, self.device,
+               self.backend, _registry.VERSION[0])
+        kernel = _DISPATCH.get(key)
         if kernel is None:
             kernel = select_kernel(self.backend, device=self.device, dtype=q.dtype,
                                    head_dim=q.shape[-1], mask=mask,
                                    gqa=q.shape[1] != k.shape[1], needs_grad=needs_grad)
-            self._kernels[key] = kernel
+            if len(_DISPATCH) > 256:
+                _DISPATCH.clear()
+            _DISPATCH[key] = kernel
         return kernel
 
     def forward(self, call: Call, qs: Staged, kvs: Staged

@@ -172,11 +172,13 @@ class Driver:
         accumulator rows are not being accumulated by an open residency."""
         if nxt is None or not self.guard.prefetch or not self.tr.streamed:
             return
-        if (self.kv_next is None and self.kv_side is not None
+        # only the side that streams within a task is prefetched: the stationary one changes
+        # once per task, and holding two of it would double the largest buffers
+        if (self.stationary == "q" and self.kv_next is None and self.kv_side is not None
                 and nxt.kv_rows != self.kv_side.rows
                 and (self.kv_store is None or not _overlaps(nxt.kv_rows, self.kv_side.rows))):
             self.kv_next = self._stage_kv(nxt.kv_rows)
-        if (self.q_next is None and self.q_side is not None
+        if (self.stationary == "kv" and self.q_next is None and self.q_side is not None
                 and nxt.q_rows != self.q_side.rows
                 and not _overlaps(nxt.q_rows, self.q_side.rows)):
             self.q_next = self._stage_q(nxt.q_rows)
@@ -226,19 +228,16 @@ class Driver:
     @staticmethod
     def _add_grads(call: Call, qacc: Residency, kvacc: Residency, dq: torch.Tensor,
                    dk: torch.Tensor, dv: torch.Tensor) -> None:
-        """Sum a call's gradients into the residencies; all conversions happen first, so an
-        out-of-memory error leaves the accumulators untouched."""
+        """Sum a call's gradients into the residencies (in-place adds allocate nothing, so an
+        out-of-memory error cannot leave a call half added)."""
         (gq,) = qacc.slices(call.q0, call.q1)
-        dq_c = dq.to(gq.dtype)
-        dk_c = dk.to(gq.dtype)
-        dv_c = dv.to(gq.dtype)
-        gq.add_(dq_c)
+        gq.add_(dq)  # in place, computed in the accumulators' dtype (no temporaries)
         pos = 0
         for s, e in call.key_ranges:
             n = e - s
             gk, gv = kvacc.slices(s, e)
-            gk.add_(dk_c[:, :, pos:pos + n])
-            gv.add_(dv_c[:, :, pos:pos + n])
+            gk.add_(dk[:, :, pos:pos + n])
+            gv.add_(dv[:, :, pos:pos + n])
             pos += n
         qacc.dirty = True
         kvacc.dirty = True

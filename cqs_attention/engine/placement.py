@@ -33,7 +33,11 @@ from cqs_attention.engine.schedule import PlanRects, plan_rectangles, stationary
 from cqs_attention.errors import MemoryBudgetError
 from cqs_attention.merge import accumulator_dtype
 
-__all__ = ["Choice", "CostModel", "Dims", "choose", "footprint", "predict"]
+__all__ = ["FORCE", "Choice", "CostModel", "Dims", "choose", "footprint", "predict"]
+
+#: overrides for tests (:func:`cqs_attention.testing.force_placement`): keys "accumulators",
+#: "prefetch"
+FORCE: list[dict[str, Any]] = []
 
 #: Singer orders the budget search tries for CQS plans (v = q^2 + q + 1)
 SINGER_ORDERS = (2, 3, 4, 5, 7, 8, 9, 11, 13, 16, 17, 19, 23, 25, 27, 29, 31, 32, 37, 41, 43)
@@ -41,6 +45,8 @@ SINGER_ORDERS = (2, 3, 4, 5, 7, 8, 9, 11, 13, 16, 17, 19, 23, 25, 27, 29, 31, 32
 MAX_SCAN_RECTANGLES = 1 << 21
 #: query-block plans: block sizes are rounded to multiples of this when at least twice as long
 GRANULE = 128
+#: query-block plans with more (query block, key/value block) pairs are not tried
+MAX_BLOCK_PAIRS = 1 << 12
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,10 @@ def footprint(rects: PlanRects, d: Dims, *, stationary: str, streamed: bool,
         return 0
     b, h, hk, e, a = d.batch, d.heads, d.kv_heads, d.e, d.a
     g_task, lq, lk, kv_task, q_task = _groups(rects)
+    if stationary == "q":  # one call per rectangle: a key/value block against the task's rows
+        g_task = np.repeat(np.arange(len(rects), dtype=np.int64), np.diff(rects.ptr))
+        lq = (rects.q1 - rects.q0).astype(np.float64)
+        lk = (rects.k1 - rects.k0).astype(np.float64)
     two = 2.0 if (prefetch and streamed) else 1.0
     if backward:
         q_in = b * h * (3 * d.head_dim * e + a)
@@ -134,26 +144,28 @@ def footprint(rects: PlanRects, d: Dims, *, stationary: str, streamed: bool,
         kv_acc = 0
     host = accumulators == "host"
     # per call: results, merge temporaries (forward: out converted, weighted term, weights)
-    if backward:
-        call = lq * b * h * d.head_dim * a * 2 + lk * b * hk * (d.head_dim + d.dv) * a * 2
+    if backward:  # the kernel's dq, dk, dv (at most float32), added in place
+        call = lq * b * h * d.head_dim * a + lk * b * hk * (d.head_dim + d.dv) * a
         call = call + lk * b * h * (d.head_dim + d.dv) * e * (h // hk > 1)  # GQA expansion
-    else:
-        call = lq * b * h * (d.dv * e + a) + lq * b * h * (2 * d.dv + 3) * a
+    else:  # the kernel's out and lse, and the merge weights (the merge itself is in place)
+        call = lq * b * h * (d.dv * e + a) + lq * b * h * 4 * a
     if masked and not band_only:
         call = call + lq * lk  # a dense bool mask
     elif masked and getattr(kernel, "band_mask_free", False) is False:
         call = call + lq * np.minimum(lk, lq + 2 * lk.max())
-    call = call + lk * kv_in  # keys of one call concatenated when not contiguous in a buffer
+    if stationary == "kv":  # keys of one call concatenated when not contiguous in the buffer
+        call = call + lk * kv_in * (kv_task[g_task] > lk)
     big = int(np.argmax(lq * lk))
     ws = _kernel_ws(kernel, d, lq[big], lk[big])
+    # the side that streams within a task is prefetched (two of it), the stationary one not
     if stationary == "q":
         q_side = q_task[g_task] * (q_in * streamed + q_acc * host)
         kv_side = lk * (kv_in * streamed + kv_acc * host)
-        step = q_side * two + kv_side * two + call
+        step = q_side + kv_side * two + call
     else:
         kv_side = kv_task[g_task] * (kv_in * streamed + kv_acc * host)
         q_side = lq * (q_in * streamed + q_acc * host)
-        step = kv_side * two + q_side * two + call
+        step = kv_side + q_side * two + call
     resident = 0.0
     if accumulators == "device":
         resident = d.accumulator_bytes(backward)
@@ -221,6 +233,8 @@ class CostModel:
 
 
 _CACHE: dict[str, CostModel] = {}
+#: planner results by call signature: (budget used, choice)
+_CHOICES: dict[tuple[Any, ...], tuple[int | None, Choice]] = {}
 
 
 def _cache_path() -> Path | None:
@@ -267,12 +281,15 @@ def predict(rects: PlanRects, d: Dims, model: CostModel, *, stationary: str, str
             accumulators: str, backward: bool, causal_fraction: float) -> float:
     """Predicted seconds of a run: compute and copies overlap, plus per-call overheads."""
     b, h, hk, e, a = d.batch, d.heads, d.kv_heads, d.e, d.a
-    g_task, lq, lk, kv_task, q_task = _groups(rects)
+    _g_task, lq, lk, kv_task, q_task = _groups(rects)
+    if stationary == "q":
+        lq = (rects.q1 - rects.q0).astype(np.float64)
+        lk = (rects.k1 - rects.k0).astype(np.float64)
     pairs = float(np.sum(lq * lk)) * causal_fraction
     flops = 4.0 * b * h * d.head_dim * pairs * (2.5 if backward else 1.0)
     calls = len(lq) * (2 if causal_fraction < 1 else 1)
     compute = flops / model.flops_per_s + calls * model.call_overhead_s
-    merge_rows = float(np.sum(lq)) if accumulators != "none" else 0.0
+    merge_rows = float(np.sum(lq)) if accumulators != "none" else 0.0  # one merge per call
     compute += merge_rows * b * h * (d.dv + 1) * a * 4 / model.mem_bytes_per_s
     if not streamed:
         return compute
@@ -309,6 +326,8 @@ class Choice:
     predicted_s: float
     reason: str = ""
     candidates: list[tuple[str, int, float]] = field(default_factory=list)
+    #: the one kernel call of a single-call run, once classified (see run._single_call)
+    call: Any = None
 
 
 def _block(n: int, parts: int) -> int:
@@ -326,12 +345,12 @@ def _candidates(d: Dims, *, backward: bool, causal: bool, window: Any) -> list[t
     kw = {"kv_len": lk, "causal": causal, "window": window}
     sched = "kv_blocks" if backward else "query_blocks"
     seen = set()
-    for i in range(0, 12):
-        for j in range(0, 12):
+    for i in range(0, 14):
+        for j in range(0, 14):
             bq, bk = _block(lq, 2 ** i), _block(lk, 2 ** j)
-            if (bq, bk) in seen or (2 ** i > lq and 2 ** j > lk):
+            if (bq, bk) in seen or 2 ** i > max(1, lq // 16) or 2 ** j > max(1, lk // 16):
                 continue
-            if 2 ** i > max(1, lq // 64) or 2 ** j > max(1, lk // 64):
+            if 2 ** (i + j) > MAX_BLOCK_PAIRS:
                 continue
             seen.add((bq, bk))
             name = "whole" if bq >= lq and bk >= lk else sched
@@ -367,13 +386,33 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
     """
     model = model if model is not None else CostModel()
     masked = (causal or window is not None) if masked is None else masked
+    forced = FORCE[-1] if FORCE else {}
+    if force_accumulators is None and streamed:
+        force_accumulators = forced.get("accumulators")
     frac = 0.5 if causal else 1.0
+    forced_key = (*tuple(sorted(forced.items())), force_accumulators)
+    key = (d, streamed, backward, causal, None if window is None else tuple(window),
+           band_only, masked, getattr(kernel, "name", None), model.source, allow_whole_call,
+           min_tasks, forced_key, id(plan) if plan is not None else None)
+    if plan is None:
+        hit = _CHOICES.get(key)
+        if hit is not None:
+            used, cached = hit
+            ok_now = budget is None or cached.footprint <= budget
+            same = (budget is None) == (used is None) and (
+                budget is None or budget <= 1.25 * used)
+            if ok_now and same:
+                return cached
     best: Choice | None = None
     smallest: tuple[int, str] | None = None
     tried: list[tuple[str, int, float]] = []
+    cqs_after_fit = 0
     sources = [("given", lambda: plan)] if plan is not None else _candidates(
         d, backward=backward, causal=causal, window=window)
     for name, build in sources:
+        if name == "cqs" and cqs_after_fit >= 2:
+            continue  # finer designs only add tasks once two have fit
+        n_tried = len(tried)
         p = build()
         if p is None:
             continue
@@ -389,7 +428,10 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
         if force_accumulators is not None:
             places = [force_accumulators]
         for acc in places:
-            for prefetch in ((True, False) if streamed else (False,)):
+            pre = (True, False) if streamed else (False,)
+            if streamed and "prefetch" in forced:
+                pre = (forced["prefetch"],)
+            for prefetch in pre:
                 fp = footprint(rects, d, stationary=stationary, streamed=streamed,
                                accumulators=acc, backward=backward, prefetch=prefetch,
                                band_only=band_only, masked=masked, kernel=kernel)
@@ -405,6 +447,8 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
                 tried.append((label, fp, t))
                 if best is None or t < best.predicted_s:
                     best = Choice(name, p, rects, stationary, acc, prefetch, fp, t)
+        if name == "cqs" and len(tried) > n_tried:
+            cqs_after_fit += 1
         if best is not None and plan is None and name == "whole" and best.kind == "whole":
             break  # nothing beats one call when it fits
     if best is None and min_tasks > 1 and plan is None:
@@ -420,6 +464,10 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
             f"found is {fp} bytes ({label}); pass memory_budget >= {fp}"
             + (" or a finer plan" if plan is not None else ""))
     best.candidates = sorted(tried, key=lambda x: x[2])[:8]
+    if plan is None:
+        _CHOICES[key] = (budget, best)
+        while len(_CHOICES) > 256:
+            _CHOICES.pop(next(iter(_CHOICES)))
     best.reason = (f"{best.kind} {_describe(best.plan)}, accumulators {best.accumulators}"
                    f"{', prefetching' if best.prefetch else ''}: predicted "
                    f"{best.predicted_s * 1e3:.1f} ms with footprint {best.footprint} bytes"
