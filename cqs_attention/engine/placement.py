@@ -423,7 +423,7 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
             continue
         stationary = stationary_side(p, "backward" if backward else "forward")
         single = len(rects) == 1 and int(rects.ptr[-1]) == 1
-        places: list[str] = ["none"] if (single and allow_whole_call and not backward) else []
+        places: list[str] = ["none"] if (single and allow_whole_call) else []
         places += ["device", "host"] if streamed else ["device"]
         if force_accumulators is not None:
             places = [force_accumulators]
@@ -485,3 +485,45 @@ def _describe(p: Any) -> str:
         return "(one task)"
     return f"(v={ds.v}, k={ds.k}, levels={getattr(p, 'levels', 1)})"
 
+
+
+# -- the "what runs when" table of docs/what_runs_when.md ---------------------------------------
+#: a fixed H200-like cost model, so the documented table does not depend on the machine
+H200_MODEL = CostModel(flops_per_s=6.5e14, copy_bytes_per_s=5.0e10, mem_bytes_per_s=3.5e12,
+                       call_overhead_s=3e-5, source="fixed H200-like model")
+
+#: (length, causal, inputs on the device?, budget as a fraction of Q+K+V or None, backward)
+TABLE_CASES = [
+    (16384, True, True, None, False), (262144, False, True, None, False),
+    (262144, True, True, None, True), (262144, True, False, 0.5, False),
+    (262144, True, False, 0.25, False), (262144, True, False, 0.125, False),
+    (262144, True, False, 0.25, True), (1048576, False, False, 0.25, False),
+    (1048576, True, False, 0.25, False), (1048576, True, False, 0.25, True),
+]
+
+
+def decision_table(cases: list[tuple[int, bool, bool, float | None, bool]] | None = None,
+                   model: CostModel = H200_MODEL) -> str:
+    """A markdown table of what :func:`choose` picks (bf16, B=1, H=16, D=128) for ``cases``.
+
+    >>> print(decision_table([(4096, True, True, None, False)]).splitlines()[2])
+    | 4K | causal | device | - | forward | whole (one kernel call) | none | no |
+    """
+    cases = TABLE_CASES if cases is None else cases
+    lines = ["| L | mask | inputs | budget (of Q+K+V) | pass | schedule | accumulators | "
+             "prefetch |", "|---|---|---|---|---|---|---|---|"]
+    for L, causal, resident, frac, backward in cases:
+        d = Dims(1, 16, 16, L, L, 128, torch.bfloat16)
+        qkv = 3 * L * 16 * 128 * 2
+        budget = None if frac is None else int(qkv * frac)
+        c = choose(d, budget=budget, streamed=not resident, backward=backward, causal=causal,
+                   window=None, band_only=True, model=model)
+        what = ("whole (one kernel call)" if c.kind == "whole" and len(c.rects) == 1
+                else f"{c.kind} {_describe(c.plan)}")
+        size = f"{L >> 20}M" if L >= 1 << 20 else f"{L >> 10}K"
+        lines.append(f"| {size} | {'causal' if causal else 'full'} | "
+                     f"{'device' if resident else 'host (pinned)'} | "
+                     f"{'-' if frac is None else f'1/{round(1 / frac)}'} | "
+                     f"{'backward' if backward else 'forward'} | {what} | {c.accumulators} | "
+                     f"{'yes' if c.prefetch else 'no'} |")
+    return "\n".join(lines)
