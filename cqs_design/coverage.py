@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cqs_design._plan_mask import Mask
+from cqs_design.plans.mask import Mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from cqs_design.plans import Plan

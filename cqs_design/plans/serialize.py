@@ -1,4 +1,5 @@
-"""Loading plans from untrusted JSON: plain ``json`` parsing, every field checked, then the cover.
+"""Plans as JSON: writing them, and loading untrusted JSON (plain ``json`` parsing, every field
+checked, then the cover).
 
 Nothing is ever executed or imported on behalf of the input.  Each rejected field is named by
 its path, e.g. ``tasks[3].rectangles[0].q_end``.
@@ -17,16 +18,18 @@ from typing import Any
 import numpy as np
 
 from cqs_design.difference_sets import DifferenceSet
+from cqs_design.plans.design import PlanError
 
-__all__ = ["loads", "plan_from_dict"]
+__all__ = ["SCHEMA", "loads", "plan_from_dict", "plan_to_dict"]
+
+#: Version of the JSON schema written by :meth:`Plan.to_json` (schema 1 files still load).
+SCHEMA = 2
 
 _I64 = np.int64
 _SCHEDULES = ("cqs", "query_blocks", "kv_blocks")
 
 
 def _error(msg: str) -> Exception:
-    from cqs_design.plans import PlanError
-
     return PlanError(msg)
 
 
@@ -80,6 +83,28 @@ def _list(x: Any, path: str) -> list[Any]:
     if not isinstance(x, list):
         raise _error(f"{path}: must be a list, got {type(x).__name__}")
     return x
+
+
+def plan_to_dict(plan: Any) -> dict[str, Any]:
+    """A :class:`~cqs_design.plans.Plan` as plain JSON-ready data (schema in ``docs/plans.md``)."""
+    tasks = []
+    for t in plan.tasks:
+        tasks.append({
+            "id": t.id, "level": t.level,
+            "segments": [[s, e] for s, e in t.segments],
+            "rectangles": [{"q_start": r.q_start, "q_end": r.q_end, "k_start": r.k_start,
+                            "k_end": r.k_end, "kind": r.kind} for r in t.rectangles],
+        })
+    design = (None if plan.design is None else
+              {"v": plan.design.v, "elements": list(plan.design.elements)})
+    return {
+        "schema": SCHEMA, "seq_len": plan.seq_len, "kv_len": plan.kv_len,
+        "causal": plan.causal,
+        "window": None if plan.window is None else list(plan.window),
+        "levels": plan.levels, "chosen_because": plan.chosen_because,
+        "schedule": plan.schedule, "block_q": plan.block_q, "block_kv": plan.block_kv,
+        "design": design, "tasks": tasks,
+    }
 
 
 def plan_from_dict(cls: Any, data: Any) -> Any:

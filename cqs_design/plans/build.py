@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from cqs_design._plan_mask import Mask
+from cqs_design.plans.mask import Mask
 
 __all__ = [
     "MAX_BLOCKS",

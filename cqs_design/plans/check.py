@@ -15,7 +15,7 @@ The proof (:func:`check_cover`):
    maximum overlaps an earlier one (a doubly covered position); a piece starting after it leaves a
    gap, and so does the space after the last piece and a row cell without pieces.
 3. A gap is harmless only if the mask empties it for every row of the cell; that is one closed
-   form per gap (:meth:`cqs_design._plan_mask.Mask.first_hit`), which also names the first
+   form per gap (:meth:`cqs_design.plans.mask.Mask.first_hit`), which also names the first
    uncovered position.
 
 Everything is numpy over arrays of rectangles, gaps and row cells: time about the number of
@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from cqs_design._plan_mask import Mask
+from cqs_design.plans.mask import Mask
 
 __all__ = ["CoverProblem", "check_cover", "check_rectangles", "check_segments"]
 

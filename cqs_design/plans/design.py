@@ -7,12 +7,11 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-
+from cqs_design._checks import check_int
 from cqs_design.difference_sets import DifferenceSet
 from cqs_design.singer import is_prime_power, singer_difference_set
 
-__all__ = ["PlanError", "largest_usable_q"]
+__all__ = ["PlanError", "largest_usable_q", "plan_int"]
 
 
 class PlanError(ValueError):
@@ -22,13 +21,10 @@ class PlanError(ValueError):
 PlanError.__module__ = "cqs_design.plans"
 
 
-def _check_int(value: Any, name: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise PlanError(f"{name} must be >= {minimum}, got {value}")
-    return value
+def plan_int(value: Any, name: str, minimum: int | None = None,
+             maximum: int | None = None) -> int:
+    """:func:`cqs_design._checks.check_int` raising :class:`PlanError` for a value out of range."""
+    return check_int(value, name, minimum=minimum, maximum=maximum, error=PlanError)
 
 
 @functools.lru_cache(maxsize=64)
@@ -63,7 +59,7 @@ def _resolve_design(design: DifferenceSet | int, name: str) -> DifferenceSet:
         if not design.is_valid() or design.lam != 1:
             raise PlanError(f"{name} {design!r} is not a cyclic (v, k, 1) difference set")
         return design
-    q = _check_int(design, name)
+    q = plan_int(design, name)
     if not is_prime_power(q):
         raise PlanError(f"{name}={q} is not a prime power; give a prime power q (Singer "
                         "design, v = q^2 + q + 1) or a DifferenceSet")
@@ -85,7 +81,7 @@ def _check_window(window: Any) -> tuple[int | None, int | None] | None:
     out = []
     for side, val in zip(("left", "right"), window, strict=True):
         if val is not None:
-            val = _check_int(val, f"window {side}", 0)
+            val = plan_int(val, f"window {side}", 0)
         out.append(val)
     if out == [None, None]:
         return None

@@ -41,52 +41,46 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cqs_design._plan_build import block_rectangles, index_dtype, level_one, subdivide
-from cqs_design._plan_check import (
+from cqs_design.difference_sets import DifferenceSet
+from cqs_design.plans.build import block_rectangles, index_dtype, level_one, subdivide
+from cqs_design.plans.check import (
     CoverProblem,
     _blocks,
     check_cover,
     check_rectangles,
     check_segments,
 )
-from cqs_design._plan_design import (
+from cqs_design.plans.design import (
     PlanError,
-    _check_int,
     _check_window,
     _choose_design,
     _resolve_design,
-    _singer,  # noqa: F401  (re-exported: cqs_design.strategies uses it)
     _too_short,
-    largest_usable_q,
+    plan_int,
 )
-from cqs_design._plan_intervals import (
+from cqs_design.plans.intervals import (
     _bitmap_segments,
     _merge_intervals,
     _per_task,
     _unique_intervals,
     causal_pairs,
 )
-from cqs_design._plan_mask import Mask
-from cqs_design.difference_sets import DifferenceSet
+from cqs_design.plans.mask import Mask
+from cqs_design.plans.serialize import loads, plan_from_dict, plan_to_dict
 
 __all__ = [
     "DEFAULT_MAX_TASK_TOKENS",
     "SCHEDULES",
     "Plan",
-    "PlanError",
     "PlanStats",
     "Rect",
     "Schedule",
     "Task",
-    "largest_usable_q",
     "make_plan",
 ]
 
 #: Task size aimed at when neither ``design`` nor ``max_task_tokens`` is given.
 DEFAULT_MAX_TASK_TOKENS = 16384
-
-#: Version of the JSON schema written by :meth:`Plan.to_json` (schema 1 files still load).
-SCHEMA = 2
 
 #: What :func:`make_plan` can build: CQS tasks, or query-stationary / key/value-stationary blocks.
 Schedule = Literal["cqs", "query_blocks", "kv_blocks"]
@@ -400,7 +394,7 @@ class Plan:
     def validate(self) -> Plan:
         """Prove that the plan is an exact cover; return ``self`` or raise :class:`PlanError`.
 
-        Checks, all vectorised over rectangles (:mod:`cqs_design._plan_check`): every allowed
+        Checks, all vectorised over rectangles (:mod:`cqs_design.plans.check`): every allowed
         ``(i, j)`` lies in exactly one rectangle (else the error names the first uncovered or
         doubly covered position), "full" rectangles of a causal plan contain no masked position,
         "causal" rectangles occur only in causal plans, no rectangle lies entirely outside the
@@ -521,31 +515,14 @@ class Plan:
         if task_ids is None:
             sel_idx = np.arange(len(self))
         else:
-            sel_idx = np.array(sorted({self._index_of(_check_int(t, "task id"))
+            sel_idx = np.array(sorted({self._index_of(plan_int(t, "task id"))
                                        for t in task_ids}), dtype=_I64)
         return _refine(self, sel_idx, ds)
 
     # --- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain JSON-ready data (schema in ``docs/plans.md``)."""
-        tasks = []
-        for t in self.tasks:
-            tasks.append({
-                "id": t.id, "level": t.level,
-                "segments": [[s, e] for s, e in t.segments],
-                "rectangles": [{"q_start": r.q_start, "q_end": r.q_end, "k_start": r.k_start,
-                                "k_end": r.k_end, "kind": r.kind} for r in t.rectangles],
-            })
-        design = (None if self.design is None else
-                  {"v": self.design.v, "elements": list(self.design.elements)})
-        return {
-            "schema": SCHEMA, "seq_len": self.seq_len, "kv_len": self.kv_len,
-            "causal": self.causal,
-            "window": None if self.window is None else list(self.window),
-            "levels": self.levels, "chosen_because": self.chosen_because,
-            "schedule": self.schedule, "block_q": self.block_q, "block_kv": self.block_kv,
-            "design": design, "tasks": tasks,
-        }
+        return plan_to_dict(self)
 
     def to_json(self, *, indent: int | None = None) -> str:
         """:meth:`to_dict` as a JSON string.
@@ -558,15 +535,11 @@ class Plan:
     @classmethod
     def from_dict(cls, data: Any) -> Plan:
         """Load and fully validate untrusted plan data (raises :class:`PlanError`)."""
-        from cqs_design._plan_json import plan_from_dict
-
         return plan_from_dict(cls, data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
         """Parse untrusted JSON (nothing is executed), check every field and the cover."""
-        from cqs_design._plan_json import loads
-
         return cls.from_dict(loads(text))
 
 
@@ -649,9 +622,9 @@ def make_plan(
     >>> [(r.q_start, r.q_end, r.k_start, r.k_end, r.kind) for r in qb.task(1).rectangles]
     [(4, 8, 0, 5, 'full'), (4, 8, 5, 10, 'causal')]
     """
-    seq_len = _check_int(seq_len, "seq_len", 1)
-    kv_len = seq_len if kv_len is None else _check_int(kv_len, "kv_len", 1)
-    levels = _check_int(levels, "levels", 1)
+    seq_len = plan_int(seq_len, "seq_len", 1)
+    kv_len = seq_len if kv_len is None else plan_int(kv_len, "kv_len", 1)
+    levels = plan_int(levels, "levels", 1)
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {causal!r}")
     win = _check_window(window)
@@ -666,9 +639,9 @@ def make_plan(
             raise PlanError(f"{given[0]} applies to schedule='cqs' only, not to "
                             f"schedule={schedule!r} (its tasks are set by block_q and block_kv)")
         bq = (min(seq_len, DEFAULT_MAX_TASK_TOKENS) if block_q is None
-              else _check_int(block_q, "block_q", 1))
+              else plan_int(block_q, "block_q", 1))
         bk = (min(kv_len, DEFAULT_MAX_TASK_TOKENS) if block_kv is None
-              else _check_int(block_kv, "block_kv", 1))
+              else plan_int(block_kv, "block_kv", 1))
         return _block_plan(seq_len, kv_len, schedule, bq, bk, bool(causal), win,
                            given_q=block_q is not None, given_kv=block_kv is not None)
     for name, val in (("block_q", block_q), ("block_kv", block_kv)):
@@ -679,7 +652,7 @@ def make_plan(
     if design is None:
         explicit = max_task_tokens is not None
         budget = (DEFAULT_MAX_TASK_TOKENS if max_task_tokens is None
-                  else _check_int(max_task_tokens, "max_task_tokens", 1))
+                  else plan_int(max_task_tokens, "max_task_tokens", 1))
         ds, reason = _choose_design(seq_len, kv_len, budget, levels, explicit)
     else:
         ds = _resolve_design(design, "design")

@@ -1,10 +1,10 @@
-"""Interval arithmetic on plan arrays (numpy, CSR per task): used by :mod:`cqs_design.plans`."""
+"""Interval arithmetic on plan arrays (numpy, CSR per task), for :mod:`cqs_design.plans.plan`."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from cqs_design._plan_check import _blocks
+from cqs_design.plans.check import _blocks
 
 __all__ = ["causal_pairs"]
 
