@@ -9,9 +9,40 @@ from typing import Any
 
 from cqs_design._checks import check_int
 from cqs_design.difference_sets import DifferenceSet
+from cqs_design.plans.build import MAX_RECTANGLES, count_level_one
+from cqs_design.plans.mask import Mask
 from cqs_design.singer import is_prime_power, singer_difference_set
 
-__all__ = ["PlanError", "largest_usable_q", "plan_int"]
+__all__ = [
+    "DEFAULT_MAX_RECTANGLES",
+    "DEFAULT_MAX_REFINED_RECTANGLES",
+    "MAX_CHUNKS",
+    "MAX_REFINED_RECTANGLES",
+    "MAX_TOKENS",
+    "PlanError",
+    "check_size",
+    "estimate_rectangles",
+    "largest_usable_q",
+    "plan_int",
+    "workable_design",
+]
+
+#: Longest sequence a plan may have (coordinates, products and sums stay in 64-bit integers).
+MAX_TOKENS = 1 << 40
+
+#: Most chunks (the design's ``v``) one level may have.
+MAX_CHUNKS = 1 << 24
+
+#: Default design choice: one-level plans stay under this many rectangles (about 2 s to build
+#: and validate on a 2-core machine, whatever the length).
+DEFAULT_MAX_RECTANGLES = 1 << 25
+
+#: Multi-level plans (and ``refine``) are refused beyond this many rectangles: building one
+#: takes about 330 bytes and 3 microseconds per rectangle (one level: about 20 bytes).
+MAX_REFINED_RECTANGLES = 1 << 24
+
+#: Default design choice for ``levels > 1`` without a design: at most this many rectangles.
+DEFAULT_MAX_REFINED_RECTANGLES = 1 << 22
 
 
 class PlanError(ValueError):
@@ -88,46 +119,156 @@ def _check_window(window: Any) -> tuple[int | None, int | None] | None:
     return (out[0], out[1])
 
 
-def _level_tokens(n: int, v: int, k: int, levels: int) -> int:
-    """Upper bound on a task's tokens of one side after ``levels`` levels with one design."""
+def _level_tokens(n: int, v: int, k: int, levels: int, v2: int | None = None,
+                  k2: int | None = None) -> int:
+    """Upper bound on a task's tokens of one side after ``levels`` levels (``v2, k2``: the
+    design of levels 2 and deeper, default the same)."""
     t = n
-    for _ in range(levels):
-        t = k * -(-t // v)
+    for level in range(levels):
+        vv, kk = (v, k) if level == 0 or v2 is None or k2 is None else (v2, k2)
+        t = kk * -(-t // vv)
     return t
 
 
-def _min_level_tokens(n: int, v: int, k: int, levels: int) -> int:
+def _min_level_tokens(n: int, v: int, k: int, levels: int, v2: int | None = None,
+                      k2: int | None = None) -> int:
     """Lower bound on a task's tokens of one side after ``levels`` levels (no mask)."""
     t = n
-    for _ in range(levels):
-        t = k * (t // v)
+    for level in range(levels):
+        vv, kk = (v, k) if level == 0 or v2 is None or k2 is None else (v2, k2)
+        t = kk * (t // vv)
     return t
+
+
+def estimate_rectangles(mask: Mask, v: int, k: int, levels: int = 1,
+                        sub: tuple[int, int] | None = None) -> int:
+    """Rectangles of a CQS plan, computed before building it.
+
+    Exact for one level (:func:`~cqs_design.plans.build.count_level_one`, time about ``v``).
+    For ``levels > 1`` (``sub = (v2, k2)``: the design of the deeper levels, default the same)
+    each level multiplies the count by the number of sub-chunk pieces a parent rectangle can be
+    cut into along each side, from the smallest and largest task and chunk sizes: an upper
+    bound without masks (the tests check it), a close estimate with them.  The exact count is
+    checked again before each level is built.
+
+    >>> from cqs_design.plans.mask import Mask
+    >>> estimate_rectangles(Mask(10**6, 10**6), 7, 3)
+    49
+    >>> estimate_rectangles(Mask(10**6, 10**6), 7, 3, levels=2)
+    1225
+    """
+    r = count_level_one(mask, v)
+    if levels == 1 or r == 0:
+        return r
+    v2, k2 = sub if sub is not None else (v, k)
+    for n in {mask.seq_len, mask.kv_len} if mask.seq_len != mask.kv_len else (mask.seq_len,):
+        longest, t_min, t_max = -(-n // v), k * (n // v), k * -(-n // v)
+        for _ in range(levels - 1):
+            step = max(1, t_min // v2)  # smallest sub-chunk
+            pieces = -(-(longest - 1) // step) + 1
+            r *= pieces if mask.seq_len != mask.kv_len else pieces * pieces
+            longest = -(-t_max // v2)
+            t_min, t_max = k2 * (t_min // v2), k2 * longest
+    return r
+
+
+def _fits_levels(sides: tuple[int, ...], v: int, k: int, levels: int,
+                 sub: tuple[int, int] | None) -> bool:
+    """Every level leaves tasks of at least the next design's ``v`` tokens to divide again."""
+    v2, k2 = sub if sub is not None else (v, k)
+    return all(_min_level_tokens(s, v, k, lv, v2, k2) >= (v if lv == 0 else v2)
+               for s in sides for lv in range(levels))
+
+
+def _limit(levels: int) -> int:
+    return MAX_RECTANGLES if levels == 1 else MAX_REFINED_RECTANGLES
+
+
+def workable_design(mask: Mask, levels: int, sub: tuple[int, int] | None = None,
+                    limit: int | None = None) -> tuple[int, int] | None:
+    """The largest Singer ``q`` whose ``levels``-level plan of ``mask`` stays within ``limit``
+    rectangles (default the hard limit for that many levels), with its estimated count; None
+    if even ``q = 2`` does not.
+
+    >>> from cqs_design.plans.mask import Mask
+    >>> workable_design(Mask(10**7, 10**7), levels=2)
+    (31, 14137600)
+    """
+    limit = _limit(levels) if limit is None else limit
+    n = min(mask.seq_len, mask.kv_len)
+    sides = (mask.seq_len,) if mask.seq_len == mask.kv_len else (mask.seq_len, mask.kv_len)
+    best = None
+    for q in _prime_powers():
+        v, k = q * q + q + 1, q + 1
+        if v > n or not _fits_levels(sides, v, k, levels, sub):
+            break
+        est = estimate_rectangles(mask, v, k, levels, sub)
+        if est > limit:
+            break
+        best = (q, est)
+    return best
+
+
+def check_size(mask: Mask, ds: DifferenceSet, levels: int, sub: DifferenceSet) -> None:
+    """Refuse, before building anything, a plan whose rectangle count is over the limit."""
+    if ds.v > MAX_CHUNKS:
+        raise PlanError(f"design v={ds.v} has more chunks than MAX_CHUNKS={MAX_CHUNKS}; use a "
+                        "smaller design")
+    sub_vk = (sub.v, sub.k)
+    est = estimate_rectangles(mask, ds.v, ds.k, levels, sub_vk if levels > 1 else None)
+    limit = _limit(levels)
+    if est <= limit:
+        return
+    what = "" if levels == 1 else f"{levels}-level "
+    hint = workable_design(mask, levels, None if sub is ds else sub_vk)
+    how = (f"use design={hint[0]} (v={hint[0] ** 2 + hint[0] + 1}, about {hint[1]:,} "
+           "rectangles)" if hint is not None else "use fewer levels")
+    name = ("MAX_RECTANGLES" if levels == 1 else
+            "MAX_REFINED_RECTANGLES (multi-level plans take about 330 bytes per rectangle "
+            "to build)")
+    raise PlanError(f"a {what}plan with the v={ds.v} design would have about {est:,} "
+                    f"rectangles, more than {name}={limit:,}; {how}")
 
 
 def _choose_design(seq_len: int, kv_len: int, budget: int, levels: int,
-                   explicit_budget: bool) -> tuple[DifferenceSet, str]:
+                   explicit_budget: bool, mask: Mask | None = None,
+                   sub: tuple[int, int] | None = None) -> tuple[DifferenceSet, str]:
+    """The smallest Singer design whose tasks fit ``budget`` tokens, among those whose plan
+    stays under the default rectangle count; without an explicit budget, the largest of those
+    when none fits (the plan is then coarser than asked, and ``chosen_because`` says so)."""
+    mask = Mask(seq_len, kv_len) if mask is None else mask
     n = min(seq_len, kv_len)
     sides = (seq_len,) if seq_len == kv_len else (seq_len, kv_len)
+    cap = DEFAULT_MAX_RECTANGLES if levels == 1 else DEFAULT_MAX_REFINED_RECTANGLES
+    last: tuple[int, int, int] | None = None  # (q, tokens, rectangles) of the largest in cap
     for q in _prime_powers():
         v, k = q * q + q + 1, q + 1
-        if v > n:
+        if v > n or not _fits_levels(sides, v, k, levels, sub):
             break
-        # every level must leave tasks of at least v tokens to divide again
-        deep_enough = all(_min_level_tokens(s, v, k, levels - 1) >= v for s in sides)
-        if deep_enough and sum(_level_tokens(s, v, k, levels) for s in sides) <= budget:
+        rects = estimate_rectangles(mask, v, k, levels, sub)
+        if rects > cap:
+            break
+        v2, k2 = sub if sub is not None else (v, k)
+        tokens = sum(_level_tokens(s, v, k, levels, v2, k2) for s in sides)
+        last = (q, tokens, rects)
+        if tokens <= budget:
             what = "max_task_tokens" if explicit_budget else "the default task size"
             return _singer(q), (f"smallest Singer design (q={q}, v={v}, k={k}) whose tasks fit "
                                 f"in {what}={budget} tokens with {levels} level(s)")
-    q = largest_usable_q(n)
-    if q is None:
-        raise PlanError(f"no Singer design fits a sequence of {n} tokens (the smallest, q=2, "
-                        "needs 7 tokens)")
+    if last is None:
+        if n < 7:
+            raise PlanError(f"no Singer design fits a sequence of {n} tokens (the smallest, q=2, "
+                            "needs 7 tokens)")
+        raise PlanError(f"no Singer design fits {levels} levels in a sequence of {n} tokens "
+                        "(every level needs at least v tokens per task); use fewer levels")
+    q, tokens, rects = last
+    v = q * q + q + 1
     if not explicit_budget:
-        v = q * q + q + 1
-        return _singer(q), (f"largest Singer design that fits the sequence (q={q}, v={v}); "
-                            f"none gives tasks of at most {budget} tokens")
-    v, k = q * q + q + 1, q + 1
-    best = sum(_level_tokens(s, v, k, levels) for s in sides)
-    raise PlanError(f"max_task_tokens={budget} is too small: even the largest usable Singer "
-                    f"design q={q} (v={v}) gives tasks of up to {best} tokens; pass a larger "
-                    "max_task_tokens or more levels")
+        return _singer(q), (
+            f"largest Singer design (q={q}, v={v}) whose {levels}-level plan stays under "
+            f"{cap:,} rectangles (about {rects:,}); its tasks have up to {tokens:,} tokens, "
+            f"more than the default task size {budget}: no design gives tasks that small "
+            "within the limit (pass design= to go past it, or refine() some tasks)")
+    raise PlanError(f"max_task_tokens={budget} is too small: the finest Singer design within "
+                    f"{cap:,} rectangles with {levels} level(s), q={q} (v={v}), gives tasks of up "
+                    f"to {tokens} tokens; pass a larger max_task_tokens, or an explicit design")

@@ -6,7 +6,7 @@ import numpy as np
 
 from cqs_design.plans.check import _blocks
 
-__all__ = ["causal_pairs"]
+__all__ = ["causal_pairs", "exact_sum", "exact_sum_products"]
 
 _I64 = np.int64
 
@@ -16,11 +16,40 @@ def _per_task(ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
     return csum[ptr[1:]] - csum[ptr[:-1]]
 
 
+def exact_sum(x: np.ndarray) -> int:
+    """Exact sum of non-negative int64 values below ``2**62`` (numpy's sum could overflow).
+
+    >>> exact_sum(np.array([2**61, 2**61, 2**61], dtype=np.int64)) == 3 * 2**61
+    True
+    """
+    x = np.asarray(x)
+    if x.dtype == object:
+        return int(sum(x.tolist()))
+    total = 0
+    for s, e in _blocks(len(x)):
+        part = x[s:e].astype(_I64)
+        total += (int((part >> 31).sum()) << 31) + int((part & ((1 << 31) - 1)).sum())
+    return total
+
+
+def exact_sum_products(h: np.ndarray, w: np.ndarray) -> int:
+    """Exact ``sum(h * w)`` of non-negative int64 arrays with values below ``2**41``.
+
+    >>> n = np.array([10**12], dtype=np.int64)
+    >>> exact_sum_products(n, n) == 10**24
+    True
+    """
+    h = np.asarray(h, dtype=_I64)
+    w = np.asarray(w, dtype=_I64)
+    return (exact_sum(h * (w >> 21)) << 21) + exact_sum(h * (w & ((1 << 21) - 1)))
+
+
 def causal_pairs(qs: np.ndarray, qe: np.ndarray, ks: np.ndarray, ke: np.ndarray,
                  off: int) -> np.ndarray:
     """Pairs with ``k <= q + off`` in each rectangle ``[qs, qe) x [ks, ke)`` (closed form).
 
-    Vectorised over numpy arrays of rectangle coordinates; used for work estimates.
+    Vectorised over numpy arrays of rectangle coordinates; used for work estimates.  Exact in
+    int64 while rectangle sides stay below ``2**30``; pass ``dtype=object`` arrays beyond.
 
     >>> import numpy as np
     >>> causal_pairs(np.array([0]), np.array([4]), np.array([0]), np.array([4]), 0).tolist()

@@ -42,7 +42,14 @@ from typing import Any, Literal
 import numpy as np
 
 from cqs_design.difference_sets import DifferenceSet
-from cqs_design.plans.build import block_rectangles, index_dtype, level_one, subdivide
+from cqs_design.plans.build import (
+    TooManyPieces,
+    block_rectangles,
+    index_dtype,
+    level_one,
+    subdivide,
+    subdivide_count,
+)
 from cqs_design.plans.check import (
     CoverProblem,
     _blocks,
@@ -51,11 +58,15 @@ from cqs_design.plans.check import (
     check_segments,
 )
 from cqs_design.plans.design import (
+    MAX_REFINED_RECTANGLES,
+    MAX_TOKENS,
     PlanError,
     _check_window,
     _choose_design,
+    _prime_powers,
     _resolve_design,
     _too_short,
+    check_size,
     plan_int,
 )
 from cqs_design.plans.intervals import (
@@ -64,6 +75,8 @@ from cqs_design.plans.intervals import (
     _per_task,
     _unique_intervals,
     causal_pairs,
+    exact_sum,
+    exact_sum_products,
 )
 from cqs_design.plans.mask import Mask
 from cqs_design.plans.serialize import loads, plan_from_dict, plan_to_dict
@@ -485,17 +498,18 @@ class Plan:
             h = c["q_end"] - c["q_start"]
             w = c["k_end"] - c["k_start"]
             causal = c["kind"] == 1
-            computed += int((h[~causal] * w[~causal]).sum())
+            computed += exact_sum_products(h[~causal], w[~causal])
             if causal.any():
-                computed += int(causal_pairs(c["q_start"][causal], c["q_end"][causal],
-                                             c["k_start"][causal], c["k_end"][causal],
-                                             self.kv_len - self.seq_len).sum())
+                cols = [c[n][causal] for n in ("q_start", "q_end", "k_start", "k_end")]
+                if max(int(h[causal].max()), int(w[causal].max())) >= 1 << 30:
+                    cols = [x.astype(object) for x in cols]  # exact Python integers
+                computed += exact_sum(causal_pairs(*cols, self.kv_len - self.seq_len))
         return PlanStats(
             tasks=len(self), rectangles=self.num_rectangles,
             max_task_tokens=int(tok.max()) if len(tok) else 0,
             min_task_tokens=int(tok.min()) if len(tok) else 0,
             pairs_needed=self._mask.count(), pairs_computed=computed,
-            tokens_moved=int(tok.sum()), levels=self.levels)
+            tokens_moved=exact_sum(tok), levels=self.levels)
 
     # --- refinement ------------------------------------------------------------------------
     def refine(self, task_ids: Iterable[int] | None, design: DifferenceSet | int) -> Plan:
@@ -584,8 +598,12 @@ def make_plan(
     design : DifferenceSet or int or None
         ``"cqs"`` only.  A cyclic ``(v, k, 1)`` difference set, a prime power ``q`` (Singer
         design, ``v = q^2 + q + 1``), or None: the smallest Singer design whose tasks fit
-        ``max_task_tokens`` (default :data:`DEFAULT_MAX_TASK_TOKENS`); see
-        :attr:`Plan.chosen_because`.
+        ``max_task_tokens`` (default :data:`DEFAULT_MAX_TASK_TOKENS`) among those whose plan
+        stays under ``DEFAULT_MAX_RECTANGLES`` (2^25; ``DEFAULT_MAX_REFINED_RECTANGLES`` = 2^22
+        with ``levels > 1``).  When none does, the default takes the largest of those (coarser
+        tasks than asked), while an explicit ``max_task_tokens`` raises; see
+        :attr:`Plan.chosen_because`.  So ``make_plan(n)`` stays bounded for every ``n`` up to
+        ``MAX_TOKENS`` = 2^40.
     levels : int
         ``"cqs"`` only.  Levels of CQS Divide; level ``l > 1`` re-divides every task with
         ``sub_design``.
@@ -602,8 +620,11 @@ def make_plan(
     Raises
     ------
     PlanError
-        Bad values, CQS arguments with a block schedule, or a sequence shorter than the design
-        (the error names the largest usable design).
+        Bad values, CQS arguments with a block schedule, a sequence shorter than the design
+        (the error names the largest usable design), or a plan over the rectangle limits:
+        ``MAX_RECTANGLES`` for one level; ``MAX_REFINED_RECTANGLES`` for ``levels > 1``,
+        estimated before anything is built (the error names a design that fits) and checked
+        exactly before each level is built.
     TypeError
         Non-integer lengths.
 
@@ -622,8 +643,8 @@ def make_plan(
     >>> [(r.q_start, r.q_end, r.k_start, r.k_end, r.kind) for r in qb.task(1).rectangles]
     [(4, 8, 0, 5, 'full'), (4, 8, 5, 10, 'causal')]
     """
-    seq_len = plan_int(seq_len, "seq_len", 1)
-    kv_len = seq_len if kv_len is None else plan_int(kv_len, "kv_len", 1)
+    seq_len = plan_int(seq_len, "seq_len", 1, MAX_TOKENS)
+    kv_len = seq_len if kv_len is None else plan_int(kv_len, "kv_len", 1, MAX_TOKENS)
     levels = plan_int(levels, "levels", 1)
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {causal!r}")
@@ -649,14 +670,22 @@ def make_plan(
             raise PlanError(f"{name} applies to the block schedules ('query_blocks', "
                             "'kv_blocks') only, not to schedule='cqs'")
     reason = ""
+    left, right = win if win is not None else (None, None)
+    mask = Mask(seq_len, kv_len, bool(causal), left, right)
+    sub = None if sub_design is None else _resolve_design(sub_design, "sub_design")
     if design is None:
         explicit = max_task_tokens is not None
         budget = (DEFAULT_MAX_TASK_TOKENS if max_task_tokens is None
                   else plan_int(max_task_tokens, "max_task_tokens", 1))
-        ds, reason = _choose_design(seq_len, kv_len, budget, levels, explicit)
+        ds, reason = _choose_design(seq_len, kv_len, budget, levels, explicit, mask,
+                                    None if sub is None else (sub.v, sub.k))
     else:
         ds = _resolve_design(design, "design")
-    sub = ds if sub_design is None else _resolve_design(sub_design, "sub_design")
+    sub = ds if sub is None else sub
+    for what, n in (("seq_len", seq_len), ("kv_len", kv_len)):
+        if n < ds.v:
+            raise _too_short(what, n, ds.v)
+    check_size(mask, ds, levels, sub)
     return _make_plan(seq_len, kv_len, ds, levels, bool(causal), win, sub, reason)
 
 
@@ -685,9 +714,6 @@ def _block_plan(seq_len: int, kv_len: int, schedule: str, block_q: int, block_kv
 def _make_plan(seq_len: int, kv_len: int, ds: DifferenceSet, levels: int, causal: bool,
                window: tuple[int | None, int | None] | None, sub: DifferenceSet,
                reason: str) -> Plan:
-    for what, n in (("seq_len", seq_len), ("kv_len", kv_len)):
-        if n < ds.v:
-            raise _too_short(what, n, ds.v)
     left, right = window if window is not None else (None, None)
     mask = Mask(seq_len, kv_len, causal, left, right)
     try:
@@ -707,6 +733,20 @@ def _make_plan(seq_len: int, kv_len: int, ds: DifferenceSet, levels: int, causal
     return plan
 
 
+def _refine_hint(plan: Plan, rects: dict[str, np.ndarray], qseg: tuple[np.ndarray, ...],
+                 kseg: tuple[np.ndarray, ...], limit: int) -> str:
+    """Name the largest Singer design whose refinement stays within ``limit`` pieces."""
+    best = None
+    for q in _prime_powers():
+        v = q * q + q + 1
+        if subdivide_count(plan._mask, rects, qseg, kseg, v) > limit:
+            break
+        best = q
+    if best is None:
+        return "refine fewer tasks"
+    return f"use design={best} (v={best * best + best + 1}) or refine fewer tasks"
+
+
 def _refine(plan: Plan, sel_idx: np.ndarray, ds: DifferenceSet, renumber: bool = False
             ) -> Plan:
     n = len(plan)
@@ -724,7 +764,16 @@ def _refine(plan: Plan, sel_idx: np.ndarray, ds: DifferenceSet, renumber: bool =
     in_sel = selected[c["task"]]
     rects = {"qs": c["q_start"][in_sel], "qe": c["q_end"][in_sel], "ks": c["k_start"][in_sel],
              "ke": c["k_end"][in_sel], "kind": c["kind"][in_sel], "task": c["task"][in_sel]}
-    pieces = subdivide(plan._mask, rects, qseg, kseg, ds.v, ds.elements)
+    try:
+        pieces = subdivide(plan._mask, rects, qseg, kseg, ds.v, ds.elements,
+                           max_pieces=MAX_REFINED_RECTANGLES - int((~in_sel).sum()))
+    except TooManyPieces as exc:
+        hint = _refine_hint(plan, rects, qseg, kseg, exc.limit)
+        raise PlanError(f"refining with the v={ds.v} design would give {exc.pieces:,} new "
+                        f"rectangles, more than the {exc.limit:,} left under "
+                        f"MAX_REFINED_RECTANGLES={MAX_REFINED_RECTANGLES:,}; {hint}") from None
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
     # new task list: each task in order, selected ones replaced by their non-empty sub-tasks
     key_new = pieces["task"] * ds.v + pieces["sub"]
     uniq = np.unique(key_new)
