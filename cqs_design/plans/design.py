@@ -155,7 +155,7 @@ def estimate_rectangles(mask: Mask, v: int, k: int, levels: int = 1,
     >>> estimate_rectangles(Mask(10**6, 10**6), 7, 3)
     49
     >>> estimate_rectangles(Mask(10**6, 10**6), 7, 3, levels=2)
-    1225
+    784
     """
     r = count_level_one(mask, v)
     if levels == 1 or r == 0:
@@ -192,7 +192,7 @@ def workable_design(mask: Mask, levels: int, sub: tuple[int, int] | None = None,
 
     >>> from cqs_design.plans.mask import Mask
     >>> workable_design(Mask(10**7, 10**7), levels=2)
-    (31, 14137600)
+    (13, 7535025)
     """
     limit = _limit(levels) if limit is None else limit
     n = min(mask.seq_len, mask.kv_len)
