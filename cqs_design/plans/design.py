@@ -19,6 +19,7 @@ __all__ = [
     "MAX_CHUNKS",
     "MAX_REFINED_RECTANGLES",
     "MAX_TOKENS",
+    "MAX_WINDOW",
     "PlanError",
     "check_size",
     "estimate_rectangles",
@@ -29,6 +30,9 @@ __all__ = [
 
 #: Longest sequence a plan may have (coordinates, products and sums stay in 64-bit integers).
 MAX_TOKENS = 1 << 40
+
+#: Largest window side (any side of at least the sequence length means "unbounded" anyway).
+MAX_WINDOW = 1 << 62
 
 #: Most chunks (the design's ``v``) one level may have.
 MAX_CHUNKS = 1 << 24
@@ -112,7 +116,7 @@ def _check_window(window: Any) -> tuple[int | None, int | None] | None:
     out = []
     for side, val in zip(("left", "right"), window, strict=True):
         if val is not None:
-            val = plan_int(val, f"window {side}", 0)
+            val = plan_int(val, f"window {side}", 0, MAX_WINDOW)
         out.append(val)
     if out == [None, None]:
         return None

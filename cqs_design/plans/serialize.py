@@ -18,12 +18,15 @@ from typing import Any
 import numpy as np
 
 from cqs_design.difference_sets import DifferenceSet
-from cqs_design.plans.design import PlanError
+from cqs_design.plans.design import MAX_CHUNKS, MAX_TOKENS, PlanError
 
-__all__ = ["SCHEMA", "loads", "plan_from_dict", "plan_to_dict"]
+__all__ = ["MAX_INT", "SCHEMA", "loads", "plan_from_dict", "plan_to_dict"]
 
 #: Version of the JSON schema written by :meth:`Plan.to_json` (schema 1 files still load).
 SCHEMA = 2
+
+#: Largest integer accepted anywhere in plan JSON (lengths: ``MAX_TOKENS``).
+MAX_INT = (1 << 62) - 1
 
 _I64 = np.int64
 _SCHEDULES = ("cqs", "query_blocks", "kv_blocks")
@@ -64,8 +67,11 @@ def loads(text: str | bytes) -> Any:
 
 
 def _int(x: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``x`` checked to be an integer in ``[lo, hi]``; ``hi`` is at most :data:`MAX_INT`, so
+    every accepted value fits the int64 arrays a plan is made of."""
     if isinstance(x, bool) or not isinstance(x, int):
         raise _error(f"{path}: must be an integer, got {x!r}")
+    hi = MAX_INT if hi is None else min(hi, MAX_INT)
     if lo is not None and x < lo:
         raise _error(f"{path}: must be >= {lo}, got {x}")
     if hi is not None and x > hi:
@@ -121,8 +127,8 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
                      f"{schedule!r}")
     if schema == 1 and schedule != "cqs":
         raise _error(f"schedule: schema 1 knows only 'cqs', got {schedule!r}")
-    seq_len = _int(_get(data, "seq_len", ""), "seq_len", 1)
-    kv_len = _int(data.get("kv_len", seq_len), "kv_len", 1)
+    seq_len = _int(_get(data, "seq_len", ""), "seq_len", 1, MAX_TOKENS)
+    kv_len = _int(data.get("kv_len", seq_len), "kv_len", 1, MAX_TOKENS)
     causal = _get(data, "causal", "")
     if not isinstance(causal, bool):
         raise _error(f"causal: must be true or false, got {causal!r}")
@@ -147,7 +153,7 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
                 raise _error(f"{key}: must be null for schedule 'cqs', got {val!r}")
             blocks[key] = None
         else:
-            blocks[key] = _int(_get(data, key, ""), key, 1)
+            blocks[key] = _int(_get(data, key, ""), key, 1, MAX_TOKENS)
     if schedule != "cqs":
         design = data.get("design")
         if design is not None:
@@ -157,7 +163,7 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
     design = _get(data, "design", "")
     if not isinstance(design, dict):
         raise _error(f"design: must be an object with v and elements, got {design!r}")
-    v = _int(_get(design, "v", "design."), "design.v", 2)
+    v = _int(_get(design, "v", "design."), "design.v", 2, MAX_CHUNKS)
     elements = _list(_get(design, "elements", "design."), "design.elements")
     for i, e in enumerate(elements):
         _int(e, f"design.elements[{i}]", 0, v - 1)

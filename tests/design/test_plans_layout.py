@@ -86,7 +86,8 @@ def test_public_import_paths() -> None:
 def test_plan_errors_use_the_shared_integer_check() -> None:
     from cqs_design.plans import PlanError, make_plan
 
-    with pytest.raises(PlanError, match=r"^seq_len must be an integer in \[1, 1099511627776\], got 0$"):
+    with pytest.raises(PlanError,
+                       match=r"^seq_len must be an integer in \[1, 1099511627776\], got 0$"):
         make_plan(0)
     with pytest.raises(TypeError, match=r"^kv_len must be an integer, got '3' of type str$"):
         make_plan(10, kv_len="3")
