@@ -75,6 +75,7 @@ from cqs_design.plans.intervals import (
     _per_task,
     _unique_intervals,
     causal_pairs,
+    design_segments,
     exact_sum,
     exact_sum_products,
 )
@@ -343,6 +344,14 @@ class Plan:
 
     def _derived_segments(self, which: str) -> tuple[np.ndarray, ...]:
         a = self._a
+        mask = self._mask
+        if (which == "all" and self.schedule == "cqs" and self.levels == 1
+                and self.design is not None and self.seq_len == self.kv_len
+                and len(self) == self.design.v and mask.left is None and mask.right is None
+                and len(a["qb"]) == self.design.v + 1):
+            # one self-attention level, full or causal: every task uses all k of its chunks
+            # (causal keeps the lower of each off-diagonal pair), so the design gives them
+            return design_segments(np.asarray(self.design.elements), a["qb"])
         fast = _bitmap_segments(a, len(self), which)
         if fast is not None:
             return fast
