@@ -53,10 +53,15 @@ MAX_RECTANGLES = 1 << 30
 def chunk_bounds(n: int, v: int) -> np.ndarray:
     """Boundaries of ``v`` chunks of ``n`` tokens whose sizes differ by at most one.
 
+    Exact ``c * n // v`` without forming ``c * n`` (which overflows int64 past ``2**63``).
+
     >>> chunk_bounds(10, 3).tolist()
     [0, 3, 6, 10]
+    >>> int(chunk_bounds(10**12, 16_000_000)[-2]) == (16_000_000 - 1) * 10**12 // 16_000_000
+    True
     """
-    return (np.arange(v + 1, dtype=_I64) * n) // v
+    c = np.arange(v + 1, dtype=_I64)
+    return c * (n // v) + (c * (n % v)) // v
 
 
 def index_dtype(n: int) -> type[np.signedinteger]:

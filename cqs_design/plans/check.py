@@ -304,13 +304,17 @@ def check_segments(
 ) -> int | None:
     """Index of the first interval ``[lo, hi)`` not inside one segment of its task, or ``None``.
 
-    Segments must be sorted by ``(seg_task, seg_s)``; ``width`` exceeds every coordinate, so
-    ``task * width + coordinate`` orders all segments on one line.
+    Segments must be sorted by ``(seg_task, seg_s)``; ``width`` exceeds every coordinate (kept
+    for the callers; the keys use coordinate ranks, so they never overflow).
     """
     if len(task) == 0:
         return None
-    key_s = seg_task.astype(_I64) * width + seg_s
-    key = task.astype(_I64) * width + lo
+    # task * W + rank(coordinate): the same order as task * width + coordinate, in int64
+    coords, rank = np.unique(np.concatenate([seg_s, lo]), return_inverse=True)
+    rank = rank.reshape(-1)
+    w = len(coords) + 1
+    key_s = seg_task.astype(_I64) * w + rank[:len(seg_s)]
+    key = task.astype(_I64) * w + rank[len(seg_s):]
     j = np.searchsorted(key_s, key, side="right") - 1
     jc = np.maximum(j, 0)
     ok = (j >= 0) & (seg_task[jc] == task) & (hi <= seg_e[jc])

@@ -14,6 +14,7 @@ from cqs_design.plans.mask import Mask
 from cqs_design.singer import is_prime_power, singer_difference_set
 
 __all__ = [
+    "DEFAULT_MAX_CHUNKS",
     "DEFAULT_MAX_RECTANGLES",
     "DEFAULT_MAX_REFINED_RECTANGLES",
     "MAX_CHUNKS",
@@ -36,6 +37,11 @@ MAX_WINDOW = 1 << 62
 
 #: Most chunks (the design's ``v``) one level may have.
 MAX_CHUNKS = 1 << 24
+
+#: Default design choice: at most this many chunks (and tasks).  Only sliding windows reach it
+#: (their plans have few rectangles per chunk); it keeps the Singer construction and the
+#: per-task work of the default plan small.
+DEFAULT_MAX_CHUNKS = 1 << 16
 
 #: Default design choice: one-level plans stay under this many rectangles (about 2 s to build
 #: and validate on a 2-core machine, whatever the length).
@@ -188,6 +194,60 @@ def _limit(levels: int) -> int:
     return MAX_RECTANGLES if levels == 1 else MAX_REFINED_RECTANGLES
 
 
+@functools.lru_cache(maxsize=1)
+def _usable_prime_powers() -> tuple[int, ...]:
+    """Every prime power ``q`` whose Singer design has at most :data:`MAX_CHUNKS` chunks."""
+    top = math.isqrt(MAX_CHUNKS)
+    return tuple(q for q in range(2, top + 1) if q * q + q + 1 <= MAX_CHUNKS and
+                 is_prime_power(q))
+
+
+def _candidates(mask: Mask, levels: int, sub: tuple[int, int] | None,
+                max_chunks: int = MAX_CHUNKS) -> list[int]:
+    """Singer orders usable for ``mask`` with ``levels`` levels, ascending."""
+    n = min(mask.seq_len, mask.kv_len)
+    sides = (mask.seq_len,) if mask.seq_len == mask.kv_len else (mask.seq_len, mask.kv_len)
+    out = []
+    for q in _usable_prime_powers():
+        v, k = q * q + q + 1, q + 1
+        if v > n or v > max_chunks or not _fits_levels(sides, v, k, levels, sub):
+            break
+        out.append(q)
+    return out
+
+
+def _largest_within(mask: Mask, cands: list[int], levels: int, sub: tuple[int, int] | None,
+                    limit: int) -> tuple[int, int] | None:
+    """``(index, estimate)`` of the largest candidate whose estimate is at most ``limit``
+    (estimates grow with ``q``: exponential then binary search, so only a few are computed,
+    and the large ones only when the small ones fit), or None."""
+    def est(i: int) -> int:
+        q = cands[i]
+        return estimate_rectangles(mask, q * q + q + 1, q + 1, levels, sub)
+
+    if not cands:
+        return None
+    first = est(0)
+    if first > limit:
+        return None
+    good, good_est, step = 0, first, 1
+    bad = len(cands)
+    while good + step < len(cands):  # exponential search for the first estimate over limit
+        e = est(good + step)
+        if e > limit:
+            bad = good + step
+            break
+        good, good_est, step = good + step, e, step * 2
+    while bad - good > 1:  # binary search in (good, bad)
+        mid = (good + bad) // 2
+        e = est(mid)
+        if e <= limit:
+            good, good_est = mid, e
+        else:
+            bad = mid
+    return good, good_est
+
+
 def workable_design(mask: Mask, levels: int, sub: tuple[int, int] | None = None,
                     limit: int | None = None) -> tuple[int, int] | None:
     """The largest Singer ``q`` whose ``levels``-level plan of ``mask`` stays within ``limit``
@@ -199,18 +259,9 @@ def workable_design(mask: Mask, levels: int, sub: tuple[int, int] | None = None,
     (13, 7535025)
     """
     limit = _limit(levels) if limit is None else limit
-    n = min(mask.seq_len, mask.kv_len)
-    sides = (mask.seq_len,) if mask.seq_len == mask.kv_len else (mask.seq_len, mask.kv_len)
-    best = None
-    for q in _prime_powers():
-        v, k = q * q + q + 1, q + 1
-        if v > n or not _fits_levels(sides, v, k, levels, sub):
-            break
-        est = estimate_rectangles(mask, v, k, levels, sub)
-        if est > limit:
-            break
-        best = (q, est)
-    return best
+    cands = _candidates(mask, levels, sub)
+    found = _largest_within(mask, cands, levels, sub, limit)
+    return None if found is None else (cands[found[0]], found[1])
 
 
 def check_size(mask: Mask, ds: DifferenceSet, levels: int, sub: DifferenceSet) -> None:
@@ -239,40 +290,47 @@ def _choose_design(seq_len: int, kv_len: int, budget: int, levels: int,
                    sub: tuple[int, int] | None = None) -> tuple[DifferenceSet, str]:
     """The smallest Singer design whose tasks fit ``budget`` tokens, among those whose plan
     stays under the default rectangle count; without an explicit budget, the largest of those
-    when none fits (the plan is then coarser than asked, and ``chosen_because`` says so)."""
+    when none fits (the plan is then coarser than asked, and ``chosen_because`` says so).
+
+    Only a few rectangle counts are computed (see :func:`_largest_within`), so the choice takes
+    milliseconds to a second at any length and mask.
+    """
     mask = Mask(seq_len, kv_len) if mask is None else mask
     n = min(seq_len, kv_len)
     sides = (seq_len,) if seq_len == kv_len else (seq_len, kv_len)
     cap = DEFAULT_MAX_RECTANGLES if levels == 1 else DEFAULT_MAX_REFINED_RECTANGLES
-    last: tuple[int, int, int] | None = None  # (q, tokens, rectangles) of the largest in cap
-    for q in _prime_powers():
-        v, k = q * q + q + 1, q + 1
-        if v > n or not _fits_levels(sides, v, k, levels, sub):
-            break
-        rects = estimate_rectangles(mask, v, k, levels, sub)
-        if rects > cap:
-            break
-        v2, k2 = sub if sub is not None else (v, k)
-        tokens = sum(_level_tokens(s, v, k, levels, v2, k2) for s in sides)
-        last = (q, tokens, rects)
-        if tokens <= budget:
-            what = "max_task_tokens" if explicit_budget else "the default task size"
-            return _singer(q), (f"smallest Singer design (q={q}, v={v}, k={k}) whose tasks fit "
-                                f"in {what}={budget} tokens with {levels} level(s)")
-    if last is None:
+    cands = _candidates(mask, levels, sub, DEFAULT_MAX_CHUNKS)
+    if not cands:
         if n < 7:
             raise PlanError(f"no Singer design fits a sequence of {n} tokens (the smallest, q=2, "
                             "needs 7 tokens)")
         raise PlanError(f"no Singer design fits {levels} levels in a sequence of {n} tokens "
                         "(every level needs at least v tokens per task); use fewer levels")
-    q, tokens, rects = last
+    found = _largest_within(mask, cands, levels, sub, cap)
+    if found is None:
+        raise PlanError(f"even the smallest Singer design gives a {levels}-level plan of more "
+                        f"than {cap:,} rectangles at {n} tokens; use fewer levels")
+
+    def tokens(q: int) -> int:
+        v, k = q * q + q + 1, q + 1
+        v2, k2 = sub if sub is not None else (v, k)
+        return sum(_level_tokens(s, v, k, levels, v2, k2) for s in sides)
+
+    top, rects = found
+    for q in cands[:top + 1]:  # tokens shrink as q grows: the first that fits is the smallest
+        if tokens(q) <= budget:
+            v, k = q * q + q + 1, q + 1
+            what = "max_task_tokens" if explicit_budget else "the default task size"
+            return _singer(q), (f"smallest Singer design (q={q}, v={v}, k={k}) whose tasks fit "
+                                f"in {what}={budget} tokens with {levels} level(s)")
+    q = cands[top]
     v = q * q + q + 1
     if not explicit_budget:
         return _singer(q), (
             f"largest Singer design (q={q}, v={v}) whose {levels}-level plan stays under "
-            f"{cap:,} rectangles (about {rects:,}); its tasks have up to {tokens:,} tokens, "
+            f"{cap:,} rectangles (about {rects:,}); its tasks have up to {tokens(q):,} tokens, "
             f"more than the default task size {budget}: no design gives tasks that small "
             "within the limit (pass design= to go past it, or refine() some tasks)")
     raise PlanError(f"max_task_tokens={budget} is too small: the finest Singer design within "
                     f"{cap:,} rectangles with {levels} level(s), q={q} (v={v}), gives tasks of up "
-                    f"to {tokens} tokens; pass a larger max_task_tokens, or an explicit design")
+                    f"to {tokens(q)} tokens; pass a larger max_task_tokens, or an explicit design")

@@ -6,7 +6,8 @@ import numpy as np
 
 from cqs_design.plans.check import _blocks
 
-__all__ = ["causal_pairs", "design_segments", "exact_sum", "exact_sum_products"]
+__all__ = ["causal_pairs", "design_segments", "exact_sum", "exact_sum_products",
+           "sorted_unique"]
 
 _I64 = np.int64
 
@@ -14,6 +15,19 @@ _I64 = np.int64
 def _per_task(ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
     csum = np.concatenate([[0], np.cumsum(values)]).astype(_I64)
     return csum[ptr[1:]] - csum[ptr[:-1]]
+
+
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """``np.unique(x)`` by sorting a copy (numpy 2's hash-based unique is many times slower on
+    the large integer arrays of plans).
+
+    >>> sorted_unique(np.array([3, 1, 3, 2])).tolist()
+    [1, 2, 3]
+    """
+    x = np.sort(np.asarray(x).reshape(-1))
+    keep = np.ones(len(x), dtype=bool)
+    np.not_equal(x[1:], x[:-1], out=keep[1:])
+    return x[keep]
 
 
 def exact_sum(x: np.ndarray) -> int:
@@ -100,14 +114,14 @@ def _bitmap_segments(a: dict[str, np.ndarray], n: int, which: str
         return None
     b = a["kb"] if which == "k" else a["qb"]
     cells = len(b) - 1
-    if n * (cells + 2) > 400_000_000:
-        return None
     parts = [("q0", "q1")] if which == "q" else [("k0", "k1")] if which == "k" else \
         [("q0", "q1"), ("k0", "k1")]
     for lo, hi in parts:
         for s, e in _blocks(len(a[lo])):
             if not bool((a[hi][s:e] - a[lo][s:e] == 1).all()):
                 return None
+    if n * (cells + 2) > 400_000_000:
+        return _sparse_cell_segments(a, n, parts, b)
     grid = np.zeros((n, cells + 2), dtype=bool)
     for lo, _ in parts:
         for s, e in _blocks(len(a[lo])):
@@ -117,6 +131,21 @@ def _bitmap_segments(a: dict[str, np.ndarray], n: int, which: str
     _, c_e = np.nonzero(step == -1)
     ptr = np.concatenate([[0], np.cumsum(np.bincount(t_s, minlength=n))]).astype(_I64)
     return ptr, b[c_s], b[c_e]
+
+
+def _sparse_cell_segments(a: dict[str, np.ndarray], n: int, parts: list[tuple[str, str]],
+                          b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`_bitmap_segments` without the bitmap: the distinct (task, cell) codes, sorted,
+    and their runs of consecutive cells (time about the number of rectangles)."""
+    w = len(b)  # cells + 1: a code never runs into the next task's
+    codes = sorted_unique(np.concatenate([a["task"].astype(_I64) * w + a[lo] for lo, _ in parts]))
+    t, c = codes // w, codes % w
+    start = np.ones(len(codes), dtype=bool)
+    start[1:] = (t[1:] != t[:-1]) | (c[1:] != c[:-1] + 1)
+    end = np.ones(len(codes), dtype=bool)
+    end[:-1] = start[1:]
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(t[start], minlength=n))]).astype(_I64)
+    return ptr, b[c[start]], b[c[end] + 1]
 
 
 def _unique_intervals(task: np.ndarray, i0: np.ndarray, i1: np.ndarray, b: np.ndarray
@@ -130,11 +159,18 @@ def _unique_intervals(task: np.ndarray, i0: np.ndarray, i1: np.ndarray, b: np.nd
 
 def _merge_intervals(t: np.ndarray, s: np.ndarray, e: np.ndarray, n: int, width: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge intervals per task into CSR ``(ptr, start, end)`` (touching intervals merge)."""
+    """Merge intervals per task into CSR ``(ptr, start, end)`` (touching intervals merge).
+
+    The per-task running maximum of the ends uses ``task * W + rank(end)`` with ``W`` the
+    number of distinct ends, so it stays in int64 whatever the coordinates (``width`` is only
+    kept for the callers' convenience).
+    """
     order = np.lexsort((s, t))
     t, s, e = t[order], s[order], e[order]
-    base = t * width
-    run = np.maximum.accumulate(base + e) - base
+    ends, e_rank = np.unique(e, return_inverse=True)
+    w = len(ends) + 1
+    base = t.astype(_I64) * w
+    run = ends[np.maximum.accumulate(base + e_rank.reshape(-1)) - base]
     new = np.ones(len(t), dtype=bool)
     new[1:] = (t[1:] != t[:-1]) | (s[1:] > run[:-1])
     starts = np.flatnonzero(new)

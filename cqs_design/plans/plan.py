@@ -78,6 +78,7 @@ from cqs_design.plans.intervals import (
     design_segments,
     exact_sum,
     exact_sum_products,
+    sorted_unique,
 )
 from cqs_design.plans.mask import Mask
 from cqs_design.plans.serialize import loads, plan_from_dict, plan_to_dict
@@ -263,8 +264,8 @@ class Plan:
                      ks: np.ndarray, ke: np.ndarray, kind: np.ndarray, task: np.ndarray,
                      ids: np.ndarray, level: np.ndarray,
                      segments: tuple[np.ndarray, ...] | None = None) -> Plan:
-        qb = np.unique(np.concatenate([[0, meta["seq_len"]], qs, qe]).astype(_I64))
-        kb = np.unique(np.concatenate([[0, meta["kv_len"]], ks, ke]).astype(_I64))
+        qb = sorted_unique(np.concatenate([[0, meta["seq_len"]], qs, qe]).astype(_I64))
+        kb = sorted_unique(np.concatenate([[0, meta["kv_len"]], ks, ke]).astype(_I64))
         it = index_dtype(max(len(qb), len(kb)))
         q0 = np.searchsorted(qb, qs).astype(it)
         k0 = np.searchsorted(kb, ks).astype(it)
@@ -429,7 +430,7 @@ class Plan:
         a = self._a
         mask = self._mask
         n_tasks = len(self)
-        if len(np.unique(self._ids)) != n_tasks:
+        if len(sorted_unique(self._ids)) != n_tasks:
             raise PlanError("task ids are not unique")
         counts = np.bincount(a["task"], minlength=n_tasks) if n_tasks else np.zeros(0)
         if len(counts) > n_tasks:
@@ -785,7 +786,7 @@ def _refine(plan: Plan, sel_idx: np.ndarray, ds: DifferenceSet, renumber: bool =
         raise PlanError(str(exc)) from None
     # new task list: each task in order, selected ones replaced by their non-empty sub-tasks
     key_new = pieces["task"] * ds.v + pieces["sub"]
-    uniq = np.unique(key_new)
+    uniq = sorted_unique(key_new)
     parent_of = uniq // ds.v
     keep_old = np.flatnonzero(~selected)
     # order: by parent position, sub-tasks in sub order

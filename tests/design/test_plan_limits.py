@@ -186,3 +186,72 @@ def test_stats_are_exact_at_a_trillion_tokens(kwargs, pairs) -> None:
     if "kv_len" not in kwargs:  # self-attention: a task holds k of the v chunks
         assert math.isclose(s.max_task_tokens, plan.design.k * 10**12 / plan.design.v,
                             rel_tol=1e-6)
+
+
+@given(st.integers(1, 10**12), st.integers(1, 1 << 24))
+def test_chunk_bounds_are_exact_beyond_int64_products(n: int, v: int) -> None:
+    """c * n overflows int64 for n = 10^12 and v > 9.2 million; the bounds must not."""
+    from cqs_design.plans.build import chunk_bounds
+
+    v = min(v, n)
+    b = chunk_bounds(n, v)
+    for c in {0, 1, v // 2, v - 1, v}:
+        assert int(b[c]) == c * n // v
+
+
+@pytest.mark.parametrize("window", [(1000, 0), (0, 0), (10**6, None), (None, 5)])
+@pytest.mark.parametrize("n", [10**9, 10**12])
+def test_windowed_default_plans_stay_small(n: int, window) -> None:
+    """Windows leave few rectangles per chunk, so the rectangle cap alone would allow millions
+    of chunks (a Singer set of q ~ 4000 and minutes of work); DEFAULT_MAX_CHUNKS bounds it."""
+    from cqs_design.plans.design import DEFAULT_MAX_CHUNKS
+
+    plan = make_plan(n, window=window, causal=window[1] is None).validate()
+    assert plan.design.v <= DEFAULT_MAX_CHUNKS
+    assert plan.num_rectangles <= DEFAULT_MAX_RECTANGLES
+    s = plan.stats()
+    assert s.pairs_computed >= s.pairs_needed > 0
+
+
+def test_segment_helpers_never_overflow() -> None:
+    """task * (length + 1) overflows int64 for millions of tasks at 10^12 tokens: the
+    encodings use ranks of the coordinates instead."""
+    import numpy as np
+
+    from cqs_design.plans.check import check_segments
+    from cqs_design.plans.intervals import _merge_intervals
+
+    tasks = np.array([0, 0, 10_000_000, 10_000_000, 10_000_000], dtype=np.int64)
+    s = np.array([10**12 - 50, 5, 7, 10**12 - 9, 20], dtype=np.int64)
+    e = np.array([10**12, 30, 20, 10**12, 40], dtype=np.int64)
+    ptr, ss, se = _merge_intervals(tasks, s, e, 10_000_001, 10**12 + 1)
+    assert ptr[1] == 2
+    assert ptr[-1] == 4
+    assert list(zip(ss.tolist(), se.tolist(), strict=True)) == [
+        (5, 30), (10**12 - 50, 10**12), (7, 40), (10**12 - 9, 10**12)]
+    seg_task = np.array([0, 0, 10_000_000, 10_000_000], dtype=np.int64)
+    lo = np.array([10**12 - 40, 6, 10**12 - 9], dtype=np.int64)
+    hi = np.array([10**12, 30, 10**12], dtype=np.int64)
+    t = np.array([0, 0, 10_000_000], dtype=np.int64)
+    assert check_segments(t, lo, hi, seg_task, ss, se, 10**12 + 1) is None
+    assert check_segments(t, lo - 41, hi, seg_task, ss, se, 10**12 + 1) == 0
+
+
+@given(st.integers(7, 300), st.integers(7, 300), st.sampled_from([2, 3, 5]), st.booleans(),
+       windows, st.sampled_from(["all", "q", "k"]))
+def test_sparse_segments_equal_the_bitmap(n: int, kv: int, q: int, causal: bool, window,
+                                          which: str) -> None:
+    from cqs_design.plans.intervals import _bitmap_segments, _sparse_cell_segments
+
+    if min(n, kv) < q * q + q + 1:
+        return
+    plan = make_plan(n, kv_len=kv, design=q, causal=causal, window=window)
+    a = plan._a
+    dense = _bitmap_segments(a, len(plan), which)
+    if dense is None:
+        return
+    parts = ([("q0", "q1")] if which == "q" else [("k0", "k1")] if which == "k" else
+             [("q0", "q1"), ("k0", "k1")])
+    sparse = _sparse_cell_segments(a, len(plan), parts, a["kb"] if which == "k" else a["qb"])
+    for x, y in zip(dense, sparse, strict=True):
+        assert x.tolist() == y.tolist()
