@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cqs_design._plan_mask import Mask
+from cqs_design.plans.mask import Mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from cqs_design.plans import Plan
@@ -147,16 +147,26 @@ def plot_coverage(plan: Plan, path: str | Path | None = None, *, ax: Any = None,
         fig = ax.figure
     ax.imshow(owner + 1, cmap=cmap, vmin=0, vmax=n, interpolation="nearest",
               extent=(0, plan.kv_len, plan.seq_len, 0))
-    if grid:
-        v = plan.design.v
-        for c in range(1, v):
-            ax.axhline(c * plan.seq_len // v, color="k", lw=0.3, alpha=0.4)
-            ax.axvline(c * plan.kv_len // v, color="k", lw=0.3, alpha=0.4)
+    if grid:  # level-one chunk (or block) boundaries
+        if plan.design is not None:
+            v = plan.design.v
+            rows = [c * plan.seq_len // v for c in range(1, v)]
+            cols = [c * plan.kv_len // v for c in range(1, v)]
+        else:
+            rows = list(range(plan.block_q, plan.seq_len, plan.block_q))
+            cols = list(range(plan.block_kv, plan.kv_len, plan.block_kv))
+        for y in rows:
+            ax.axhline(y, color="k", lw=0.3, alpha=0.4)
+        for x in cols:
+            ax.axvline(x, color="k", lw=0.3, alpha=0.4)
     if title is None:
         extra = " causal" if plan.causal else ""
         extra += f" window={plan.window}" if plan.window is not None else ""
-        title = (f"CQS plan: L={plan.seq_len}, v={plan.design.v}, k={plan.design.k}, "
-                 f"levels={plan.levels}{extra}, {len(plan)} tasks")
+        how = (f"CQS plan: L={plan.seq_len}, v={plan.design.v}, k={plan.design.k}"
+               if plan.design is not None else
+               f"{plan.schedule} plan: L={plan.seq_len}, blocks {plan.block_q} x "
+               f"{plan.block_kv}")
+        title = f"{how}, levels={plan.levels}{extra}, {len(plan)} tasks"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("key token")
     ax.set_ylabel("query token")

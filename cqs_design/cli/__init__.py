@@ -46,7 +46,10 @@ def emit(payload: Any, *, as_json: bool, text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cqs-design", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="cqs-design",
+                     description="Cyclic difference sets, Singer designs, quorum sets and "
+                     "decomposition plans (cqs_design). Exit codes: 0 ok, 1 a negative answer, "
+                     "2 bad usage.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in _GROUPS:

@@ -137,7 +137,7 @@ def test_large_block_plans_validate(n: int, kv: int, schedule: str, causal: bool
     block_q, block_kv = max(1, n // 300), max(1, kv // 300)
     plan = make_plan(n, kv_len=kv, schedule=schedule, block_q=block_q, block_kv=block_kv,
                      causal=causal, window=window).validate()
-    from cqs_design._plan_mask import Mask
+    from cqs_design.plans.mask import Mask
 
     left, right = window if window is not None else (None, None)
     s = plan.stats()

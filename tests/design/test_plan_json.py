@@ -139,6 +139,52 @@ def test_bad_json_text(text: str | bytes, match: str) -> None:
         Plan.from_json(text)
 
 
+HUGE = 10**23  # beyond int64: must be a PlanError naming the field, never an OverflowError
+
+HUGE_FIELDS = [
+    ("seq_len", r"seq_len: must be <= 1099511627776"),
+    ("kv_len", r"kv_len: must be <= 1099511627776"),
+    ("levels", r"levels: must be <= \d+"),
+    ("window.0", r"window\[0\]: must be <= \d+"),
+    ("window.1", r"window\[1\]: must be <= \d+"),
+    ("design.v", r"design.v: must be <= 16777216"),
+    ("design.elements.1", r"design.elements\[1\]: must be <= 6"),
+    ("tasks.0.id", r"tasks\[0\]\.id: must be <= \d+"),
+    ("tasks.0.level", r"tasks\[0\]\.level: must be <= 1"),
+    ("tasks.0.segments.0.1", r"tasks\[0\]\.segments\[0\]\[1\]: must be <= 28"),
+    ("tasks.0.rectangles.0.k_end", r"rectangles\[0\]\.k_end: must be <= 28"),
+]
+
+
+@pytest.mark.parametrize(("path", "match"), HUGE_FIELDS, ids=[f[0] for f in HUGE_FIELDS])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_integers_beyond_int64_are_plan_errors(path: str, match: str, sign: int) -> None:
+    d = copy.deepcopy(_base())
+    _set(path, sign * HUGE)(d)
+    text = json.dumps(d)
+    if sign < 0:
+        match = r"must be >= -?\d+"
+    with pytest.raises(PlanError, match=match):
+        Plan.from_json(text)
+    with pytest.raises(PlanError, match=match):
+        Plan.from_dict(d)
+
+
+def test_block_sizes_beyond_int64_are_plan_errors() -> None:
+    d = make_plan(30, schedule="query_blocks", block_q=7, block_kv=9).to_dict()
+    d["block_q"] = HUGE
+    with pytest.raises(PlanError, match="block_q: must be <= 1099511627776"):
+        Plan.from_dict(d)
+
+
+def test_make_plan_huge_integers_are_plan_errors() -> None:
+    for kwargs in ({"kv_len": HUGE}, {"window": (HUGE, 0)}, {"window": (0, HUGE)}):
+        with pytest.raises(PlanError, match="must be an integer in"):
+            make_plan(100, **kwargs)
+    with pytest.raises(PlanError, match="seq_len must be an integer in"):
+        make_plan(HUGE)
+
+
 def test_cover_is_checked_on_load() -> None:
     d = _base()
     d["tasks"][0]["rectangles"].pop()

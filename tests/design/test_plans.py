@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cqs_design import DifferenceSet, singer_difference_set
-from cqs_design._plan_build import level_one, owner_table
-from cqs_design._plan_check import check_cover
-from cqs_design._plan_mask import Mask
 from cqs_design.coverage import allowed_matrix, cover_counts, owner_matrix
 from cqs_design.plans import Plan, PlanError, make_plan
+from cqs_design.plans.build import level_one, owner_table
+from cqs_design.plans.check import check_cover
+from cqs_design.plans.mask import Mask
 from cqs_design.strategies import difference_sets, plans
 
 # --- the design itself --------------------------------------------------------------------
@@ -259,16 +259,17 @@ def test_too_short_names_largest_usable_design() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "exc", "match"), [
-    ({"seq_len": 0}, PlanError, "seq_len must be >= 1"),
+    ({"seq_len": 0}, PlanError, r"seq_len must be an integer in \[1, \d+\], got 0"),
     ({"seq_len": 10.0}, TypeError, "seq_len must be an integer"),
     ({"seq_len": True}, TypeError, "seq_len must be an integer"),
     ({"seq_len": 50, "design": 6}, PlanError, "design=6 is not a prime power"),
     ({"seq_len": 50, "design": DifferenceSet(7, [0, 1, 2])}, PlanError, "not a cyclic"),
-    ({"seq_len": 50, "levels": 0}, PlanError, "levels must be >= 1"),
+    ({"seq_len": 50, "levels": 0}, PlanError, "levels must be an integer >= 1"),
     ({"seq_len": 50, "window": (1, 2, 3)}, PlanError, "window must be None or a pair"),
-    ({"seq_len": 50, "window": (-1, 2)}, PlanError, "window left must be >= 0"),
+    ({"seq_len": 50, "window": (-1, 2)}, PlanError,
+     r"window left must be an integer in \[0, \d+\], got -1"),
     ({"seq_len": 50, "causal": "yes"}, TypeError, "causal must be a bool"),
-    ({"seq_len": 50, "max_task_tokens": 0}, PlanError, "max_task_tokens must be >= 1"),
+    ({"seq_len": 50, "max_task_tokens": 0}, PlanError, "max_task_tokens must be an integer >= 1"),
     ({"seq_len": 10**6, "max_task_tokens": 10}, PlanError, "max_task_tokens=10 is too small"),
     ({"seq_len": 30, "design": 2, "levels": 3}, PlanError, "task .* tokens=.* shorter"),
 ])

@@ -26,19 +26,22 @@ from typing import Literal
 
 import numpy as np
 
-from cqs_design._plan_mask import Mask
+from cqs_design.plans.mask import Mask
 
 __all__ = [
     "MAX_BLOCKS",
     "MAX_RECTANGLES",
+    "TooManyPieces",
     "block_bounds",
     "block_rectangles",
     "chunk_bounds",
+    "count_level_one",
     "index_dtype",
     "level_one",
     "mask_runs",
     "owner_table",
     "subdivide",
+    "subdivide_count",
 ]
 
 _I64 = np.int64
@@ -50,10 +53,15 @@ MAX_RECTANGLES = 1 << 30
 def chunk_bounds(n: int, v: int) -> np.ndarray:
     """Boundaries of ``v`` chunks of ``n`` tokens whose sizes differ by at most one.
 
+    Exact ``c * n // v`` without forming ``c * n`` (which overflows int64 past ``2**63``).
+
     >>> chunk_bounds(10, 3).tolist()
     [0, 3, 6, 10]
+    >>> int(chunk_bounds(10**12, 16_000_000)[-2]) == (16_000_000 - 1) * 10**12 // 16_000_000
+    True
     """
-    return (np.arange(v + 1, dtype=_I64) * n) // v
+    c = np.arange(v + 1, dtype=_I64)
+    return c * (n // v) + (c * (n % v)) // v
 
 
 def index_dtype(n: int) -> type[np.signedinteger]:
@@ -159,6 +167,17 @@ def block_rectangles(mask: Mask, block_q: int, block_kv: int,
             "kind": kind, "task": task, "present": present}
 
 
+def count_level_one(mask: Mask, v: int) -> int:
+    """Rectangles of one CQS level with ``v`` chunks under ``mask`` (exact; time and memory
+    about ``v``, nothing is built).
+
+    >>> count_level_one(Mask(100, 100), 7), count_level_one(Mask(100, 100, causal=True), 7)
+    (49, 28)
+    """
+    _b_lo, cnt = mask_runs(mask, chunk_bounds(mask.seq_len, v), chunk_bounds(mask.kv_len, v))
+    return int(cnt.sum())
+
+
 def level_one(mask: Mask, v: int, elements: Sequence[int], block: int = 1 << 22
               ) -> dict[str, np.ndarray]:
     """All rectangles of one CQS level over the whole matrix, in index form, row-major sorted.
@@ -240,6 +259,51 @@ def _seg_tables(ptr: np.ndarray, s: np.ndarray, e: np.ndarray, width: int
     return seg_task * width + s, loff, total
 
 
+def _sub_grid(mask: Mask, rects: dict[str, np.ndarray],
+              qseg: tuple[np.ndarray, np.ndarray, np.ndarray],
+              kseg: tuple[np.ndarray, np.ndarray, np.ndarray], v2: int) -> dict[str, np.ndarray]:
+    """Task-local coordinates of each parent rectangle and the sub-chunks it spans."""
+    width = max(mask.seq_len, mask.kv_len) + 1
+    qks, qloff, tq = _seg_tables(*qseg, width)
+    kks, kloff, tk = _seg_tables(*kseg, width)
+    biggest = max(int(tq.max(initial=0)), int(tk.max(initial=0))) + 1
+    if biggest * v2 >= 1 << 62 or (len(tq) + 1) * width >= 1 << 62:
+        raise ValueError(f"cannot divide tasks of up to {biggest - 1} tokens into v={v2} "
+                         "sub-chunks within 64-bit arithmetic; use a smaller design")
+    task = rects["task"].astype(_I64)
+    qs, qe, ks, ke = (rects[n].astype(_I64) for n in ("qs", "qe", "ks", "ke"))
+    lq0 = _local(qks, qseg[1], qloff, task, qs, width)
+    lk0 = _local(kks, kseg[1], kloff, task, ks, width)
+    lq1 = lq0 + (qe - qs)
+    lk1 = lk0 + (ke - ks)
+    tq_r, tk_r = tq[task], tk[task]
+    s0 = ((lq0 + 1) * v2 - 1) // tq_r
+    t0 = ((lk0 + 1) * v2 - 1) // tk_r
+    ns = (lq1 * v2 - 1) // tq_r - s0 + 1
+    nt = (lk1 * v2 - 1) // tk_r - t0 + 1
+    return {"task": task, "qs": qs, "ks": ks, "lq0": lq0, "lk0": lk0, "lq1": lq1, "lk1": lk1,
+            "tq_r": tq_r, "tk_r": tk_r, "s0": s0, "t0": t0, "ns": ns, "nt": nt}
+
+
+def subdivide_count(mask: Mask, rects: dict[str, np.ndarray],
+                    qseg: tuple[np.ndarray, np.ndarray, np.ndarray],
+                    kseg: tuple[np.ndarray, np.ndarray, np.ndarray], v2: int) -> int:
+    """Pieces :func:`subdivide` would create with a ``v2``-chunk design, before the mask drops
+    any (an exact upper bound on its result, computed without building it)."""
+    g = _sub_grid(mask, rects, qseg, kseg, v2)
+    return int((g["ns"] * g["nt"]).sum())
+
+
+class TooManyPieces(ValueError):
+    """:func:`subdivide` would create more than ``max_pieces`` pieces (nothing was built)."""
+
+    def __init__(self, pieces: int, limit: int) -> None:
+        super().__init__(f"this division would create {pieces} rectangles, more than the "
+                         f"limit of {limit}")
+        self.pieces = pieces
+        self.limit = limit
+
+
 def subdivide(
     mask: Mask,
     rects: dict[str, np.ndarray],
@@ -247,6 +311,7 @@ def subdivide(
     kseg: tuple[np.ndarray, np.ndarray, np.ndarray],
     v2: int,
     elements2: Sequence[int],
+    max_pieces: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Apply CQS Divide with a ``(v2, k2, 1)`` design inside tasks, inheriting ownership.
 
@@ -257,23 +322,18 @@ def subdivide(
     parent rectangle is cut along the sub-chunk boundaries and each piece goes to the owner of
     its sub-chunk pair, so the pieces tile exactly what the parent owned.  Pieces the mask
     empties are dropped.  Returns the pieces with ``task`` (parent index) and ``sub`` (0..v2-1).
+    Raises :class:`TooManyPieces` before allocating anything when the pieces would exceed
+    ``max_pieces``.
     """
-    width = max(mask.seq_len, mask.kv_len) + 1
-    qks, qloff, tq = _seg_tables(*qseg, width)
-    kks, kloff, tk = _seg_tables(*kseg, width)
-    task = rects["task"].astype(_I64)
-    qs, qe, ks, ke = (rects[n].astype(_I64) for n in ("qs", "qe", "ks", "ke"))
-    lq0 = _local(qks, qseg[1], qloff, task, qs, width)
-    lk0 = _local(kks, kseg[1], kloff, task, ks, width)
-    lq1 = lq0 + (qe - qs)
-    lk1 = lk0 + (ke - ks)
-    tq_r, tk_r = tq[task], tk[task]
-    s0 = ((lq0 + 1) * v2 - 1) // tq_r
-    s1 = (lq1 * v2 - 1) // tq_r
-    t0 = ((lk0 + 1) * v2 - 1) // tk_r
-    t1 = (lk1 * v2 - 1) // tk_r
-    ns, nt = s1 - s0 + 1, t1 - t0 + 1
+    g = _sub_grid(mask, rects, qseg, kseg, v2)
+    task, qs, ks = g["task"], g["qs"], g["ks"]
+    lq0, lk0, lq1, lk1 = g["lq0"], g["lk0"], g["lq1"], g["lk1"]
+    tq_r, tk_r, s0, t0, ns, nt = g["tq_r"], g["tk_r"], g["s0"], g["t0"], g["ns"], g["nt"]
     rep = ns * nt
+    if max_pieces is not None:
+        total = int(rep.sum())
+        if total > max_pieces:
+            raise TooManyPieces(total, max_pieces)
     idx = np.repeat(np.arange(len(qs), dtype=_I64), rep)
     within = np.arange(len(idx), dtype=_I64) - np.repeat(np.cumsum(rep) - rep, rep)
     s = s0[idx] + within // nt[idx]

@@ -1,4 +1,5 @@
-"""Loading plans from untrusted JSON: plain ``json`` parsing, every field checked, then the cover.
+"""Plans as JSON: writing them, and loading untrusted JSON (plain ``json`` parsing, every field
+checked, then the cover).
 
 Nothing is ever executed or imported on behalf of the input.  Each rejected field is named by
 its path, e.g. ``tasks[3].rectangles[0].q_end``.
@@ -17,16 +18,21 @@ from typing import Any
 import numpy as np
 
 from cqs_design.difference_sets import DifferenceSet
+from cqs_design.plans.design import MAX_CHUNKS, MAX_TOKENS, PlanError
 
-__all__ = ["loads", "plan_from_dict"]
+__all__ = ["MAX_INT", "SCHEMA", "loads", "plan_from_dict", "plan_to_dict"]
+
+#: Version of the JSON schema written by :meth:`Plan.to_json` (schema 1 files still load).
+SCHEMA = 2
+
+#: Largest integer accepted anywhere in plan JSON (lengths: ``MAX_TOKENS``).
+MAX_INT = (1 << 62) - 1
 
 _I64 = np.int64
 _SCHEDULES = ("cqs", "query_blocks", "kv_blocks")
 
 
 def _error(msg: str) -> Exception:
-    from cqs_design.plans import PlanError
-
     return PlanError(msg)
 
 
@@ -61,8 +67,11 @@ def loads(text: str | bytes) -> Any:
 
 
 def _int(x: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``x`` checked to be an integer in ``[lo, hi]``; ``hi`` is at most :data:`MAX_INT`, so
+    every accepted value fits the int64 arrays a plan is made of."""
     if isinstance(x, bool) or not isinstance(x, int):
         raise _error(f"{path}: must be an integer, got {x!r}")
+    hi = MAX_INT if hi is None else min(hi, MAX_INT)
     if lo is not None and x < lo:
         raise _error(f"{path}: must be >= {lo}, got {x}")
     if hi is not None and x > hi:
@@ -82,6 +91,28 @@ def _list(x: Any, path: str) -> list[Any]:
     return x
 
 
+def plan_to_dict(plan: Any) -> dict[str, Any]:
+    """A :class:`~cqs_design.plans.Plan` as plain JSON-ready data (schema in ``docs/plans.md``)."""
+    tasks = []
+    for t in plan.tasks:
+        tasks.append({
+            "id": t.id, "level": t.level,
+            "segments": [[s, e] for s, e in t.segments],
+            "rectangles": [{"q_start": r.q_start, "q_end": r.q_end, "k_start": r.k_start,
+                            "k_end": r.k_end, "kind": r.kind} for r in t.rectangles],
+        })
+    design = (None if plan.design is None else
+              {"v": plan.design.v, "elements": list(plan.design.elements)})
+    return {
+        "schema": SCHEMA, "seq_len": plan.seq_len, "kv_len": plan.kv_len,
+        "causal": plan.causal,
+        "window": None if plan.window is None else list(plan.window),
+        "levels": plan.levels, "chosen_because": plan.chosen_because,
+        "schedule": plan.schedule, "block_q": plan.block_q, "block_kv": plan.block_kv,
+        "design": design, "tasks": tasks,
+    }
+
+
 def plan_from_dict(cls: Any, data: Any) -> Any:
     """Check every field of plan data (see ``docs/plans.md``), build the plan, validate it."""
     if not isinstance(data, dict):
@@ -96,8 +127,8 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
                      f"{schedule!r}")
     if schema == 1 and schedule != "cqs":
         raise _error(f"schedule: schema 1 knows only 'cqs', got {schedule!r}")
-    seq_len = _int(_get(data, "seq_len", ""), "seq_len", 1)
-    kv_len = _int(data.get("kv_len", seq_len), "kv_len", 1)
+    seq_len = _int(_get(data, "seq_len", ""), "seq_len", 1, MAX_TOKENS)
+    kv_len = _int(data.get("kv_len", seq_len), "kv_len", 1, MAX_TOKENS)
     causal = _get(data, "causal", "")
     if not isinstance(causal, bool):
         raise _error(f"causal: must be true or false, got {causal!r}")
@@ -122,7 +153,7 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
                 raise _error(f"{key}: must be null for schedule 'cqs', got {val!r}")
             blocks[key] = None
         else:
-            blocks[key] = _int(_get(data, key, ""), key, 1)
+            blocks[key] = _int(_get(data, key, ""), key, 1, MAX_TOKENS)
     if schedule != "cqs":
         design = data.get("design")
         if design is not None:
@@ -132,7 +163,7 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
     design = _get(data, "design", "")
     if not isinstance(design, dict):
         raise _error(f"design: must be an object with v and elements, got {design!r}")
-    v = _int(_get(design, "v", "design."), "design.v", 2)
+    v = _int(_get(design, "v", "design."), "design.v", 2, MAX_CHUNKS)
     elements = _list(_get(design, "elements", "design."), "design.elements")
     for i, e in enumerate(elements):
         _int(e, f"design.elements[{i}]", 0, v - 1)

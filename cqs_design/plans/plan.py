@@ -41,52 +41,61 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cqs_design._plan_build import block_rectangles, index_dtype, level_one, subdivide
-from cqs_design._plan_check import (
+from cqs_design.difference_sets import DifferenceSet
+from cqs_design.plans.build import (
+    TooManyPieces,
+    block_rectangles,
+    index_dtype,
+    level_one,
+    subdivide,
+    subdivide_count,
+)
+from cqs_design.plans.check import (
     CoverProblem,
     _blocks,
     check_cover,
     check_rectangles,
     check_segments,
 )
-from cqs_design._plan_design import (
+from cqs_design.plans.design import (
+    MAX_REFINED_RECTANGLES,
+    MAX_TOKENS,
     PlanError,
-    _check_int,
     _check_window,
     _choose_design,
+    _prime_powers,
     _resolve_design,
-    _singer,  # noqa: F401  (re-exported: cqs_design.strategies uses it)
     _too_short,
-    largest_usable_q,
+    check_size,
+    plan_int,
 )
-from cqs_design._plan_intervals import (
+from cqs_design.plans.intervals import (
     _bitmap_segments,
     _merge_intervals,
     _per_task,
     _unique_intervals,
     causal_pairs,
+    design_segments,
+    exact_sum,
+    exact_sum_products,
+    sorted_unique,
 )
-from cqs_design._plan_mask import Mask
-from cqs_design.difference_sets import DifferenceSet
+from cqs_design.plans.mask import Mask
+from cqs_design.plans.serialize import loads, plan_from_dict, plan_to_dict
 
 __all__ = [
     "DEFAULT_MAX_TASK_TOKENS",
     "SCHEDULES",
     "Plan",
-    "PlanError",
     "PlanStats",
     "Rect",
     "Schedule",
     "Task",
-    "largest_usable_q",
     "make_plan",
 ]
 
 #: Task size aimed at when neither ``design`` nor ``max_task_tokens`` is given.
 DEFAULT_MAX_TASK_TOKENS = 16384
-
-#: Version of the JSON schema written by :meth:`Plan.to_json` (schema 1 files still load).
-SCHEMA = 2
 
 #: What :func:`make_plan` can build: CQS tasks, or query-stationary / key/value-stationary blocks.
 Schedule = Literal["cqs", "query_blocks", "kv_blocks"]
@@ -255,8 +264,8 @@ class Plan:
                      ks: np.ndarray, ke: np.ndarray, kind: np.ndarray, task: np.ndarray,
                      ids: np.ndarray, level: np.ndarray,
                      segments: tuple[np.ndarray, ...] | None = None) -> Plan:
-        qb = np.unique(np.concatenate([[0, meta["seq_len"]], qs, qe]).astype(_I64))
-        kb = np.unique(np.concatenate([[0, meta["kv_len"]], ks, ke]).astype(_I64))
+        qb = sorted_unique(np.concatenate([[0, meta["seq_len"]], qs, qe]).astype(_I64))
+        kb = sorted_unique(np.concatenate([[0, meta["kv_len"]], ks, ke]).astype(_I64))
         it = index_dtype(max(len(qb), len(kb)))
         q0 = np.searchsorted(qb, qs).astype(it)
         k0 = np.searchsorted(kb, ks).astype(it)
@@ -336,6 +345,14 @@ class Plan:
 
     def _derived_segments(self, which: str) -> tuple[np.ndarray, ...]:
         a = self._a
+        mask = self._mask
+        if (which == "all" and self.schedule == "cqs" and self.levels == 1
+                and self.design is not None and self.seq_len == self.kv_len
+                and len(self) == self.design.v and mask.left is None and mask.right is None
+                and len(a["qb"]) == self.design.v + 1):
+            # one self-attention level, full or causal: every task uses all k of its chunks
+            # (causal keeps the lower of each off-diagonal pair), so the design gives them
+            return design_segments(np.asarray(self.design.elements), a["qb"])
         fast = _bitmap_segments(a, len(self), which)
         if fast is not None:
             return fast
@@ -400,7 +417,7 @@ class Plan:
     def validate(self) -> Plan:
         """Prove that the plan is an exact cover; return ``self`` or raise :class:`PlanError`.
 
-        Checks, all vectorised over rectangles (:mod:`cqs_design._plan_check`): every allowed
+        Checks, all vectorised over rectangles (:mod:`cqs_design.plans.check`): every allowed
         ``(i, j)`` lies in exactly one rectangle (else the error names the first uncovered or
         doubly covered position), "full" rectangles of a causal plan contain no masked position,
         "causal" rectangles occur only in causal plans, no rectangle lies entirely outside the
@@ -413,7 +430,7 @@ class Plan:
         a = self._a
         mask = self._mask
         n_tasks = len(self)
-        if len(np.unique(self._ids)) != n_tasks:
+        if len(sorted_unique(self._ids)) != n_tasks:
             raise PlanError("task ids are not unique")
         counts = np.bincount(a["task"], minlength=n_tasks) if n_tasks else np.zeros(0)
         if len(counts) > n_tasks:
@@ -491,17 +508,18 @@ class Plan:
             h = c["q_end"] - c["q_start"]
             w = c["k_end"] - c["k_start"]
             causal = c["kind"] == 1
-            computed += int((h[~causal] * w[~causal]).sum())
+            computed += exact_sum_products(h[~causal], w[~causal])
             if causal.any():
-                computed += int(causal_pairs(c["q_start"][causal], c["q_end"][causal],
-                                             c["k_start"][causal], c["k_end"][causal],
-                                             self.kv_len - self.seq_len).sum())
+                cols = [c[n][causal] for n in ("q_start", "q_end", "k_start", "k_end")]
+                if max(int(h[causal].max()), int(w[causal].max())) >= 1 << 30:
+                    cols = [x.astype(object) for x in cols]  # exact Python integers
+                computed += exact_sum(causal_pairs(*cols, self.kv_len - self.seq_len))
         return PlanStats(
             tasks=len(self), rectangles=self.num_rectangles,
             max_task_tokens=int(tok.max()) if len(tok) else 0,
             min_task_tokens=int(tok.min()) if len(tok) else 0,
             pairs_needed=self._mask.count(), pairs_computed=computed,
-            tokens_moved=int(tok.sum()), levels=self.levels)
+            tokens_moved=exact_sum(tok), levels=self.levels)
 
     # --- refinement ------------------------------------------------------------------------
     def refine(self, task_ids: Iterable[int] | None, design: DifferenceSet | int) -> Plan:
@@ -521,31 +539,14 @@ class Plan:
         if task_ids is None:
             sel_idx = np.arange(len(self))
         else:
-            sel_idx = np.array(sorted({self._index_of(_check_int(t, "task id"))
+            sel_idx = np.array(sorted({self._index_of(plan_int(t, "task id"))
                                        for t in task_ids}), dtype=_I64)
         return _refine(self, sel_idx, ds)
 
     # --- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain JSON-ready data (schema in ``docs/plans.md``)."""
-        tasks = []
-        for t in self.tasks:
-            tasks.append({
-                "id": t.id, "level": t.level,
-                "segments": [[s, e] for s, e in t.segments],
-                "rectangles": [{"q_start": r.q_start, "q_end": r.q_end, "k_start": r.k_start,
-                                "k_end": r.k_end, "kind": r.kind} for r in t.rectangles],
-            })
-        design = (None if self.design is None else
-                  {"v": self.design.v, "elements": list(self.design.elements)})
-        return {
-            "schema": SCHEMA, "seq_len": self.seq_len, "kv_len": self.kv_len,
-            "causal": self.causal,
-            "window": None if self.window is None else list(self.window),
-            "levels": self.levels, "chosen_because": self.chosen_because,
-            "schedule": self.schedule, "block_q": self.block_q, "block_kv": self.block_kv,
-            "design": design, "tasks": tasks,
-        }
+        return plan_to_dict(self)
 
     def to_json(self, *, indent: int | None = None) -> str:
         """:meth:`to_dict` as a JSON string.
@@ -558,15 +559,11 @@ class Plan:
     @classmethod
     def from_dict(cls, data: Any) -> Plan:
         """Load and fully validate untrusted plan data (raises :class:`PlanError`)."""
-        from cqs_design._plan_json import plan_from_dict
-
         return plan_from_dict(cls, data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
         """Parse untrusted JSON (nothing is executed), check every field and the cover."""
-        from cqs_design._plan_json import loads
-
         return cls.from_dict(loads(text))
 
 
@@ -611,8 +608,12 @@ def make_plan(
     design : DifferenceSet or int or None
         ``"cqs"`` only.  A cyclic ``(v, k, 1)`` difference set, a prime power ``q`` (Singer
         design, ``v = q^2 + q + 1``), or None: the smallest Singer design whose tasks fit
-        ``max_task_tokens`` (default :data:`DEFAULT_MAX_TASK_TOKENS`); see
-        :attr:`Plan.chosen_because`.
+        ``max_task_tokens`` (default :data:`DEFAULT_MAX_TASK_TOKENS`) among those whose plan
+        stays under ``DEFAULT_MAX_RECTANGLES`` (2^25; ``DEFAULT_MAX_REFINED_RECTANGLES`` = 2^22
+        with ``levels > 1``).  When none does, the default takes the largest of those (coarser
+        tasks than asked), while an explicit ``max_task_tokens`` raises; see
+        :attr:`Plan.chosen_because`.  So ``make_plan(n)`` stays bounded for every ``n`` up to
+        ``MAX_TOKENS`` = 2^40.
     levels : int
         ``"cqs"`` only.  Levels of CQS Divide; level ``l > 1`` re-divides every task with
         ``sub_design``.
@@ -629,8 +630,11 @@ def make_plan(
     Raises
     ------
     PlanError
-        Bad values, CQS arguments with a block schedule, or a sequence shorter than the design
-        (the error names the largest usable design).
+        Bad values, CQS arguments with a block schedule, a sequence shorter than the design
+        (the error names the largest usable design), or a plan over the rectangle limits:
+        ``MAX_RECTANGLES`` for one level; ``MAX_REFINED_RECTANGLES`` for ``levels > 1``,
+        estimated before anything is built (the error names a design that fits) and checked
+        exactly before each level is built.
     TypeError
         Non-integer lengths.
 
@@ -649,9 +653,9 @@ def make_plan(
     >>> [(r.q_start, r.q_end, r.k_start, r.k_end, r.kind) for r in qb.task(1).rectangles]
     [(4, 8, 0, 5, 'full'), (4, 8, 5, 10, 'causal')]
     """
-    seq_len = _check_int(seq_len, "seq_len", 1)
-    kv_len = seq_len if kv_len is None else _check_int(kv_len, "kv_len", 1)
-    levels = _check_int(levels, "levels", 1)
+    seq_len = plan_int(seq_len, "seq_len", 1, MAX_TOKENS)
+    kv_len = seq_len if kv_len is None else plan_int(kv_len, "kv_len", 1, MAX_TOKENS)
+    levels = plan_int(levels, "levels", 1)
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {causal!r}")
     win = _check_window(window)
@@ -666,9 +670,9 @@ def make_plan(
             raise PlanError(f"{given[0]} applies to schedule='cqs' only, not to "
                             f"schedule={schedule!r} (its tasks are set by block_q and block_kv)")
         bq = (min(seq_len, DEFAULT_MAX_TASK_TOKENS) if block_q is None
-              else _check_int(block_q, "block_q", 1))
+              else plan_int(block_q, "block_q", 1))
         bk = (min(kv_len, DEFAULT_MAX_TASK_TOKENS) if block_kv is None
-              else _check_int(block_kv, "block_kv", 1))
+              else plan_int(block_kv, "block_kv", 1))
         return _block_plan(seq_len, kv_len, schedule, bq, bk, bool(causal), win,
                            given_q=block_q is not None, given_kv=block_kv is not None)
     for name, val in (("block_q", block_q), ("block_kv", block_kv)):
@@ -676,14 +680,22 @@ def make_plan(
             raise PlanError(f"{name} applies to the block schedules ('query_blocks', "
                             "'kv_blocks') only, not to schedule='cqs'")
     reason = ""
+    left, right = win if win is not None else (None, None)
+    mask = Mask(seq_len, kv_len, bool(causal), left, right)
+    sub = None if sub_design is None else _resolve_design(sub_design, "sub_design")
     if design is None:
         explicit = max_task_tokens is not None
         budget = (DEFAULT_MAX_TASK_TOKENS if max_task_tokens is None
-                  else _check_int(max_task_tokens, "max_task_tokens", 1))
-        ds, reason = _choose_design(seq_len, kv_len, budget, levels, explicit)
+                  else plan_int(max_task_tokens, "max_task_tokens", 1))
+        ds, reason = _choose_design(seq_len, kv_len, budget, levels, explicit, mask,
+                                    None if sub is None else (sub.v, sub.k))
     else:
         ds = _resolve_design(design, "design")
-    sub = ds if sub_design is None else _resolve_design(sub_design, "sub_design")
+    sub = ds if sub is None else sub
+    for what, n in (("seq_len", seq_len), ("kv_len", kv_len)):
+        if n < ds.v:
+            raise _too_short(what, n, ds.v)
+    check_size(mask, ds, levels, sub)
     return _make_plan(seq_len, kv_len, ds, levels, bool(causal), win, sub, reason)
 
 
@@ -712,9 +724,6 @@ def _block_plan(seq_len: int, kv_len: int, schedule: str, block_q: int, block_kv
 def _make_plan(seq_len: int, kv_len: int, ds: DifferenceSet, levels: int, causal: bool,
                window: tuple[int | None, int | None] | None, sub: DifferenceSet,
                reason: str) -> Plan:
-    for what, n in (("seq_len", seq_len), ("kv_len", kv_len)):
-        if n < ds.v:
-            raise _too_short(what, n, ds.v)
     left, right = window if window is not None else (None, None)
     mask = Mask(seq_len, kv_len, causal, left, right)
     try:
@@ -734,6 +743,20 @@ def _make_plan(seq_len: int, kv_len: int, ds: DifferenceSet, levels: int, causal
     return plan
 
 
+def _refine_hint(plan: Plan, rects: dict[str, np.ndarray], qseg: tuple[np.ndarray, ...],
+                 kseg: tuple[np.ndarray, ...], limit: int) -> str:
+    """Name the largest Singer design whose refinement stays within ``limit`` pieces."""
+    best = None
+    for q in _prime_powers():
+        v = q * q + q + 1
+        if subdivide_count(plan._mask, rects, qseg, kseg, v) > limit:
+            break
+        best = q
+    if best is None:
+        return "refine fewer tasks"
+    return f"use design={best} (v={best * best + best + 1}) or refine fewer tasks"
+
+
 def _refine(plan: Plan, sel_idx: np.ndarray, ds: DifferenceSet, renumber: bool = False
             ) -> Plan:
     n = len(plan)
@@ -751,10 +774,19 @@ def _refine(plan: Plan, sel_idx: np.ndarray, ds: DifferenceSet, renumber: bool =
     in_sel = selected[c["task"]]
     rects = {"qs": c["q_start"][in_sel], "qe": c["q_end"][in_sel], "ks": c["k_start"][in_sel],
              "ke": c["k_end"][in_sel], "kind": c["kind"][in_sel], "task": c["task"][in_sel]}
-    pieces = subdivide(plan._mask, rects, qseg, kseg, ds.v, ds.elements)
+    try:
+        pieces = subdivide(plan._mask, rects, qseg, kseg, ds.v, ds.elements,
+                           max_pieces=MAX_REFINED_RECTANGLES - int((~in_sel).sum()))
+    except TooManyPieces as exc:
+        hint = _refine_hint(plan, rects, qseg, kseg, exc.limit)
+        raise PlanError(f"refining with the v={ds.v} design would give {exc.pieces:,} new "
+                        f"rectangles, more than the {exc.limit:,} left under "
+                        f"MAX_REFINED_RECTANGLES={MAX_REFINED_RECTANGLES:,}; {hint}") from None
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
     # new task list: each task in order, selected ones replaced by their non-empty sub-tasks
     key_new = pieces["task"] * ds.v + pieces["sub"]
-    uniq = np.unique(key_new)
+    uniq = sorted_unique(key_new)
     parent_of = uniq // ds.v
     keep_old = np.flatnonzero(~selected)
     # order: by parent position, sub-tasks in sub order

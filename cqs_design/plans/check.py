@@ -15,7 +15,7 @@ The proof (:func:`check_cover`):
    maximum overlaps an earlier one (a doubly covered position); a piece starting after it leaves a
    gap, and so does the space after the last piece and a row cell without pieces.
 3. A gap is harmless only if the mask empties it for every row of the cell; that is one closed
-   form per gap (:meth:`cqs_design._plan_mask.Mask.first_hit`), which also names the first
+   form per gap (:meth:`cqs_design.plans.mask.Mask.first_hit`), which also names the first
    uncovered position.
 
 Everything is numpy over arrays of rectangles, gaps and row cells: time about the number of
@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from cqs_design._plan_mask import Mask
+from cqs_design.plans.mask import Mask
 
 __all__ = ["CoverProblem", "check_cover", "check_rectangles", "check_segments"]
 
@@ -304,13 +304,17 @@ def check_segments(
 ) -> int | None:
     """Index of the first interval ``[lo, hi)`` not inside one segment of its task, or ``None``.
 
-    Segments must be sorted by ``(seg_task, seg_s)``; ``width`` exceeds every coordinate, so
-    ``task * width + coordinate`` orders all segments on one line.
+    Segments must be sorted by ``(seg_task, seg_s)``; ``width`` exceeds every coordinate (kept
+    for the callers; the keys use coordinate ranks, so they never overflow).
     """
     if len(task) == 0:
         return None
-    key_s = seg_task.astype(_I64) * width + seg_s
-    key = task.astype(_I64) * width + lo
+    # task * W + rank(coordinate): the same order as task * width + coordinate, in int64
+    coords, rank = np.unique(np.concatenate([seg_s, lo]), return_inverse=True)
+    rank = rank.reshape(-1)
+    w = len(coords) + 1
+    key_s = seg_task.astype(_I64) * w + rank[:len(seg_s)]
+    key = task.astype(_I64) * w + rank[len(seg_s):]
     j = np.searchsorted(key_s, key, side="right") - 1
     jc = np.maximum(j, 0)
     ok = (j >= 0) & (seg_task[jc] == task) & (hi <= seg_e[jc])
