@@ -1,29 +1,9 @@
-"""Collectives and task assignment for attention over several processes.
+"""Collectives and task assignment behind :mod:`cqs_attention.distributed` (see its
+docstring): task weights and balanced shares, the options of a process-group call, the
+log-sum-exp merge across ranks and the sum of gradients.
 
-Each rank runs a share of the plan's tasks.
-
-CQS tasks are independent, so ``N`` ranks (GPUs, or CPU processes with gloo) split one
-attention without exchanging anything until the end:
-
-1. Every rank resolves the SAME plan (when the plan is chosen from a memory budget, from the
-   smallest budget of all ranks, so every task fits every rank) and checks with one collective
-   that all ranks agree on the plan and the input shapes.
-2. :func:`assign_tasks` gives each rank a disjoint set of tasks, balanced by the number of
-   (query, key) pairs each task computes (optionally weighted by a per-rank speed).
-3. Each rank runs its tasks with the ordinary executor into float32 accumulators
-   ``(out_r, lse_r)``.
-4. :func:`collective_merge_` merges in log-sum-exp space with two collectives:
-   ``m = all_reduce_MAX(lse_r)``, then ``all_reduce_SUM([out_r * w_r, w_r])`` with
-   ``w_r = exp(lse_r - m)``; ``out = num / den``, ``lse = m + log(den)``. Rows no rank can
-   attend stay ``out = 0``, ``lse = -inf``.
-
-Backward: every rank gets the global ``out``/``lse``, computes its tasks' exact partial
-``dq, dk, dv`` and one ``all_reduce_SUM`` adds them up.
-
->>> import torch
 >>> from cqs_design.plans import make_plan
->>> pairs = task_pairs(make_plan(70, design=2, causal=True))
->>> shares = assign_tasks(pairs, 2)
+>>> shares = assign_tasks(task_pairs(make_plan(70, design=2, causal=True)), 2)
 >>> sorted(int(i) for s in shares for i in s) == list(range(7))
 True
 """

@@ -143,29 +143,32 @@ class Driver:
     def _acquire(self, step: Step, queue: deque[Step]) -> tuple[Side, Side]:
         """The step's sides: reused, taken from the prefetch slot, or staged now."""
         later = list(queue)[1:]
-        if self.kv_side is None or self.kv_side.rows != step.kv_rows:
-            self._close(self.kv_side, self.kv_store,
-                        final_ok=not any(_overlaps(self.kv_side.rows, s.kv_rows)
-                                         for s in later) if self.kv_side else True)
-            self.kv_side = None
-            if self.kv_next is not None and self.kv_next.rows == step.kv_rows:
-                self.kv_side, self.kv_next = self.kv_next, None
-            else:
-                self._close(self.kv_next, self.kv_store, final_ok=False)
-                self.kv_next = None
-                self.kv_side = self._stage_kv(step.kv_rows)
-        if self.q_side is None or self.q_side.rows != step.q_rows:
-            self._close(self.q_side, self.q_store,
-                        final_ok=not any(_overlaps(self.q_side.rows, s.q_rows)
-                                         for s in later) if self.q_side else True)
-            self.q_side = None
-            if self.q_next is not None and self.q_next.rows == step.q_rows:
-                self.q_side, self.q_next = self.q_next, None
-            else:
-                self._close(self.q_next, self.q_store, final_ok=False)
-                self.q_next = None
-                self.q_side = self._stage_q(step.q_rows)
-        return self.q_side, self.kv_side
+        kv = self._side("kv", step.kv_rows, [s.kv_rows for s in later])
+        q = self._side("q", step.q_rows, [s.q_rows for s in later])
+        return q, kv
+
+    def _side(self, which: str, rows: tuple[Range, ...], later: list[tuple[Range, ...]]
+              ) -> Side:
+        """One side (``"q"`` or ``"kv"``) for ``rows``: the current one when its rows match;
+        else the current one is closed (finalising only rows no later step of this task
+        touches) and the prefetched one taken, or new rows staged."""
+        store = self.q_store if which == "q" else self.kv_store
+        stage = self._stage_q if which == "q" else self._stage_kv
+        cur: Side | None = getattr(self, f"{which}_side")
+        if cur is not None and cur.rows == rows:
+            return cur
+        if cur is not None:
+            self._close(cur, store, final_ok=not any(_overlaps(cur.rows, r) for r in later))
+        nxt: Side | None = getattr(self, f"{which}_next")
+        setattr(self, f"{which}_next", None)
+        if nxt is not None and nxt.rows == rows:
+            side = nxt
+        else:
+            self._close(nxt, store, final_ok=False)
+            setattr(self, f"{which}_side", None)
+            side = stage(rows)
+        setattr(self, f"{which}_side", side)
+        return side
 
     def _prefetch(self, nxt: Step | None) -> None:
         """Stage the next step's sides now when they differ from the current ones and their
