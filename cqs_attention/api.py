@@ -227,7 +227,7 @@ def plan_run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, spec: Any, pl
                   causal=spec.causal, window=spec.window, band_only=band_only,
                   masked=not spec.is_empty_spec, plan=plan, kernel=kernel, model=model,
                   allow_whole_call=dist_opts is None,
-                  min_tasks=1 if dist_opts is None else dist_opts.world_size)
+                  min_tasks=1 if dist_opts is None else 4 * dist_opts.world_size)
 
 
 def attention(

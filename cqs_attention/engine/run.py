@@ -95,9 +95,14 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
     if ctx.streamed or ctx.device.type != "cuda" or choice.accumulators != "none":
         _peak_start(ctx)
     if choice.accumulators == "none" and not full:
-        call = choice.call
+        # the classified call is cached on the (shared) choice only for band masks, which the
+        # choice's cache key determines; document ids and mask_mod change it call by call
+        band = ctx.spec.q_doc is None and ctx.spec.mask_mod is None
+        call = choice.call if band else None
         if call is None:
-            call = choice.call = _single_call(rects, ctx, lq, lk)
+            call = _single_call(rects, ctx, lq, lk)
+            if band:
+                choice.call = call
         if call is not None:
             try:
                 res = _whole_forward(q, k, v, call, tr, comp, ctx, out_target)

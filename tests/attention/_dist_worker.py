@@ -75,9 +75,10 @@ def main(rank: int, world: int, port: int, out_dir: str) -> None:
     out = distributed.attention(q, k, v, causal=True, memory_budget=budget,
                                 rank_weight=float(rank + 1))
     stats = last_run_stats()
-    res["hetero"] = {"out": out, "tasks": stats.tasks, "design_v": stats.design_v}
+    res["hetero"] = {"out": out, "tasks": stats.tasks, "plan": repr(stats.plan),
+                     "footprint": stats.task_bytes_estimate}
     attention(q, k, v, causal=True, memory_budget=budget)  # this rank alone, its own budget
-    res["hetero_alone_v"] = last_run_stats().design_v
+    res["hetero_alone_plan"] = repr(last_run_stats().plan)
     # ranks disagreeing on the plan: every rank gets PlanMismatchError
     try:
         distributed.attention(q, k, v, causal=True,
@@ -85,6 +86,39 @@ def main(rank: int, world: int, port: int, out_dir: str) -> None:
         res["mismatch"] = "no error"
     except PlanMismatchError as exc:
         res["mismatch"] = str(exc)
+    # the engine's modes on every rank: streamed through the CPU shim with home accumulators,
+    # out-of-memory errors injected, a crash after two committed tasks, then resume
+    from cqs_attention.testing import fail_calls, force_placement, task_hook
+
+    q, k, v, dout = (t.double() for t in cases()["causal_gqa"]["qkv"])
+    kw = {"causal": True, "plan": make_plan(97, design=3, causal=True),
+          "device": torch.device("cpu", 0), "memory_budget": 1 << 22}
+    ck = os.path.join(out_dir, "ck")
+
+    class Crash(BaseException):
+        pass
+
+    seen: set[int] = set()
+
+    def crash(tid: int, attempt: int) -> None:
+        seen.add(tid)
+        if len(seen) > 2:
+            raise Crash
+
+    try:
+        with force_placement("host"), fail_calls({1, 3}), task_hook(crash):
+            distributed.attention(q, k, v, checkpoint_dir=ck, checkpoint_interval=1, **kw)
+        res["crashed"] = False
+    except Crash:
+        res["crashed"] = True
+    with force_placement("host"), fail_calls({0, 2}):
+        out, lse = distributed.attention(q, k, v, checkpoint_dir=ck, return_lse=True, **kw)
+    res["streamed_ckpt"] = {"out": out, "lse": lse}
+    qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+    with force_placement("host"), fail_calls({1, 4}):
+        o = distributed.attention(qg, kg, vg, **kw)
+        o.backward(dout)
+    res["streamed_bwd"] = {"out": o.detach(), "dq": qg.grad, "dk": kg.grad, "dv": vg.grad}
     torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 

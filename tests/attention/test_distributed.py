@@ -129,11 +129,11 @@ def test_dst_only_on_destination(ranks):
 def test_heterogeneous_budgets_share_the_smallest_budget_plan(ranks):
     q, k, v, _ = worker.cases()["causal_gqa"]["qkv"]
     ref, _ = reference_attention(q.double(), k.double(), v.double(), causal=True)
-    designs = {res["hetero"]["design_v"] for res in ranks}
-    # every rank runs the plan rank 0 (the smallest budget) would pick alone ...
-    assert designs == {ranks[0]["hetero_alone_v"]}
+    # every rank runs the same plan, chosen under the smallest budget (rank 0's) ...
+    assert len({res["hetero"]["plan"] for res in ranks}) == 1
+    assert all(res["hetero"]["footprint"] <= 150_000 for res in ranks)
     # ... which is not what the rank with the largest budget would pick alone
-    assert ranks[-1]["hetero_alone_v"] != ranks[0]["hetero_alone_v"]
+    assert ranks[-1]["hetero_alone_plan"] != ranks[0]["hetero"]["plan"]
     for res in ranks:
         assert _rel(res["hetero"]["out"], ref) <= 1e-5
     # rank_weight = rank + 1: the faster ranks take more tasks
@@ -208,3 +208,22 @@ def test_bad_arguments_are_refused_before_work():
         attention(q, q, q, process_group=object())
     with pytest.raises(AttentionInputError, match=r"torch\.distributed initialised"):
         distributed_options(None, 0)
+
+
+def test_streamed_checkpointed_oom_injected_ranks_are_exact(ranks):
+    """Every rank streams through the CPU shim with home accumulators, survives injected
+    out-of-memory errors, crashes after two commits, resumes from its journal; the merged
+    result and the distributed backward equal the float64 reference."""
+    q, k, v, dout = (t.double() for t in worker.cases()["causal_gqa"]["qkv"])
+    qr, kr, vr = (t.clone().requires_grad_(True) for t in (q, k, v))
+    ref, ref_lse = reference_attention(qr, kr, vr, causal=True)
+    ref.backward(dout)
+    for res in ranks:
+        assert res["crashed"]
+        got = res["streamed_ckpt"]
+        assert _rel(got["out"], ref) <= 1e-10
+        assert (got["lse"] - ref_lse).abs().max() <= 1e-9
+        b = res["streamed_bwd"]
+        assert _rel(b["out"], ref) <= 1e-10
+        for name, want in (("dq", qr.grad), ("dk", kr.grad), ("dv", vr.grad)):
+            assert _rel(b[name], want) <= 1e-10, name

@@ -479,3 +479,43 @@ def test_numpy_inputs_out_of_core_and_memmap_output(tmp_path):
     ref, _ = reference_attention(q.double(), k.double(), v.double(), causal=True)
     assert float((torch.from_numpy(np.asarray(out)).double() - ref).norm() / ref.norm()) < 1e-5
     assert res is not None
+
+
+# -- issue 14: clear errors from the Python API ----------------------------------------------
+def test_memory_budget_accepts_the_same_forms_as_the_module():
+    q = torch.randn(1, 1, 64, 8, dtype=torch.float64)
+    attention(q, q, q, memory_budget="2GiB", device=SHIM)
+    assert last_run_stats().memory_budget == 2 << 30
+    with pytest.raises(MemoryBudgetError, match="not a size"):
+        attention(q, q, q, memory_budget="lots")
+
+
+def test_unusable_checkpoint_dir_is_a_checkpoint_error(tmp_path):
+    from cqs_attention import CheckpointError
+
+    q = torch.randn(1, 1, 21, 4, dtype=torch.float64)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CheckpointError, match="cannot be used"):
+        attention(q, q, q, plan=2, checkpoint_dir=blocker / "sub")
+
+
+def test_merge_partials_names_mismatched_shapes():
+    a, la = torch.zeros(1, 1, 3, 2), torch.zeros(1, 1, 3)
+    with pytest.raises(ValueError, match="shapes differ"):
+        merge_partials(a, la, torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4))
+
+
+def test_cached_plans_never_reuse_another_calls_mask():
+    """Two calls with the same shapes and different mask_mods / document ids (the planner's
+    choice is cached by signature; the masks must not be)."""
+    q, k, v = _qkv(1, 1, 1, 3, lk=2, seed=0)
+    for mod in (lambda b, h, i, j: j <= i, lambda b, h, i, j: j >= i, None):
+        out = attention(q, k, v, mask_mod=mod)
+        ref, _ = reference_attention(q, k, v, mask_mod=mod)
+        assert torch.allclose(out, ref, atol=1e-12)
+    q, k, v = _qkv(1, 2, 12, 4, seed=1)
+    for docs in (torch.tensor([0] * 6 + [1] * 6), torch.tensor([0] * 3 + [1] * 9)):
+        out = attention(q, k, v, document_ids=docs)
+        ref, _ = reference_attention(q, k, v, document_ids=docs)
+        assert torch.allclose(out, ref, atol=1e-12)
