@@ -31,7 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CLIError", "build_parser", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "TORCH_MISSING", "CLIError", "build_parser",
+           "main", "torch_available"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -470,8 +471,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TORCH_MISSING = ("needs torch: pip install 'cqs[attention]' (on a machine without a GPU, the "
+                 "CPU build first: see README.md)")
+
+
+def torch_available() -> bool:
+    """Whether ``import torch`` can work here, found without importing it (fast)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 check failed, 2 bad usage)."""
+    if not torch_available():
+        print(f"cqs-attention: {TORCH_MISSING}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     # everything after a bare "--" belongs to the benchmark
