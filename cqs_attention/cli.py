@@ -45,6 +45,7 @@ _TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "float16": 2e-2, "bfloat16": 2e
 # default problem sizes: (seq_len, heads, kv_heads, head_dim, dtype, budget)
 _GPU_DEFAULTS = (65536, 16, 4, 128, "bf16", "256MiB")
 _CPU_DEFAULTS = (2048, 4, 2, 64, "fp32", "2MiB")
+_DEFAULT_CHECK_ROWS = 64
 
 
 class CLIError(Exception):
@@ -128,8 +129,9 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", type=_positive("--levels"), default=None,
                    help="plan levels (default: chosen automatically)")
     p.add_argument("--backend", default="auto", help="kernel name or auto")
-    p.add_argument("--check-rows", type=_positive("--check-rows"), default=64,
-                   help="query rows checked against the float64 reference (default 64)")
+    p.add_argument("--check-rows", type=_positive("--check-rows"), default=None,
+                   help="query rows checked against the float64 reference (default 64, or "
+                        "every row when --seq-len is shorter)")
     p.add_argument("--tolerance", type=float,
                    help="max ||out-ref||/||ref|| on the checked rows (default by dtype: "
                         "fp64 1e-10, fp32 1e-5, fp16/bf16 2e-2)")
@@ -180,13 +182,65 @@ def _resolve_demo_options(args: argparse.Namespace) -> dict[str, Any]:
     tolerance = args.tolerance if args.tolerance is not None else _TOLERANCE[dtype_name]
     if not tolerance > 0 or math.isinf(tolerance):
         raise CLIError(f"--tolerance must be a finite number > 0, got {args.tolerance!r}")
-    if args.check_rows > seq_len:
+    if args.check_rows is None:
+        check_rows = min(_DEFAULT_CHECK_ROWS, seq_len)
+    elif args.check_rows > seq_len:
         raise CLIError(f"--check-rows {args.check_rows} exceeds --seq-len {seq_len}")
+    else:
+        check_rows = args.check_rows
     if args.window is not None and not args.causal and args.window == (None, None):
         raise CLIError("--window none,none is no window; leave --window out")
-    return {"device": device, "seq_len": seq_len, "heads": heads, "kv_heads": kv_heads,
+    opts = {"device": device, "seq_len": seq_len, "heads": heads, "kv_heads": kv_heads,
             "head_dim": head_dim, "dtype": dtype, "dtype_name": dtype_name, "budget": budget,
-            "tolerance": tolerance}
+            "tolerance": tolerance, "check_rows": check_rows}
+    _check_host_memory(opts, batch=args.batch)
+    return opts
+
+
+def demo_host_bytes(*, batch: int, heads: int, kv_heads: int, seq_len: int, head_dim: int,
+                    element_size: int, budget: int | None, on_cpu: bool) -> int:
+    """Host memory the demo needs at least: q, k, v and the output, the float32 tensor each
+    input is drawn in, and (on a CPU, where the device is the host) the device budget.
+
+    >>> demo_host_bytes(batch=1, heads=2, kv_heads=1, seq_len=10, head_dim=4, element_size=4,
+    ...                 budget=1000, on_cpu=True)
+    1960
+    """
+    q_elems = batch * heads * seq_len * head_dim
+    kv_elems = batch * kv_heads * seq_len * head_dim
+    resident = (2 * q_elems + 2 * kv_elems) * element_size  # q, k, v, out
+    drawn = q_elems * 4 if element_size != 4 else 0  # float32 draw before the cast
+    return resident + drawn + ((budget or 0) if on_cpu else 0)
+
+
+def _check_host_memory(opts: dict[str, Any], *, batch: int) -> None:
+    """CLIError (one line, exit 2) when the demo cannot fit in the host memory available."""
+    import torch
+
+    from cqs_attention.info import host_memory_available
+
+    available = host_memory_available()
+    if available is None:  # not Linux: nothing to check against
+        return
+    on_cpu = opts["device"].type == "cpu"
+    sizes = {"batch": batch, "heads": opts["heads"], "kv_heads": opts["kv_heads"],
+             "head_dim": opts["head_dim"],
+             "element_size": torch.empty((), dtype=opts["dtype"]).element_size(),
+             "budget": opts["budget"], "on_cpu": on_cpu}
+    need = demo_host_bytes(seq_len=opts["seq_len"], **sizes)
+    if need <= available:
+        return
+    per_token = demo_host_bytes(seq_len=1, **{**sizes, "budget": None})
+    fixed = need - per_token * opts["seq_len"]
+    largest = (available - fixed) // per_token
+    hint = (f"use a smaller --seq-len (q, k, v and output alone fit up to about {largest})"
+            if largest >= 1 else "use a smaller --budget")
+    raise CLIError(
+        f"the demo needs at least {_fmt_bytes(need)} of host memory (q, k, v and output of "
+        f"B={batch} H={opts['heads']} (kv {opts['kv_heads']}) L={opts['seq_len']} "
+        f"D={opts['head_dim']} {opts['dtype_name']}"
+        f"{', plus --budget on the CPU' if on_cpu and opts['budget'] else ''}) but "
+        f"{_fmt_bytes(available)} is available here; {hint}")
 
 
 def _fmt_bytes(n: int | float | None) -> str:
@@ -306,7 +360,7 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         peak = _first(stats, "peak_device_bytes")
 
-    rows = torch.randperm(seq_len, generator=gen)[: args.check_rows].sort().values
+    rows = torch.randperm(seq_len, generator=gen)[: opts["check_rows"]].sort().values
     scale = 1.0 / math.sqrt(d)
     ref = _row_reference(q, k, v, rows, causal=args.causal, window=args.window, scale=scale)
     got = out[:, :, rows].to(torch.float64).cpu()

@@ -69,3 +69,59 @@ def test_info_head_dim_is_used(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["--head-dim", "24"]) == 0
     assert "head_dim=24" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ demo: host memory ----
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cqs_attention", *argv], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("seq_len", [10**8, 10**12])
+def test_demo_too_large_for_host_memory_is_refused_up_front(seq_len: int) -> None:
+    from cqs_attention.cli import demo_host_bytes
+    from cqs_attention.info import host_memory_available
+
+    available = host_memory_available()
+    need = demo_host_bytes(batch=1, heads=4, kv_heads=2, seq_len=seq_len, head_dim=64,
+                           element_size=4, budget=2 * 2**20, on_cpu=True)
+    if available is None or need <= available:
+        pytest.skip(f"this host has {available} bytes available, enough for {need}")
+    line = _one_line_error(_cli("demo", "--device", "cpu", "--seq-len", str(seq_len),
+                                "--quiet"))
+    assert "needs at least" in line
+    assert "of host memory" in line
+    assert "is available here" in line
+
+
+def test_demo_memory_check_uses_the_available_memory(monkeypatch, capsys) -> None:
+    import cqs_attention.info
+    from cqs_attention.cli import main
+
+    argv = ["demo", "--device", "cpu", "--seq-len", "300", "--heads", "2", "--head-dim", "8",
+            "--check-rows", "8", "--budget", "64KiB", "--quiet"]
+    monkeypatch.setattr(cqs_attention.info, "host_memory_available", lambda: 50_000)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    # q, k, v, out: 4 x 2*300*8 float32 elements (kv heads default to 2), + the 64 KiB budget
+    assert "needs at least 139.0 KiB of host memory" in err
+    assert "48.8 KiB is available" in err
+    assert "use a smaller --budget" in err
+    monkeypatch.setattr(cqs_attention.info, "host_memory_available", lambda: 10**9)
+    assert main(argv) == 0
+
+
+def test_demo_host_bytes_counts_the_float32_draw_and_the_cpu_budget() -> None:
+    from cqs_attention.cli import demo_host_bytes
+
+    base = {"batch": 2, "heads": 4, "kv_heads": 2, "seq_len": 100, "head_dim": 8}
+    # bf16: q, k, v, out at 2 bytes plus q drawn in float32 first
+    assert demo_host_bytes(**base, element_size=2, budget=None, on_cpu=False) == \
+        (2 * 6400 + 2 * 3200) * 2 + 6400 * 4
+    # the device budget counts on the CPU only
+    assert demo_host_bytes(**base, element_size=4, budget=1000, on_cpu=True) == \
+        (2 * 6400 + 2 * 3200) * 4 + 1000
+    assert demo_host_bytes(**base, element_size=4, budget=1000, on_cpu=False) == \
+        (2 * 6400 + 2 * 3200) * 4
