@@ -24,6 +24,7 @@ import importlib.util
 import inspect
 import math
 import os
+import re
 import runpy
 import sys
 import time
@@ -516,6 +517,49 @@ def _bench(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------- main ----
 
+def in_cli_terms(message: str, *, plan_options: str | None = None) -> str:
+    """Reword an error of the Python API (:func:`cqs_attention.attention`, ``make_plan``) in
+    the demo's option names, so the advice is something the user can type.
+
+    ``plan_options`` names the options the plan came from (e.g. ``"--design 2"``), if any.
+
+    >>> in_cli_terms("memory_budget=1024 bytes is smaller than the 4096 bytes one task of the "
+    ...              "given plan needs; pass a finer plan or plan=None",
+    ...              plan_options="--design 2")
+    'the --budget 1024 bytes (1.0 KiB) is smaller than the 4096 bytes one task of the plan of \
+--design 2 needs; use a finer --design (a larger prime power), a larger --budget, or omit --design'
+    >>> in_cli_terms("memory_budget=10 bytes is too small for any plan: ...; pass "
+    ...              "memory_budget >= 2048")
+    'the --budget 10 bytes is too small for any plan: ...; use --budget 2048 or more (2.0 KiB)'
+    """
+    omit = "omit --design" if plan_options is None or "--levels" not in plan_options else \
+        "omit --design and --levels"
+
+    def size(n: str) -> str:
+        return "" if int(n) < 1024 else f" ({_fmt_bytes(int(n))})"
+
+    rules: list[tuple[str, Any]] = [
+        (r"pass a finer plan or plan=None",
+         f"use a finer --design (a larger prime power), a larger --budget, or {omit}"),
+        (r"pass memory_budget >= (\d+)( bytes)?",
+         lambda m: f"use --budget {m.group(1)} or more{size(m.group(1))}"),
+        (r"memory_budget=(\d+) bytes",
+         lambda m: f"the --budget {m.group(1)} bytes{size(m.group(1))}"),
+        (r"\bthe given plan\b", f"the plan of {plan_options}" if plan_options else "the plan"),
+        (r"\bmemory_budget\b", "--budget"),
+        (r"\bbackend=", "--backend "),
+        (r"\bseq_len=", "--seq-len "),
+        (r"\bdesign=", "--design "),
+        (r"\blevels=", "--levels "),
+        (r"Singer design is q=(\d+)", r"Singer design is --design \1"),
+        (r" or a DifferenceSet\b", ""),
+        (r"\bplan=None\b", "no --design"),
+    ]
+    for pattern, repl in rules:
+        message = re.sub(pattern, repl, message)
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cqs-attention", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -557,7 +601,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or EXIT_OK)
     except (CLIError, ValueError, TypeError, KernelUnavailableError, ImportError) as exc:
-        print(f"cqs-attention {args.command}: error: {exc}".splitlines()[0], file=sys.stderr)
+        message = str(exc)
+        if args.command == "demo" and not isinstance(exc, CLIError):
+            given = [f"--{name} {value}" for name, value in
+                     (("design", args.design), ("levels", args.levels)) if value is not None]
+            message = in_cli_terms(message, plan_options=" ".join(given) or None)
+        print(f"cqs-attention {args.command}: error: {message}".splitlines()[0],
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"cqs-attention {args.command}: interrupted", file=sys.stderr)

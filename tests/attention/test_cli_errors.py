@@ -125,3 +125,53 @@ def test_demo_host_bytes_counts_the_float32_draw_and_the_cpu_budget() -> None:
         (2 * 6400 + 2 * 3200) * 4 + 1000
     assert demo_host_bytes(**base, element_size=4, budget=1000, on_cpu=False) == \
         (2 * 6400 + 2 * 3200) * 4
+
+
+# ------------------------------------------------------ demo: errors in the CLI's terms ----
+
+def test_demo_design_too_coarse_gives_cli_advice() -> None:
+    line = _one_line_error(_cli("demo", "--device", "cpu", "--design", "2", "--quiet"))
+    assert "plan=None" not in line
+    assert "finer plan" not in line
+    assert "memory_budget" not in line
+    assert "use a finer --design" in line
+    assert "a larger --budget" in line
+    assert "omit --design" in line
+
+
+def test_demo_budget_too_small_for_any_plan_names_the_option() -> None:
+    line = _one_line_error(_cli("demo", "--device", "cpu", "--budget", "1KiB", "--quiet"))
+    assert "memory_budget" not in line
+    assert "the --budget 1024 bytes (1.0 KiB) is too small for any plan" in line
+    assert "use --budget " in line
+
+
+def test_demo_unknown_backend_names_the_option() -> None:
+    line = _one_line_error(_cli("demo", "--device", "cpu", "--seq-len", "64", "--backend",
+                                "nope", "--quiet"))
+    assert line.startswith("cqs-attention demo: error: --backend 'nope' is not")
+    assert "'reference'" in line
+
+
+def test_demo_short_sequence_checks_every_row(capsys) -> None:
+    from cqs_attention.cli import main
+
+    assert main(["demo", "--device", "cpu", "--seq-len", "1", "--quiet", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "--check-rows" not in captured.err
+    import json
+
+    assert json.loads(captured.out)["checked_rows"] == 1
+
+
+def test_demo_explicit_check_rows_over_seq_len_is_refused() -> None:
+    line = _one_line_error(_cli("demo", "--device", "cpu", "--seq-len", "8", "--check-rows",
+                                "9", "--quiet"))
+    assert line == "cqs-attention demo: error: --check-rows 9 exceeds --seq-len 8"
+
+
+def test_in_cli_terms_leaves_cli_messages_alone() -> None:
+    from cqs_attention.cli import in_cli_terms
+
+    text = "--check-rows 9 exceeds --seq-len 8"
+    assert in_cli_terms(text) == text
