@@ -46,6 +46,7 @@ from cqs_attention.module import (
     CQSAttention,
     and_mask_mods,
     bool_mask_to_mask_mod,
+    check_attn_mask_shape,
     float_mask_to_bool,
 )
 
@@ -265,6 +266,7 @@ def make_attention_function(attn: CQSAttention) -> Callable[..., tuple[torch.Ten
                 causal = True
         elif isinstance(attention_mask, torch.Tensor):
             mask = attention_mask[..., :lk]
+            check_attn_mask_shape(mask, (query.shape[0], query.shape[1], lq, lk))
             bool_mask = mask if mask.dtype == torch.bool else float_mask_to_bool(mask)
             mask_mod = bool_mask_to_mask_mod(bool_mask)
         else:
