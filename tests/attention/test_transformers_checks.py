@@ -51,3 +51,51 @@ def test_wrong_shape_4d_mask_names_the_shapes() -> None:
     with pytest.raises(AttentionInputError, match=r"attn_mask has shape \(3, 1, 5, 5\), which "
                                                   r"does not broadcast to .* = \(2, 4, 5, 5\)"):
         fn(torch.nn.Module(), q, kv, kv, mask)
+
+
+def _tiny_llama(impl: str):
+    import torch
+
+    cfg = transformers.LlamaConfig(vocab_size=31, hidden_size=16, intermediate_size=32,
+                                   num_hidden_layers=1, num_attention_heads=2,
+                                   num_key_value_heads=1, max_position_embeddings=32)
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation=impl)
+
+
+def test_output_attentions_warns_once_like_sdpa(caplog, monkeypatch) -> None:
+    import torch
+
+    from cqs_attention.integrations import transformers as plugin
+
+    monkeypatch.setattr(plugin, "_WARNED", set())
+    register("cqs_warn")
+    try:
+        model = _tiny_llama("cqs_warn")
+        ids = torch.randint(0, 31, (1, 9))
+        with caplog.at_level("WARNING", logger=plugin.__name__):
+            out = model(ids, output_attentions=True)
+            model(ids, output_attentions=True)
+            model(ids)
+    finally:
+        unregister("cqs_warn")
+    records = [r for r in caplog.records if r.name == plugin.__name__]
+    assert [r.getMessage() for r in records] == [plugin.OUTPUT_ATTENTIONS_WARNING]
+    assert "output_attentions=True" in records[0].getMessage()
+    assert "`eager`" in records[0].getMessage()
+    assert not out.attentions  # empty, as with sdpa
+
+
+def test_no_warning_without_output_attentions(caplog, monkeypatch) -> None:
+    import torch
+
+    from cqs_attention.integrations import transformers as plugin
+
+    monkeypatch.setattr(plugin, "_WARNED", set())
+    register("cqs_nowarn")
+    try:
+        with caplog.at_level("WARNING", logger=plugin.__name__):
+            _tiny_llama("cqs_nowarn")(torch.randint(0, 31, (1, 9)))
+    finally:
+        unregister("cqs_nowarn")
+    assert not [r for r in caplog.records if r.name == plugin.__name__]
