@@ -420,7 +420,7 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
         description="Run the attention benchmark (benchmarks/bench_attention.py of a source "
                     "checkout, $CQS_BENCH_SCRIPT, or --script PATH). Arguments after the ones "
                     "below are passed to the benchmark (e.g. --lengths 65536 --masks causal); "
-                    "`cqs-attention bench -- --help` lists them.",
+                    "cqs-attention bench -- --help lists them.",
     )
     p.add_argument("--script", type=Path, help="path of bench_attention.py (default: found "
                                                "next to the installed package or in ./benchmarks)")
@@ -561,7 +561,12 @@ def in_cli_terms(message: str, *, plan_options: str | None = None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cqs-attention", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="cqs-attention",
+        description="Exact attention streamed under a memory budget (the cqs_attention package; "
+                    "also python -m cqs_attention). Exit codes: 0 ok, 1 the demo's check "
+                    "failed, 2 bad usage.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _register_demo(sub)

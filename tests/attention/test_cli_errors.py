@@ -175,3 +175,14 @@ def test_in_cli_terms_leaves_cli_messages_alone() -> None:
 
     text = "--check-rows 9 exceeds --seq-len 8"
     assert in_cli_terms(text) == text
+
+
+# ------------------------------------------------------------------------ help texts ----
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["bench", "--help"]])
+def test_help_is_plain_text(argv: list[str]) -> None:
+    proc = _cli(*argv)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: cqs-attention")
+    for markup in ("``", ":mod:", ":func:", ":class:", "`"):
+        assert markup not in proc.stdout, (markup, proc.stdout)
