@@ -77,8 +77,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] = ()) -> int:
     """Print :func:`describe`; returns the exit code (0 ok, 2 bad usage or no torch).
+
+    ``argv`` are the options (none by default; ``python -m cqs_attention.info`` passes the
+    command line's).
 
     >>> main(["--head-dim", "64"])  # doctest: +ELLIPSIS
     torch ...
@@ -96,10 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not torch_available():  # like cqs-attention: checked first, --help included
         print(f"{parser.prog}: {TORCH_MISSING}", file=sys.stderr)
         return 2
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(list(argv))
     print(describe(args.head_dim))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -186,3 +186,11 @@ def test_help_is_plain_text(argv: list[str]) -> None:
     assert proc.stdout.startswith("usage: cqs-attention")
     for markup in ("``", ":mod:", ":func:", ":class:", "`"):
         assert markup not in proc.stdout, (markup, proc.stdout)
+
+
+def test_info_main_called_without_arguments_ignores_sys_argv(monkeypatch, capsys) -> None:
+    from cqs_attention.info import main
+
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q", "--unknown"])
+    assert main() == 0
+    assert "kernels in dispatch order" in capsys.readouterr().out
