@@ -85,3 +85,11 @@ def test_test_sh_falls_back_when_the_index_is_unreachable(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     assert "cannot be reached; installing torch from pip's configured sources" in proc.stderr
     assert log.read_text().splitlines()[0] == "-m pip install -q torch==2.13.0"
+
+
+def test_ci_scripts_name_only_readme_sections_that_exist() -> None:
+    headings = {ln.lstrip("#").strip() for ln in (ROOT / "README.md").read_text().splitlines()
+                if ln.startswith("#")}
+    for script in (ROOT / ".ci" / "run", ROOT / "scripts" / "test.sh"):
+        for section in re.findall(r'README(?:\.md)? "([^"]+)"', script.read_text()):
+            assert section in headings, f"{script.name} names README section {section!r}"
