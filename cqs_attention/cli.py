@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "TORCH_MISSING", "CLIError", "build_parser",
-           "main", "torch_available"]
+           "demo_host_bytes", "in_cli_terms", "main", "torch_available"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
