@@ -14,11 +14,11 @@ __all__ = ["RUN_REPORT_KEYS", "BenchDevice", "fill_randn", "host_memory_availabl
            "report_summary", "tflops"]
 
 #: the fields of an attention run report the benchmarks keep in their JSON
-RUN_REPORT_KEYS = ("plan_source", "design_v", "design_k", "levels", "tasks", "kernel_calls",
-                   "bytes_to_device", "bytes_from_device", "peak_device_bytes", "timings",
-                   "accumulator_device", "host_accumulator_dtype", "oom_retries", "profile",
-                   "memory_budget", "task_bytes_estimate", "n_cap_start", "n_cap_final",
-                   "refinements", "calibration", "chunk_hits", "chunk_misses", "bytes_saved")
+RUN_REPORT_KEYS = ("plan_source", "schedule", "accumulators", "prefetch", "chosen_because",
+                   "predicted_seconds", "design_v", "design_k", "levels", "tasks",
+                   "kernel_calls", "bytes_to_device", "bytes_from_device", "peak_device_bytes",
+                   "timings", "accumulator_device", "oom_retries", "refinements", "profile",
+                   "memory_budget", "task_bytes_estimate")
 
 
 def report_summary(rep: Any, keys: tuple[str, ...] = RUN_REPORT_KEYS) -> dict | None:

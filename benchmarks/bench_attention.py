@@ -18,8 +18,15 @@ like:
 * ``streamed``: the same with q, k, v in pinned host memory and ``memory_budget`` = 1/4 of
   the Q+K+V bytes, forward, and backward (q, k, v pinned host tensors requiring grad, dout
   pinned; fwd+bwd time minus the streamed forward; ``--no-streamed-backward`` skips it);
-* ``baseline``: :func:`cqs_attention.baseline.out_of_core_attention` (query block resident,
-  key/value blocks streamed, the same kernels) on the same pinned inputs and budget.
+* ``baseline``: the plain query-block loop of ``benchmarks/_baseline_loop.py`` (a query block
+  and its accumulators resident, key/value blocks streamed double-buffered, the same kernel),
+  independent of the engine, on the same pinned inputs and budget.
+
+``--budget-fraction`` takes several values (e.g. ``0.125 0.25 0.5``): the streamed, baseline and
+streamed-backward parts run once per budget, one record each (the monolithic and on-GPU parts
+are measured once and copied into each). Each streamed record names the schedule the planner
+chose (``streamed_schedule``, ``streamed_accumulators``, ``streamed_chosen_because``) and its
+predicted vs measured time.
 
 TFLOP/s counts 4·B·H·L²·D per forward (halved for causal) and 2.5x that per backward. Times on
 the GPU are medians of CUDA-event-timed repetitions after one warm-up call; streamed and
@@ -49,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _baseline_loop import query_block_loop
 from _common import BenchDevice, report_summary, tflops
 
 #: from this length on, ``--reps`` defaults to 1 and only the fastest monolithic kernel is timed
@@ -147,20 +155,14 @@ def _rel(a, b, dev: Any = "cuda") -> float:
 _summary = report_summary
 
 
-def _baseline_summary(rep) -> dict | None:
-    return report_summary(rep, ("block_q", "block_kv", "q_blocks", "kv_blocks",
-                                "blocks_computed", "blocks_masked", "blocks_skipped",
-                                "kernel_calls", "bytes_to_device", "bytes_from_device",
-                                "footprint_estimate", "memory_budget", "peak_device_bytes",
-                                "pinned", "overlapped", "seconds", "profile"))
-
-
 def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
             kernel_names: list[str], backward: bool, streamed: bool, progress: bool,
             plan: int | None = None, mono_only_fastest: bool = False, gpu: bool = True,
             baseline: bool = True, streamed_backward: bool = True, device: str = "cuda",
-            budget_fraction: float = 0.25, on_update: Callable[[dict], None] | None = None) -> dict:
-    """One configuration: monolithic vs attention on GPU vs streamed vs baseline, fwd (+ bwd).
+            budget_fraction: float = 0.25, on_update: Callable[[dict], None] | None = None,
+            more_fractions: tuple[float, ...] = ()) -> list[dict]:
+    """One configuration: monolithic vs attention on GPU vs streamed vs baseline, fwd (+ bwd);
+    one record per budget fraction (``budget_fraction`` first, then ``more_fractions``).
 
     ``on_update(rec)`` is called after every part (the caller saves partial results).
     ``device="cpu"`` runs the same code paths on the CPU (smoke test of this script; "pinned"
@@ -169,7 +171,6 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
     import torch
 
     from cqs_attention.api import attention
-    from cqs_attention.baseline import last_baseline_stats, out_of_core_attention
     from cqs_attention.kernels.base import BlockMask
     from cqs_attention.report import last_run_stats
 
@@ -290,6 +291,11 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
         rec["streamed_fwd_tflops"] = _tflops(L, heads, head_dim, causal, ms)
         rec["streamed_peak_gib"] = D.peak_gib(base)
         rec["streamed_report"] = _summary(rep)
+        rec["streamed_schedule"] = rep.schedule
+        rec["schedule"] = rep.schedule
+        rec["streamed_accumulators"] = rep.accumulators
+        rec["streamed_chosen_because"] = rep.chosen_because
+        rec["streamed_predicted_ms"] = rep.predicted_seconds * 1e3
         rec["streamed_vs_mono_rel_err"] = _rel(keep.pop("out"), mono_out, dev)
         rec["ratio_streamed"] = rec["streamed_fwd_tflops"] / rec["mono_fwd_tflops"]
 
@@ -299,18 +305,15 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
 
         def run_baseline() -> None:
             keep.pop("out", None)
-            keep["out"] = out_of_core_attention(hq, hk, hv, causal=causal,
-                                                memory_budget=budget, device=dev,
-                                                progress=False)
+            keep["out"] = query_block_loop(hq, hk, hv, causal=causal, budget=budget,
+                                           device=dev, kernel=kernels[0])
 
         first, ms = _wall_ms(run_baseline, max(1, reps // 2), dev=D)
-        brep = last_baseline_stats()
         rec["baseline_first_s"] = first
         rec["baseline_fwd_ms"] = ms
         rec["baseline_fwd_tflops"] = _tflops(L, heads, head_dim, causal, ms)
         rec["baseline_peak_gib"] = D.peak_gib(base)
-        rec["baseline_bytes_to_device"] = None if brep is None else brep.bytes_to_device
-        rec["baseline_report"] = _baseline_summary(brep)
+        rec["baseline_kernel"] = kernels[0].name
         rec["baseline_vs_mono_rel_err"] = _rel(keep.pop("out"), mono_out, dev)
         rec["ratio_baseline"] = rec["baseline_fwd_tflops"] / rec["mono_fwd_tflops"]
         if "streamed_fwd_tflops" in rec:
@@ -346,6 +349,8 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
                                              backward=True)
         rec["streamed_bwd_peak_gib"] = D.peak_gib(base)
         rec["streamed_bwd_report"] = _summary(rep)
+        rec["streamed_bwd_schedule"] = rep.schedule
+        rec["streamed_bwd_accumulators"] = rep.accumulators
         if "mono_bwd_tflops" in rec:
             rec["ratio_backward_streamed"] = rec["streamed_bwd_tflops"] / rec["mono_bwd_tflops"]
 
@@ -364,22 +369,32 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
         if backward and "gpu_fwd_ms" in rec:
             run_part("gpu_bwd", part_gpu_bwd)
     if not (streamed or baseline or (backward and streamed_backward)):
-        return rec
+        return [rec]
     mono_out = mono_out.cpu()  # frees the device for the streamed runs
     hq, hk, hv = (D.pin(t) for t in (q, k, v))
     hdout = D.pin(dout) if backward and streamed_backward else None
-    budget = int((hq.numel() + hk.numel() + hv.numel()) * hq.element_size() * budget_fraction)
-    rec["streamed_budget_bytes"] = budget
-    rec["budget_fraction"] = budget_fraction
     q = k = v = dout = None  # frees the device copies (the parts above hold these names)
-    if streamed:
-        run_part("streamed", part_streamed)
-    if baseline:
-        run_part("baseline", part_baseline)
-    mono_out = None
-    if hdout is not None:
-        run_part("streamed_bwd", part_streamed_bwd)
-    return rec
+    first_rec = rec
+    out_recs = []
+    for frac in (budget_fraction, *more_fractions):
+        if frac != budget_fraction:
+            rec = {key: val for key, val in first_rec.items()
+                   if (key.startswith(("mono", "gpu", "ratio_on_gpu", "ratio_backward"))
+                   and not key.startswith("ratio_backward_streamed"))
+                   or key in ("L", "causal", "B", "H", "D", "dtype", "torch", "plan_arg",
+                              "reps", "warmup", "mono_kernels_timed")}
+            rec["gpu"] = first_rec["gpu"]
+        budget = int((hq.numel() + hk.numel() + hv.numel()) * hq.element_size() * frac)
+        rec["streamed_budget_bytes"] = budget
+        rec["budget_fraction"] = frac
+        if streamed:
+            run_part("streamed", part_streamed)
+        if baseline:
+            run_part("baseline", part_baseline)
+        if hdout is not None:
+            run_part("streamed_bwd", part_streamed_bwd)
+        out_recs.append(rec)
+    return out_recs
 
 
 SERIES = [("mono_fwd_tflops", "fastest monolithic fwd"), ("gpu_fwd_tflops", "attention fwd"),
@@ -397,17 +412,40 @@ def _len_label(L: int) -> str:
     return str(L)
 
 
+class PlotInputError(ValueError):
+    """The results file given to --plot cannot be plotted (the message names it)."""
+
+
+def _load_records(json_path: str) -> list[dict]:
+    path = Path(json_path)
+    if not path.is_file():
+        raise PlotInputError(f"{json_path}: no such file" if not path.exists() else
+                             f"{json_path}: not a file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PlotInputError(f"{json_path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise PlotInputError(f"{json_path}: not a bench_attention results file (expected an "
+                             "object with a 'records' list)")
+    recs = [r for r in data["records"] if isinstance(r, dict) and "mono_fwd_tflops" in r]
+    if not recs:
+        raise PlotInputError(f"{json_path}: no measured record to plot")
+    return recs
+
+
 def plot(json_path: str, png_path: str) -> None:
-    """Bar chart of forward/backward TFLOP/s per configuration from a results JSON."""
+    """Bar chart of forward/backward TFLOP/s per configuration from a results JSON, and next
+    to it (records with several budget fractions) the streamed and baseline ratios against
+    the budget."""
+    recs = _load_records(json_path)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(json_path) as fh:
-        data = json.load(fh)
-    recs = [r for r in data["records"] if "mono_fwd_tflops" in r]
-    labels = [f"{_len_label(r['L'])} {'causal' if r['causal'] else 'full'}" for r in recs]
+    labels = [f"{_len_label(r['L'])} {'causal' if r['causal'] else 'full'}"
+              + (f" b={r['budget_fraction']:g}" if "budget_fraction" in r else "") for r in recs]
     series = [(k, n) for k, n in SERIES if any(r.get(k) for r in recs)]
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(recs)), 4.4))
     width = 0.8 / max(1, len(series))
@@ -463,19 +501,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-streamed-backward", action="store_true",
                    help="skip the streamed backward")
     p.add_argument("--no-baseline", action="store_true", help="skip the out-of-core baseline")
-    p.add_argument("--budget-fraction", type=float, default=0.25,
-                   help="memory_budget of the streamed and baseline runs, as a fraction of the "
-                        "Q+K+V bytes (default 1/4)")
+    p.add_argument("--budget-fraction", type=float, nargs="+", default=[0.25],
+                   help="memory_budget of the streamed and baseline runs, as fractions of the "
+                        "Q+K+V bytes (default 1/4; several values: one record each)")
     p.add_argument("--device", default="cuda",
                    help="'cuda' (default); 'cpu' runs tiny smoke tests of this script")
     p.add_argument("--json", help="write the records here (rewritten after every part)")
     p.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), help="only plot a results file")
     args = p.parse_args(argv)
     if args.plot:
-        plot(*args.plot)
+        try:
+            plot(*args.plot)
+        except PlotInputError as exc:
+            print(f"bench_attention: error: {exc}", file=sys.stderr)
+            return 2
         return 0
     import torch
 
+    if args.device == "cpu" and args.kernels == p.get_default("kernels"):
+        args.kernels = ["cpu_flash", "reference"]  # the kernels that run on a CPU
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("bench_attention: needs a CUDA device (or --device cpu for a smoke test)",
               file=sys.stderr)
@@ -494,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         reps = args.reps if args.reps is not None else (1 if L >= LONG else 5)
         for m in args.masks:
             try:
-                rec = measure(L, m == "causal", heads=args.heads, head_dim=args.head_dim,
+                recs = measure(L, m == "causal", heads=args.heads, head_dim=args.head_dim,
                               reps=reps, kernel_names=args.kernels,
                               backward=not args.no_backward, streamed=not args.no_streamed,
                               progress=True, plan=args.plan,
@@ -502,12 +546,13 @@ def main(argv: list[str] | None = None) -> int:
                                                  or L >= args.mono_only_fastest_from),
                               gpu=not args.no_gpu, baseline=not args.no_baseline,
                               streamed_backward=not args.no_streamed_backward,
-                              device=args.device, budget_fraction=args.budget_fraction,
-                              on_update=save)
+                              device=args.device, budget_fraction=args.budget_fraction[0],
+                              more_fractions=tuple(args.budget_fraction[1:]), on_update=save)
             except Exception as exc:
-                rec = {"L": L, "causal": m == "causal", "error": f"{type(exc).__name__}: {exc}"}
-                print("error", json.dumps(rec), flush=True)
-            records.append(rec)
+                recs = [{"L": L, "causal": m == "causal",
+                         "error": f"{type(exc).__name__}: {exc}"}]
+                print("error", json.dumps(recs[0]), flush=True)
+            records.extend(recs)
             save()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -515,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{'r_gpu':>6} {'r_str':>6} {'r_base':>6} {'s/b':>6} {'r_bwd':>6} {'r_sbwd':>6}")
     for r in records:
         print(_row(r) if "mono_fwd_tflops" in r else r)
+    measured = [r for r in records if "mono_fwd_tflops" in r]
+    if not measured:
+        print("bench_attention: every measurement failed (see the errors above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,7 +21,7 @@ host memory, filled slab by slab from a seeded CUDA generator), streamed by
 * ``rel_to_first``: ||out - out_first|| / ||out_first|| against the first budget's output
   (every budget computes the same attention).
 
-``--with-baseline`` also times :func:`cqs_attention.baseline.out_of_core_attention` at each
+``--with-baseline`` also times the independent query-block loop of ``_baseline_loop.py`` at each
 budget (``baseline_time_s``, ``baseline_tflops``, ``baseline_peak_gib``). The JSON is rewritten
 after every budget. ``--device cpu --seq 512 --budgets-gib 0.0001 ...`` is a smoke test of the
 script without a GPU.
@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> dict:
                        tflops=tflops(L, h, d, args.causal, secs, b), peak_bytes=peak,
                        peak_gib=None if peak is None else peak / GIB)
             s = summary(rep) or {}
-            for key in ("design_v", "design_k", "tasks", "plan_source", "bytes_to_device",
+            for key in ("schedule", "accumulators", "task_bytes_estimate", "design_v",
+                        "design_k", "tasks", "plan_source", "bytes_to_device",
                         "bytes_from_device", "profile"):
                 rec[key] = s.get(key)
             rec["report"] = s
@@ -147,19 +148,21 @@ def run(args: argparse.Namespace) -> dict:
         except Exception as exc:
             rec["error"] = f"{type(exc).__name__}: {exc}"
         if args.with_baseline:
-            from cqs_attention.baseline import last_baseline_stats, out_of_core_attention
+            from _baseline_loop import query_block_loop
+
+            from cqs_attention.kernels import select_kernel
 
             try:
+                kern = select_kernel("auto", device=D.dev, dtype=q.dtype, head_dim=d,
+                                     mask=None, gqa=False, needs_grad=False)
                 out, first, secs, which, peak = timed(
-                    lambda budget=budget: out_of_core_attention(
-                        q, k, v, causal=args.causal, memory_budget=budget, device=D.dev,
-                        progress=args.progress), D, args.warmup_below)
-                brep = last_baseline_stats()
+                    lambda budget=budget: query_block_loop(
+                        q, k, v, causal=args.causal, budget=budget, device=D.dev,
+                        kernel=kern), D, args.warmup_below)
                 rec.update(baseline_time_s=secs, baseline_first_s=first,
                            baseline_timed_run=which,
                            baseline_tflops=tflops(L, h, d, args.causal, secs, b),
-                           baseline_peak_gib=None if peak is None else peak / GIB,
-                           baseline_report=None if brep is None else brep.to_dict())
+                           baseline_peak_gib=None if peak is None else peak / GIB)
                 if first_out is not None:
                     rec["baseline_rel_to_first"] = rel_diff(out, first_out, D.dev)
                 del out

@@ -38,9 +38,8 @@ _LAZY: dict[str, str] = {
     # integrations
     "CheckpointError": "cqs_attention.checkpoint",
     "CQSAttention": "cqs_attention.module",
-    # GPU streaming
-    "last_baseline_stats": "cqs_attention.baseline",
-    "out_of_core_attention": "cqs_attention.baseline",
+    # the plain query-block schedule as a function
+    "out_of_core_attention": "cqs_attention.api",
 }
 _SUBMODULES = ("distributed",)
 
@@ -57,7 +56,6 @@ __all__ = [
     "attention",
     "available_kernels",
     "distributed",
-    "last_baseline_stats",
     "last_run_stats",
     "merge_partials",
     "out_of_core_attention",
@@ -68,8 +66,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from cqs_attention import distributed
-    from cqs_attention.api import attention
-    from cqs_attention.baseline import last_baseline_stats, out_of_core_attention
+    from cqs_attention.api import attention, out_of_core_attention
     from cqs_attention.checkpoint import CheckpointError
     from cqs_attention.errors import (
         AttentionInputError,

@@ -1,4 +1,9 @@
-"""The public :func:`attention`: validate everything, choose a plan, run it.
+"""The public :func:`attention`: validate everything, choose a plan and a placement, run it.
+
+This module is thin: arguments are checked here (before any work), the plan and the placement
+of the accumulators come from :mod:`cqs_attention.engine.placement`, and the run itself from
+:mod:`cqs_attention.engine.run` (through :class:`~cqs_attention.autograd.CQSAttentionFunction`
+when gradients are needed).
 
 >>> import torch
 >>> from cqs_attention import attention, reference_attention
@@ -12,18 +17,22 @@ True
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import torch
 
+from cqs_attention._bytes import parse_bytes
 from cqs_attention.autograd import CQSAttentionFunction
+from cqs_attention.engine.placement import Choice, CostModel, Dims, choose
+from cqs_attention.engine.run import RunContext, run_forward
+from cqs_attention.engine.schedule import mask_categories
 from cqs_attention.errors import (
     AttentionInputError,
     KernelUnavailableError,
     MemoryBudgetError,
     PlanMismatchError,
 )
-from cqs_attention.executor import accumulator_bytes, estimate_plan_bytes, executor_class
 from cqs_attention.kernels import available_kernels, select_kernel
 from cqs_attention.kernels.base import BlockMask
 from cqs_attention.masks import MaskMod, make_mask_spec
@@ -31,36 +40,107 @@ from cqs_attention.merge import accumulator_dtype
 from cqs_attention.reference import as_tensor, check_qkv
 from cqs_attention.report import RunReport, _set_last
 
-__all__ = ["attention", "resolve_plan"]
+__all__ = ["attention", "check_budget", "out_of_core_attention", "resolve_device",
+           "validated_plan"]
 
-# Singer orders tried when the plan is chosen automatically (v = q^2 + q + 1).
-_SINGER_ORDERS = (2, 3, 4, 5, 7, 8, 9, 11, 13, 16, 17, 19, 23, 25, 27, 29, 31, 32, 37, 41, 43,
-                  47, 49, 53, 59, 61, 64, 67, 71, 73, 79, 81, 83, 89, 97, 101, 103, 107, 109,
-                  113, 121, 125, 127, 128)
+_DEVICE_TYPES = ("cpu", "cuda")
 
 
-class WholePlan:
-    """A one-task plan (the whole attention in one task): used when the sequence is shorter
-    than the smallest design, where splitting into v chunks is impossible."""
+def resolve_device(device: Any, q: torch.Tensor) -> torch.device:
+    """The compute device: ``device`` if given, else q's accelerator, else CUDA if available,
+    else the CPU. Only CPU and CUDA devices run kernels here.
 
-    def __init__(self, seq_len: int, kv_len: int, causal: bool) -> None:
-        from cqs_design.plans import Rect, Task
+    >>> resolve_device("cpu", torch.zeros(1))
+    device(type='cpu')
+    >>> resolve_device("meta", torch.zeros(1))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cqs_attention.errors.AttentionInputError: device='meta' cannot run attention kernels...
+    """
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise AttentionInputError(f"device={device!r} is not a torch device") from exc
+        if dev.type not in _DEVICE_TYPES:
+            raise AttentionInputError(f"device={device!r} cannot run attention kernels; valid: "
+                                      "'cpu' or 'cuda' (with CUDA available)")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise AttentionInputError(f"device={device!r} but CUDA is not available here; "
+                                      "valid: 'cpu'")
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        return dev
+    if q.device.type not in ("cpu", "cuda"):
+        raise AttentionInputError(f"q is on {q.device}, where no attention kernel runs; move "
+                                  "it to the CPU or a CUDA device, or pass device=")
+    if q.device.type != "cpu":
+        return q.device
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
-        self.seq_len, self.kv_len, self.causal = seq_len, kv_len, causal
-        self.window = None
-        self.design = None
-        self.levels = 0
-        rect = Rect(0, seq_len, 0, kv_len, "causal" if causal else "full")
-        self.tasks = (Task(id=0, segments=((0, max(seq_len, kv_len)),), rectangles=(rect,)),)
 
-    def __len__(self) -> int:
-        return 1
+def check_budget(memory_budget: Any) -> int | None:
+    """``memory_budget`` as a positive int of bytes (ints and strings like ``"2GiB"``).
 
-    def task(self, index: int) -> Any:
-        return self.tasks[index]
+    >>> check_budget("1 KiB"), check_budget(None)
+    (1024, None)
+    >>> check_budget(0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cqs_attention.errors.MemoryBudgetError: memory_budget must be a positive number of bytes...
+    """
+    if memory_budget is None:
+        return None
+    try:
+        value = parse_bytes(memory_budget)
+    except ValueError as exc:
+        raise MemoryBudgetError(str(exc)) from None
+    if value is None or value <= 0:
+        raise MemoryBudgetError(f"memory_budget must be a positive number of bytes (an int or "
+                                f"a string like '2GiB') or None, got {memory_budget!r}")
+    return int(value)
 
-    def __repr__(self) -> str:
-        return f"WholePlan(seq_len={self.seq_len}, kv_len={self.kv_len})"
+
+# given plans are validated once per content (the digest covers lengths, mask and rectangles)
+_VALIDATED: collections.OrderedDict[str, bool] = collections.OrderedDict()
+
+
+def validated_plan(plan: Any, lq: int, lk: int, causal: bool, window: Any) -> Any:
+    """Check a given plan against the call and prove its exact cover (cached by content).
+
+    Raises :class:`~cqs_attention.errors.PlanMismatchError` for another length or a weaker
+    mask, or a plan that is not an exact cover.
+    """
+    from cqs_attention.checkpoint import plan_digest
+    from cqs_design.plans import Plan, PlanError
+
+    if not isinstance(plan, Plan):
+        raise PlanMismatchError(f"plan must be a cqs_design Plan (load others with "
+                                f"Plan.from_json), a design or None, got {type(plan).__name__}")
+    if plan.seq_len != lq or plan.kv_len != lk:
+        raise PlanMismatchError(
+            f"plan was built for seq_len={plan.seq_len}, kv_len={plan.kv_len}, but q has "
+            f"{lq} tokens and k has {lk}; build it with make_plan({lq}, kv_len={lk}, ...)")
+    p_left, p_right = _bounds(bool(plan.causal), plan.window)
+    c_left, c_right = _bounds(causal, window)
+    if c_left > p_left or c_right > p_right:
+        raise PlanMismatchError(
+            f"plan was built with causal={plan.causal}, window={plan.window}, which drops "
+            f"pairs this call needs (causal={causal}, window={window}); build the plan with "
+            "this call's mask")
+    key = plan_digest(plan)
+    if key not in _VALIDATED:
+        try:
+            plan.validate()
+        except PlanError as exc:
+            raise PlanMismatchError(f"plan is not an exact cover of the attention matrix: "
+                                    f"{exc}") from exc
+        _VALIDATED[key] = True
+        while len(_VALIDATED) > 64:
+            _VALIDATED.popitem(last=False)
+    return plan
 
 
 def _bounds(causal: bool, window: Any) -> tuple[float, float]:
@@ -73,163 +153,27 @@ def _bounds(causal: bool, window: Any) -> tuple[float, float]:
     return left, right
 
 
-def _check_given_plan(plan: Any, lq: int, lk: int, causal: bool, window: Any) -> None:
-    if plan.seq_len != lq or plan.kv_len != lk:
-        raise PlanMismatchError(
-            f"plan was built for seq_len={plan.seq_len}, kv_len={plan.kv_len}, but q has "
-            f"{lq} tokens and k has {lk}; build it with make_plan({lq}, kv_len={lk}, ...)")
-    p_left, p_right = _bounds(bool(getattr(plan, "causal", False)), getattr(plan, "window",
-                                                                             None))
-    c_left, c_right = _bounds(causal, window)
-    if c_left > p_left or c_right > p_right:
-        raise PlanMismatchError(
-            f"plan was built with causal={getattr(plan, 'causal', False)}, "
-            f"window={getattr(plan, 'window', None)}, which drops pairs this call needs "
-            f"(causal={causal}, window={window}); build the plan with this call's mask")
-
-
-#: the budget-driven plan search stops before designs with more rectangles than this (building
-#: and estimating such a plan takes seconds to minutes; a budget that needs one is unusual)
-_MAX_SCAN_RECTANGLES = 1 << 21
-
-
-def _plan_rectangles(order: int) -> int:
-    """Rectangles of a one-level full plan of the Singer design of ``order``: v*k(k+1)/2."""
-    v, k = order * order + order + 1, order + 1
-    return v * k * (k + 1) // 2
-
-
-def resolve_plan(plan: Any, lq: int, lk: int, *, causal: bool, window: Any,
-                 memory_budget: int | None, estimate: Any) -> tuple[Any, str]:
-    """The plan to run and how it was chosen (``"given"``, ``"design"``, ``"budget"``,
-    ``"default"``, ``"whole"``).
-
-    ``estimate(plan) -> bytes`` is the per-task device footprint used with ``memory_budget``.
-    """
+def _design_plan(design: Any, lq: int, lk: int, causal: bool, window: Any) -> Any:
     from cqs_design.difference_sets import DifferenceSet
     from cqs_design.plans import PlanError, make_plan
 
-    def build(design: Any) -> Any:
+    if isinstance(design, bool) or not isinstance(design, (int, DifferenceSet)):
+        raise PlanMismatchError(f"plan must be a Plan, a design (prime power q or "
+                                f"DifferenceSet) or None, got {type(design).__name__}")
+    try:
         return make_plan(lq, kv_len=lk, design=design, causal=causal, window=window)
-
-    if plan is not None and hasattr(plan, "tasks"):
-        _check_given_plan(plan, lq, lk, causal, window)
-        return plan, "given"
-    if plan is not None:
-        if isinstance(plan, bool) or not isinstance(plan, (int, DifferenceSet)):
-            raise PlanMismatchError(f"plan must be a Plan, a design (prime power q or "
-                                    f"DifferenceSet) or None, got {type(plan).__name__}")
-        try:
-            return build(plan), "design"
-        except PlanError as exc:
-            raise PlanMismatchError(f"plan={plan!r}: cannot build a plan for seq_len={lq}, "
-                                    f"kv_len={lk}: {exc}") from exc
-    if memory_budget is None:
-        try:
-            return make_plan(lq, kv_len=lk, causal=causal, window=window), "default"
-        except PlanError:
-            pass
-        for order in _SINGER_ORDERS[:1]:
-            try:
-                return build(order), "default"
-            except PlanError:
-                break
-        return WholePlan(lq, lk, causal), "whole"
-    best: tuple[int, str] | None = None
-    whole = WholePlan(lq, lk, causal)
-    need = estimate(whole)
-    if need <= memory_budget:
-        return whole, "budget"
-    best = (need, "one task (no split)")
-    stopped = ""
-    for order in _SINGER_ORDERS:
-        if order * order + order + 1 > max(lq, lk):
-            break
-        if _plan_rectangles(order) > _MAX_SCAN_RECTANGLES:
-            stopped = (f"; designs finer than q={order} (over {_MAX_SCAN_RECTANGLES} "
-                       "rectangles) were not tried: pass plan= to use one")
-            break
-        try:
-            cand = build(order)
-        except PlanError:
-            break
-        need = estimate(cand)
-        if need <= memory_budget:
-            return cand, "budget"
-        if need < best[0]:
-            best = (need, f"design q={order} (v={order * order + order + 1})")
-    raise MemoryBudgetError(
-        f"memory_budget={memory_budget} bytes is too small for any plan: the smallest "
-        f"footprint found is {best[0]} bytes ({best[1]}); pass memory_budget >= {best[0]}"
-        f"{stopped}")
-
-
-def place_accumulators(plan: Any, lq: int, lk: int, *, causal: bool, window: Any,
-                       budget: int | None, acc_bytes: int, streams: bool,
-                       estimate_for: Any) -> tuple[Any, str, bool]:
-    """``(plan, source, host_accumulators)`` for a run: where the accumulators live decides
-    which footprint model sizes the plan.
-
-    ``estimate_for(host_accumulators) -> estimate(plan) -> bytes``. Without streaming (inputs
-    on the compute device) or without a budget the accumulators stay on the device. Streaming,
-    they stay on the device when a plan fits in what they leave of the budget; a given plan or
-    design keeps them there when its estimate plus ``acc_bytes`` fits; otherwise they live on
-    the host and the plan is sized with the host-accumulator model over the whole budget.
-
-    >>> est = lambda host: (lambda p: 10 if host else 40)
-    >>> place_accumulators(None, 100, 100, causal=False, window=None, budget=100,
-    ...                    acc_bytes=50, streams=True, estimate_for=est)[1:]
-    ('budget', False)
-    >>> place_accumulators(None, 100, 100, causal=False, window=None, budget=100,
-    ...                    acc_bytes=60, streams=True, estimate_for=est)[1:]
-    ('budget', True)
-    """
-
-    def resolve(host_acc: bool, room: int | None) -> tuple[Any, str]:
-        return resolve_plan(plan, lq, lk, causal=causal, window=window,
-                            estimate=estimate_for(host_acc), memory_budget=room)
-
-    if not streams or budget is None:
-        return (*resolve(False, budget), False)
-    if plan is not None:  # a given plan or design: accumulators where they fit beside it
-        chosen, source = resolve(False, budget)
-        return chosen, source, estimate_for(False)(chosen) + acc_bytes > budget
-    if 2 * acc_bytes <= budget:  # beyond half the budget they leave tasks too little room
-        try:
-            return (*resolve(False, budget - acc_bytes), False)
-        except MemoryBudgetError:
-            pass
-    return (*resolve(True, budget), True)
-
-
-def _resolve_device(device: Any, q: torch.Tensor) -> torch.device:
-    if device is not None:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise AttentionInputError(f"device={device!r} is not a torch device") from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise AttentionInputError(f"device={device!r} but CUDA is not available here; "
-                                      "valid: 'cpu'")
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        return dev
-    if q.device.type != "cpu":
-        return q.device
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    except PlanError as exc:
+        raise PlanMismatchError(f"plan={design!r}: cannot build a plan for seq_len={lq}, "
+                                f"kv_len={lk}: {exc}") from exc
 
 
 def _ranges_overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.device != b.device or a.numel() == 0 or b.numel() == 0:
         return False
-    a0 = a.data_ptr()
-    b0 = b.data_ptr()
+    a0, b0 = a.data_ptr(), b.data_ptr()
     a1 = a0 + a.numel() * a.element_size()
     b1 = b0 + b.numel() * b.element_size()
-    if not (a.is_contiguous() and b.is_contiguous()):
-        # conservative: compare the whole underlying storages
+    if not (a.is_contiguous() and b.is_contiguous()):  # conservative: the whole storages
         sa, sb = a.untyped_storage(), b.untyped_storage()
         a0, a1 = sa.data_ptr(), sa.data_ptr() + sa.nbytes()
         b0, b1 = sb.data_ptr(), sb.data_ptr() + sb.nbytes()
@@ -256,18 +200,34 @@ def _check_out(out: Any, q: torch.Tensor, v: torch.Tensor,
     return out
 
 
-def _convert_into(dst: torch.Tensor, src: torch.Tensor, slab_bytes: int = 256 << 20) -> None:
-    """``dst.copy_(src)`` across devices and dtypes, converting on ``src``'s device slab by
-    slab (a blocking device -> host copy with a dtype change would first build a full-size
-    host temporary in ``src``'s dtype)."""
-    if src.device == dst.device or src.dtype == dst.dtype or src.dim() < 3:
-        dst.copy_(src)
-        return
-    rows = src.shape[2]
-    per_row = max(1, src[:, :, :1].numel() * src.element_size())
-    step = max(1, slab_bytes // per_row)
-    for s in range(0, rows, step):
-        dst[:, :, s:s + step].copy_(src[:, :, s:s + step].to(dst.dtype))
+def _probe_kernels(backend: str, dev: torch.device, q: torch.Tensor, gqa: bool,
+                   cats: set[str], needs_grad: bool) -> None:
+    """Every kind of call the run will make has a kernel (before any work)."""
+    probes: dict[str, BlockMask | None] = {
+        "none": None, "causal": BlockMask(causal_offset=0),
+        "dense": BlockMask(dense=torch.ones(1, 1, 1, 1, dtype=torch.bool))}
+    for cat in sorted(cats):
+        for grad in ((False, True) if needs_grad else (False,)):
+            select_kernel(backend, device=dev, dtype=q.dtype, head_dim=q.shape[-1],
+                          mask=probes[cat], gqa=gqa, needs_grad=grad)
+
+
+def plan_run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, spec: Any, plan: Any,
+             budget: int | None, dev: torch.device, streamed: bool, backward: bool,
+             kernel: Any, dist_opts: Any = None) -> Choice:
+    """The planner's choice for one direction of a call (see :func:`choose`)."""
+    b, h, lq, d = q.shape
+    dims = Dims(b, h, k.shape[1], lq, k.shape[2], d, q.dtype, v.shape[-1])
+    band_only = spec.q_doc is None and spec.mask_mod is None and (
+        spec.window is None or spec.window[0] is None)
+    # distributed ranks must choose identically: the uncalibrated model then
+    model = (CostModel() if dist_opts is not None else
+             CostModel.for_device(dev, q.dtype, d))
+    return choose(dims, budget=budget, streamed=streamed, backward=backward,
+                  causal=spec.causal, window=spec.window, band_only=band_only,
+                  masked=not spec.is_empty_spec, plan=plan, kernel=kernel, model=model,
+                  allow_whole_call=dist_opts is None,
+                  min_tasks=1 if dist_opts is None else dist_opts.world_size)
 
 
 def attention(
@@ -281,7 +241,7 @@ def attention(
     mask_mod: MaskMod | None = None,
     scale: float | None = None,
     plan: Any = None,
-    memory_budget: int | None = None,
+    memory_budget: int | str | None = None,
     device: torch.device | str | None = None,
     backend: str = "auto",
     return_lse: bool = False,
@@ -292,7 +252,7 @@ def attention(
     checkpoint_dir: Any = None,
     checkpoint_interval: Any = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
-    """Exact attention computed task by task from a CQS plan.
+    """Exact attention computed step by step from a plan chosen for the memory budget.
 
     Parameters
     ----------
@@ -308,17 +268,21 @@ def attention(
     scale
         Score scale; default ``1/sqrt(D)``.
     plan
-        A :class:`cqs_design.plans.Plan` for ``(Lq, Lk)`` (used as given), or a design (an int
-        prime power ``q`` for the Singer design, or a ``DifferenceSet``) to build one with
-        :func:`cqs_design.plans.make_plan`. None: chosen automatically (see ``memory_budget``).
+        A :class:`cqs_design.plans.Plan` for ``(Lq, Lk)`` of any schedule (CQS tasks, query
+        blocks, key/value blocks; validated before use, the result cached by content), or a
+        design (an int prime power ``q`` for the Singer design, or a ``DifferenceSet``) to
+        build a CQS plan with :func:`cqs_design.plans.make_plan`. None: the planner picks the
+        schedule, its granularity and where the accumulators live, fastest predicted first
+        (:func:`cqs_attention.engine.placement.choose`): one kernel call when everything fits
+        on the device, else query blocks or a CQS design. The run report says what was chosen
+        and why.
     memory_budget
-        Bytes of device memory the executor may hold for one task (staged chunks, partial
-        results, masks, kernel workspace) plus its accumulators when they are kept on the
-        device. With ``plan=None`` the plan with the fewest tasks that fits is chosen (Singer
-        designs up to q = 43, about two million rectangles; finer ones only through ``plan=``).
-        Too small for any plan: :class:`~cqs_attention.errors.MemoryBudgetError` naming the
-        smallest that works. Computing on CUDA from host or disk inputs with neither ``plan``
-        nor budget, the budget is 80% of the free device memory.
+        Bytes of device memory the run may hold at once besides inputs already on the device
+        (staged rows, accumulators on the device, partial results, masks, kernel workspace),
+        as an int or a string such as ``"2GiB"``. Too small for any plan:
+        :class:`~cqs_attention.errors.MemoryBudgetError` naming the smallest that works.
+        None on CUDA: 80% of the free device memory. The backward pass runs under the same
+        budget (gradient accumulators at home when they do not fit).
     device
         Where kernels run. Default: q's device if it is an accelerator, else CUDA when
         available (host and disk inputs are streamed to it), else the CPU.
@@ -347,20 +311,30 @@ def attention(
     -------
     out or (out, lse)
         Rows with no allowed key get ``out = 0`` and ``lse = -inf``. Differentiable in q, k,
-        v (not through ``lse``); the backward pass follows the same plan.
+        v once (not through ``lse``; double backward raises); the backward pass streams under
+        the same budget.
 
     Notes
     -----
     Non-finite inputs propagate as in full attention: a NaN/inf in a query row, or in a key or
-    value a row attends, makes that row NaN. The plan used, kernels, bytes moved and timings are
-    in :func:`cqs_attention.last_run_stats`.
+    value a row attends, makes that row NaN. The plan used, kernels, bytes moved, timings and
+    the planner's reasons are in :func:`cqs_attention.last_run_stats`.
     """
+    fast = _fast_key(q, k, v, causal, window, document_ids, mask_mod, scale, plan,
+                     memory_budget, device, backend, return_lse, out, progress, process_group,
+                     dst, checkpoint_dir, checkpoint_interval)
+    if fast is not None:
+        hit = _FAST.get(fast)
+        if hit is not None:
+            res = _run_fast(q, k, v, hit, return_lse)
+            if res is not None:
+                return res
     q, k, v, scale = check_qkv(q, k, v, scale)
     b, h, lq, d = q.shape
     lk = k.shape[2]
     spec = make_mask_spec(lq, lk, batch=b, heads=h, causal=causal, window=window,
                           document_ids=document_ids, mask_mod=mask_mod)
-    dev = _resolve_device(device, q)
+    dev = resolve_device(device, q)
     if not isinstance(backend, str):
         raise AttentionInputError(f"backend must be a str ('auto' or a kernel name), got "
                                   f"{backend!r}")
@@ -373,14 +347,11 @@ def attention(
         raise AttentionInputError(f"return_lse must be a bool, got {return_lse!r}")
     if progress is not None and not isinstance(progress, bool):
         raise AttentionInputError(f"progress must be None, True or False, got {progress!r}")
-    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(
-            memory_budget, int) or memory_budget <= 0):
-        raise MemoryBudgetError(f"memory_budget must be a positive int (bytes) or None, got "
-                                f"{memory_budget!r}")
+    memory_budget = check_budget(memory_budget)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     dist_opts = ckpt_opts = None
     if process_group is not None or dst is not None:
-        from cqs_attention.distributed import distributed_options
+        from cqs_attention._collectives import distributed_options
 
         dist_opts = distributed_options(process_group, dst, needs_grad=needs_grad)
     if checkpoint_dir is not None or checkpoint_interval is not None:
@@ -391,113 +362,216 @@ def attention(
         out = _check_out(out, q, v, (q, k, v))
         if needs_grad:
             raise AttentionInputError("out= cannot be used when q, k or v require grad")
-    # a kernel must exist for every kind of call this mask can produce, before any work
     gqa = h != k.shape[1]
     kernel = select_kernel(backend, device=dev, dtype=q.dtype, head_dim=d, mask=None, gqa=gqa,
                            needs_grad=needs_grad)
-    probes = []
-    if spec.causal or spec.window is not None:
-        probes.append(BlockMask(causal_offset=0))
-    if spec.q_doc is not None or spec.mask_mod is not None or (
-            spec.window is not None and spec.window[0] is not None):
-        probes.append(BlockMask(dense=torch.ones(1, 1, 1, 1, dtype=torch.bool, device=dev)))
-    for probe in probes:
-        select_kernel(backend, device=dev, dtype=q.dtype, head_dim=d, mask=probe, gqa=gqa,
-                      needs_grad=needs_grad)
     home = out.device if out is not None else q.device
-
     report = RunReport(memory_budget=memory_budget)
     if lq == 0 or lk == 0:
-        res_out = torch.zeros(b, h, lq, d, dtype=q.dtype, device=home)
-        res_lse = torch.full((b, h, lq), float("-inf"), dtype=accumulator_dtype(q.dtype),
-                             device=home)
-        report.plan_source = "none (empty sequence)"
-        _set_last(report)
-        if out is not None:
-            out.copy_(res_out)
-            res_out = out
-        return (res_out, res_lse) if return_lse else res_out
+        return _empty(q, v, out, home, return_lse, report, needs_grad, (q, k, v))
 
+    given = None
+    if plan is not None:
+        given = (validated_plan(plan, lq, lk, causal, spec.window) if not isinstance(
+            plan, (int, bool)) and not _is_design(plan) else
+            _design_plan(plan, lq, lk, causal, spec.window))
+    # rows are staged (and the budget bounds them) when kernels run elsewhere than the data,
+    # or on the CPU under a budget (numpy memmaps: the data is on disk)
+    streamed = dev != home or (dev.type == "cpu" and memory_budget is not None)
     budget = memory_budget
-    if budget is None and plan is None and dev.type == "cuda":
-        # no budget: size tasks to the free device memory, so resident inputs get the coarsest
-        # plan that fits (fewest kernel calls) and host/disk inputs stream in large tasks
+    if budget is None and dev.type == "cuda":
         budget = int(0.8 * torch.cuda.mem_get_info(dev)[0])
-    # the streaming executor holds the task being staged beside the previous one (chunk reuse);
-    # accumulators larger than the budget stay on the host, and so do their merge temporaries
-    streams = dev.type == "cuda" and home != dev
-    acc_total = accumulator_bytes(q, k, v, backward=needs_grad)
-
-    cls = executor_class(dev, home)
-    if ckpt_opts is not None:
-        cls = ckpt_opts.executor_class(cls)
-    if dist_opts is not None:
-        cls = dist_opts.executor_class(cls)
-    # Accumulators stay on the device when a plan fits in what they leave of the budget;
-    # otherwise they stay on the host, and an executor that can (the streaming executor,
-    # ``host_accumulators = None``) streams query groups and merges on the device.
-    host_merge_ok = streams and not needs_grad and getattr(cls, "host_accumulators",
-                                                           False) is None
-    plan_budget = budget if dist_opts is None else dist_opts.shared_budget(budget)
-
-    def estimate_for(host_acc: bool) -> Any:
-        def estimate(p: Any) -> int:
-            """Device bytes of the largest task (backward's when gradients will be needed)."""
-            return estimate_plan_bytes(p, batch=b, heads=h, kv_heads=k.shape[1], head_dim=d,
-                                       dtype=q.dtype, kernel=kernel, backward=needs_grad,
-                                       mask=spec, tasks_alive=2 if streams else 1,
-                                       merge_on_device=not host_acc,
-                                       query_streamed=host_acc and host_merge_ok)
-        return estimate
-
-    chosen, source, host_acc = place_accumulators(
-        plan, lq, lk, causal=causal, window=spec.window, budget=plan_budget,
-        acc_bytes=acc_total, streams=streams, estimate_for=estimate_for)
-    estimate = estimate_for(host_acc)
-    if dist_opts is not None:
-        dist_opts.check_same(chosen, q, k, v)
-    if budget is not None and memory_budget is None:
-        source += " (80% of free device memory)"
         report.memory_budget = budget
-    report.plan, report.plan_source = chosen, source
-    report.design_v = getattr(getattr(chosen, "design", None), "v", 1)
-    report.design_k = getattr(getattr(chosen, "design", None), "k", 1)
-    report.levels = getattr(chosen, "levels", 1)
-    report.task_bytes_estimate = estimate(chosen)
-    if memory_budget is not None and report.task_bytes_estimate > memory_budget:
-        raise MemoryBudgetError(
-            f"memory_budget={memory_budget} bytes is smaller than the {report.task_bytes_estimate}"
-            " bytes one task of the given plan needs; pass a finer plan or plan=None")
+    if dist_opts is not None:
+        budget = dist_opts.shared_budget(budget)
 
-    executor = cls(chosen, spec, device=dev, scale=scale, backend=backend,
-                   memory_budget=budget, progress=progress, report=report)
-    if host_merge_ok:
-        executor.host_accumulators = host_acc
-    acc_dtype = accumulator_dtype(q.dtype)
+    def decide(backward: bool) -> Choice | Exception:
+        try:
+            return plan_run(q, k, v, spec=spec, plan=given, budget=budget, dev=dev,
+                            streamed=streamed, backward=backward, kernel=kernel,
+                            dist_opts=dist_opts)
+        except MemoryBudgetError as exc:
+            return exc
 
-    if out is not None and isinstance(out, torch.Tensor) and out.device == home:
-        executor.out_target = out  # the streaming executor may write the result straight there
+    choice = decide(False)
+    bwd_choice = decide(True) if needs_grad else None
+    if dist_opts is not None:
+        first = choice if isinstance(choice, Choice) else None
+        if first is not None:
+            dist_opts.check_same(first.plan, q, k, v)
+        bad = next((c for c in (choice, bwd_choice) if isinstance(c, Exception)), None)
+        dist_opts.agree(bad is None, str(bad))
+    for c in (choice, bwd_choice):
+        if isinstance(c, Exception):
+            raise c
+    assert isinstance(choice, Choice)
+    cats = mask_categories(choice.rects, spec, choice.stationary)
+    if bwd_choice is not None:
+        cats |= mask_categories(bwd_choice.rects, spec, bwd_choice.stationary)
+    _probe_kernels(backend, dev, q, gqa, cats, needs_grad)
 
-    def finalize(acc_out: torch.Tensor, acc_lse: torch.Tensor):
-        if out is not None:
-            if not (acc_out.data_ptr() == out.data_ptr() and acc_out.dtype == out.dtype):
-                _convert_into(out, acc_out)
-            res = out
-        elif acc_out.device != home and acc_out.dtype != q.dtype:
-            res = torch.empty(acc_out.shape, dtype=q.dtype, device=home)
-            _convert_into(res, acc_out)
-        else:
-            res = acc_out.to(device=home, dtype=q.dtype)
-        return res, acc_lse.to(device=home, dtype=acc_dtype)
+    positions = None
+    if dist_opts is not None:
+        positions = [int(p) for p in dist_opts.positions(choice.plan)]
+    journal = None
+    if ckpt_opts is not None:
+        from cqs_attention.checkpoint import Journal, make_manifest
 
+        ids = [int(choice.rects.ids[p]) for p in (positions if positions is not None
+                                                  else range(len(choice.rects)))]
+        manifest = make_manifest(q, k, v, spec=spec, scale=scale, plan=choice.plan,
+                                 task_ids=ids, rank=ckpt_opts.rank)
+        journal = Journal(ckpt_opts, manifest, ids)
+    _fill_report(report, choice, given is not None, budget, memory_budget)
+    ctx = RunContext(device=dev, home=home, streamed=streamed, spec=spec, scale=scale,
+                     backend=backend, report=report, progress=progress, journal=journal,
+                     dist=dist_opts, positions=positions)
+    out_target = out if isinstance(out, torch.Tensor) and out.device == home else None
+    if (fast is not None and choice.accumulators == "none" and not streamed
+            and (bwd_choice is None or isinstance(bwd_choice, Choice))):
+        _remember(fast, choice, bwd_choice, ctx, report)
     if needs_grad:
-        res_out, res_lse = CQSAttentionFunction.apply(q, k, v, executor, home, finalize)
+        res_out, res_lse = CQSAttentionFunction.apply(q, k, v, choice, bwd_choice, ctx)
     else:
         with torch.no_grad():
-            acc_out, acc_lse = executor.forward(q, k, v, home=home)
-            if dist_opts is not None and not dist_opts.is_destination:
-                _set_last(executor.report)
-                return None
-            res_out, res_lse = finalize(acc_out, acc_lse)
-    _set_last(executor.report)
+            res_out, res_lse = run_forward(q, k, v, choice, ctx, out_target=out_target)
+    _set_last(report)
+    if dist_opts is not None and not dist_opts.is_destination:
+        return None
+    if out is not None and res_out is not out:
+        out.copy_(res_out)
+        res_out = out
     return (res_out, res_lse) if return_lse else res_out
+
+
+# -- the fast path: a repeated call with the same signature that runs as ONE kernel call -----
+_FAST: collections.OrderedDict[tuple[Any, ...], tuple[Any, ...]] = collections.OrderedDict()
+
+
+def _fast_key(q: Any, k: Any, v: Any, causal: Any, window: Any, document_ids: Any,
+              mask_mod: Any, scale: Any, plan: Any, memory_budget: Any, device: Any,
+              backend: Any, return_lse: Any, out: Any, progress: Any, process_group: Any,
+              dst: Any, checkpoint_dir: Any, checkpoint_interval: Any) -> tuple[Any, ...] | None:
+    """The cache key of a call eligible for the fast path (tensors on one accelerator or the
+    CPU, no document ids / mask_mod / plan / budget / out / distributed / checkpoint), or
+    None. Everything the full path validates is part of the key, so a hit needs no check."""
+    if (document_ids is not None or mask_mod is not None or plan is not None
+            or memory_budget is not None or out is not None or process_group is not None
+            or dst is not None or checkpoint_dir is not None
+            or checkpoint_interval is not None or progress is not None):
+        return None
+    if not (type(q) is torch.Tensor and type(k) is torch.Tensor and type(v) is torch.Tensor):
+        return None
+    if not (isinstance(causal, bool) and isinstance(return_lse, bool)
+            and isinstance(backend, str)):
+        return None
+    if window is not None and not isinstance(window, tuple):
+        return None
+    if scale is not None and type(scale) is not float:
+        return None
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    return (q.shape, k.shape, v.shape, q.dtype, k.dtype, v.dtype, q.device, k.device,
+            v.device, causal, window, scale, backend, device if device is None or isinstance(
+                device, str) else str(device), grad, q.is_contiguous(), k.is_contiguous(),
+            v.is_contiguous())
+
+
+def _remember(key: tuple[Any, ...], choice: Choice, bwd_choice: Any, ctx: RunContext,
+              report: RunReport) -> None:
+    _FAST[key] = (choice, bwd_choice, ctx, report)
+    while len(_FAST) > 64:
+        _FAST.popitem(last=False)
+
+
+def _run_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hit: tuple[Any, ...],
+              return_lse: bool) -> Any:
+    """Run a remembered single-call choice; None to take the full path (e.g. out of memory)."""
+    import copy
+
+    choice, bwd_choice, ctx, report = hit
+    rep = copy.copy(report)
+    rep.kernel_calls, rep.timings, rep.profile, rep.oom_events = {}, {}, {}, []
+    rep.pairs_computed = rep.tasks = 0
+    run_ctx = copy.copy(ctx)
+    run_ctx.report = rep
+    try:
+        if bwd_choice is not None:
+            res_out, res_lse = CQSAttentionFunction.apply(q, k, v, choice, bwd_choice, run_ctx)
+        else:
+            with torch.no_grad():
+                res_out, res_lse = run_forward(q, k, v, choice, run_ctx)
+    except torch.cuda.OutOfMemoryError:
+        return None
+    _set_last(rep)
+    return (res_out, res_lse) if return_lse else res_out
+
+
+def _is_design(plan: Any) -> bool:
+    from cqs_design.difference_sets import DifferenceSet
+
+    return isinstance(plan, DifferenceSet)
+
+
+def _fill_report(report: RunReport, choice: Choice, given: bool, budget: int | None,
+                 memory_budget: int | None) -> None:
+    p = choice.plan
+    report.plan = p
+    report.plan_source = "given" if given else choice.kind
+    report.schedule = choice.kind if not given else "given " + getattr(p, "schedule", "cqs")
+    ds = getattr(p, "design", None)
+    report.design_v = getattr(ds, "v", 1)
+    report.design_k = getattr(ds, "k", 1)
+    report.levels = getattr(p, "levels", 1)
+    report.accumulators = choice.accumulators
+    report.prefetch = choice.prefetch
+    report.chosen_because = choice.reason
+    report.predicted_seconds = choice.predicted_s
+    report.task_bytes_estimate = choice.footprint
+    if memory_budget is None and budget is not None:
+        report.plan_source += " (80% of free device memory)"
+
+
+def _empty(q: torch.Tensor, v: torch.Tensor, out: Any, home: torch.device, return_lse: bool,
+           report: RunReport, needs_grad: bool, inputs: tuple[torch.Tensor, ...]) -> Any:
+    """Lq == 0 or Lk == 0: zeros and -inf, still connected to the graph (zero gradients)."""
+    b, h, lq, _ = q.shape
+    res_out = torch.zeros(b, h, lq, v.shape[-1], dtype=q.dtype, device=home)
+    res_lse = torch.full((b, h, lq), float("-inf"), dtype=accumulator_dtype(q.dtype),
+                         device=home)
+    if needs_grad:  # connect to the inputs so backward gives (zero) gradients
+        tie = sum(t.reshape(-1)[:0].sum().to(res_out.dtype) for t in inputs
+                  if t.requires_grad)
+        res_out = res_out + tie
+    report.plan_source = "none (empty sequence)"
+    _set_last(report)
+    if out is not None:
+        out.copy_(res_out)
+        res_out = out
+    return (res_out, res_lse) if return_lse else res_out
+
+
+def out_of_core_attention(q: Any, k: Any, v: Any, *, block_q: int | None = None,
+                          block_kv: int | None = None, causal: bool = False,
+                          window: tuple[int | None, int | None] | None = None,
+                          **kwargs: Any) -> Any:
+    """:func:`attention` with the plain query-block schedule: query blocks of ``block_q`` rows
+    stay on the device with their accumulators while key/value blocks of ``block_kv`` rows
+    stream by (the FlashAttention-style out-of-core loop, run by the same engine).
+
+    Other keyword arguments as for :func:`attention` (``memory_budget``, ``device``, ...).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> q, k, v = (torch.randn(1, 2, 100, 8, generator=g, dtype=torch.float64) for _ in "qkv")
+    >>> from cqs_attention.reference import reference_attention
+    >>> out = out_of_core_attention(q, k, v, causal=True, block_q=32, block_kv=24)
+    >>> bool((out - reference_attention(q, k, v, causal=True)[0]).norm() < 1e-12)
+    True
+    """
+    from cqs_design.plans import make_plan
+
+    qt, kt = as_tensor(q, "q"), as_tensor(k, "k")
+    if qt.dim() != 4 or kt.dim() != 4:
+        raise AttentionInputError("q and k must have 4 dims (batch, heads, seq, head_dim)")
+    plan = make_plan(qt.shape[2], kv_len=kt.shape[2], schedule="query_blocks",
+                     block_q=block_q, block_kv=block_kv, causal=causal, window=window)
+    return attention(q, k, v, causal=causal, window=window, plan=plan, **kwargs)

@@ -1,10 +1,13 @@
 """The autograd.Function behind :func:`cqs_attention.attention`.
 
-Forward runs the plan and saves ``q, k, v`` and the GLOBAL merged ``out`` and ``lse``.
-Backward follows the same plan: per task it recomputes the scores of the task's blocks and
-calls the kernels' backward with the global ``out`` and ``lse``, so each task's
-``dq, dk, dv`` are exact partial sums; they are accumulated in float32 (float64 for float64
-inputs) and returned in the inputs' dtypes. The log-sum-exp output is not differentiable.
+Forward runs the engine (:func:`cqs_attention.engine.run.run_forward`) and saves ``q, k, v``
+and the GLOBAL merged ``out`` and ``lse``. Backward runs the engine again with the plan the
+planner chose for the backward under the same budget (key/value-stationary: ``dk``/``dv``
+rows stay with their keys while ``dq`` rows stream), passing the global ``out`` and ``lse`` to
+every kernel backward, so each call's ``dq, dk, dv`` are exact partial sums. Gradients are
+accumulated in float32 (float64 for float64 inputs) and returned in the inputs' dtypes. The
+log-sum-exp output is not differentiable, and the backward itself is not: double backward
+raises (``torch.autograd.function.once_differentiable``).
 
 >>> import torch
 >>> import cqs_attention
@@ -16,40 +19,47 @@ torch.Size([1, 2, 12, 4])
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from cqs_attention.executor import PlanExecutor
+from cqs_attention.engine.run import run_backward, run_forward
+from cqs_attention.report import RunReport, _set_last
 
 __all__ = ["CQSAttentionFunction"]
 
 
 class CQSAttentionFunction(torch.autograd.Function):
-    """``apply(q, k, v, executor, home, finalize) -> (out, lse)``.
-
-    ``finalize(acc_out, acc_lse) -> (out, lse)`` converts the accumulators to the returned
-    tensors (dtype, device).
-    """
+    """``apply(q, k, v, choice, backward_choice, ctx) -> (out, lse)`` (see the module doc)."""
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                executor: PlanExecutor, home: torch.device, finalize: Any
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        acc_out, acc_lse = executor.forward(q, k, v, home=home)
-        out, lse = finalize(acc_out, acc_lse)
-        ctx.executor = executor
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Any,
+                bwd_choice: Any, run_ctx: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        out, lse = run_forward(q, k, v, choice, run_ctx)
+        ctx.run_ctx = run_ctx
+        ctx.bwd_choice = bwd_choice
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, dout: torch.Tensor, _dlse: torch.Tensor | None):
         q, k, v, out, lse = ctx.saved_tensors
-        executor: PlanExecutor = ctx.executor
-        from cqs_attention.report import _set_last
-
-        dq, dk, dv = executor.backward(dout.contiguous(), q, k, v, out, lse)
-        _set_last(executor.report)
-        return (dq.to(device=q.device, dtype=q.dtype), dk.to(device=k.device, dtype=k.dtype),
-                dv.to(device=v.device, dtype=v.dtype), None, None, None)
+        fwd = ctx.run_ctx
+        keep = ("plan", "plan_source", "design_v", "design_k", "levels", "memory_budget")
+        rep = RunReport(direction="backward", **{n: getattr(fwd.report, n) for n in keep})
+        choice = ctx.bwd_choice
+        rep.schedule = getattr(choice.plan, "schedule", "cqs")
+        rep.accumulators, rep.prefetch = choice.accumulators, choice.prefetch
+        rep.chosen_because, rep.predicted_seconds = choice.reason, choice.predicted_s
+        rep.task_bytes_estimate = choice.footprint
+        run_ctx = dataclasses.replace(fwd, report=rep, journal=None)
+        if fwd.dist is not None:
+            run_ctx.positions = [int(p) for p in fwd.dist.positions(choice.plan)]
+        dq, dk, dv = run_backward(dout.contiguous().to(q.dtype), q, k, v, out, lse, choice,
+                                  run_ctx)
+        _set_last(rep)
+        return dq, dk, dv, None, None, None

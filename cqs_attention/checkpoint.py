@@ -40,19 +40,19 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cqs_attention.distributed import PlanShard, empty_forward, plan_task_ids
 from cqs_attention.merge import accumulator_dtype
 
 __all__ = [
     "CheckpointError",
     "CheckpointOptions",
+    "Journal",
     "checkpoint_options",
     "plan_digest",
     "read_journal",
@@ -103,8 +103,6 @@ def plan_digest(plan: Any) -> str:
     >>> plan_digest(make_plan(30, design=2)) == plan_digest(make_plan(30, design=3))
     False
     """
-    if isinstance(plan, PlanShard):
-        plan = plan.parent
     h = hashlib.sha256()
     design = getattr(plan, "design", None)
     meta = {"type": type(plan).__name__, "seq_len": plan.seq_len, "kv_len": plan.kv_len,
@@ -112,7 +110,9 @@ def plan_digest(plan: Any) -> str:
             "window": None if getattr(plan, "window", None) is None else list(plan.window),
             "levels": getattr(plan, "levels", None),
             "design": None if design is None else [design.v, list(design.elements)],
-            "ids": list(plan_task_ids(plan))}
+            "schedule": getattr(plan, "schedule", "cqs"),
+            "ids": [int(i) for i in (plan.task_ids if hasattr(plan, "task_ids")
+                                     else [t.id for t in plan.tasks])]}
     h.update(json.dumps(meta, sort_keys=True).encode())
     if hasattr(plan, "arrays"):
         for name, arr in sorted(plan.arrays().items()):
@@ -307,7 +307,7 @@ class _Store:
                 old.unlink(missing_ok=True)
 
 
-# -- options and the executor mixin --------------------------------------------------------
+# -- options and the journal --------------------------------------------------------
 @dataclass
 class CheckpointOptions:
     """Where and how often one call checkpoints."""
@@ -316,15 +316,6 @@ class CheckpointOptions:
     every_tasks: int | None = None
     every_seconds: float | None = None
     rank: tuple[int, int] | None = None
-    _classes: dict[type, type] = field(default_factory=dict, repr=False)
-
-    def executor_class(self, base: type) -> type:
-        cls = self._classes.get(base)
-        if cls is None:
-            cls = type(f"Checkpointing{base.__name__}", (_CheckpointingExecutor, base),
-                       {"_ckpt": self})
-            self._classes[base] = cls
-        return cls
 
 
 _UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
@@ -382,85 +373,70 @@ def checkpoint_options(checkpoint_dir: Any, checkpoint_interval: Any = None, *,
     return CheckpointOptions(directory, tasks, seconds, rank)
 
 
-class _CheckpointingExecutor:
-    """Mixin over a PlanExecutor class (see :meth:`CheckpointOptions.executor_class`)."""
+class Journal:
+    """The checkpoint journal of one run: which tasks are committed, and the accumulators.
 
-    #: this mixin merges through merge_forward: no host-accumulator streaming
-    host_accumulators = False
+    The driver calls :meth:`commit` after every task whose steps are all merged; when a
+    save is due (every ``every_tasks`` commits or ``every_seconds``), ``snapshot()`` is called:
+    it flushes the run (every accumulator row written back, every copy finished), so the saved
+    accumulators hold exactly the committed tasks, and the journal lists exactly those.
 
-    _ckpt: CheckpointOptions
-    plan: Any
-    spec: Any
-    scale: float
-    report: Any
+    Parameters
+    ----------
+    opts
+        From :func:`checkpoint_options`.
+    manifest
+        From :func:`make_manifest`.
+    task_ids
+        The ids of the tasks this process runs (its shard, for a rank).
+    """
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                home: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __init__(self, opts: CheckpointOptions, manifest: dict[str, Any],
+                 task_ids: list[int]) -> None:
+        self.opts = opts
+        self.store = _Store(opts.directory, manifest)
+        self.task_ids = task_ids
+        self.state = _State([], None, None, False, 0)
+        self._since = 0
+        self._last = time.perf_counter()
+        self.seconds = 0.0
+
+    def resume(self) -> tuple[set[int], tuple[torch.Tensor, torch.Tensor] | None, bool]:
+        """``(done task ids, stored (out, lse) or None, complete)``; checks the directory."""
         t0 = time.perf_counter()
-        opts = self._ckpt
-        plan = self.plan
-        parent = plan.parent if isinstance(plan, PlanShard) else plan
-        n = len(parent) if hasattr(parent, "task") else len(parent.tasks)
-        positions = plan.positions if isinstance(plan, PlanShard) else np.arange(n)
-        all_ids = plan_task_ids(parent)
-        ids = [all_ids[int(p)] for p in positions]
-        manifest = make_manifest(q, k, v, spec=self.spec, scale=self.scale, plan=parent,
-                                 task_ids=ids, rank=opts.rank)
-        store = _Store(opts.directory, manifest)
-        state = store.open(ids)
-        if state is None:
-            state = _State([], None, None, False, 0)
-        done = set(state.completed)
-        remaining = [] if state.complete else [
-            int(p) for p, i in zip(positions, ids, strict=True) if i not in done]
-        self._ck_store, self._ck_state, self._ck_done = store, state, done
-        self._ck_pending = state.out is not None
-        self._ck_since, self._ck_last = 0, time.perf_counter()
-        self._ck_tags: dict[int, int] = {}
-        t_setup = time.perf_counter() - t0
-        if remaining:
-            self.plan = PlanShard(parent, remaining)
-            try:
-                acc_out, acc_lse = super().forward(q, k, v, home=home)  # type: ignore[misc]
-            finally:
-                self.plan = plan
-        else:
-            acc_out, acc_lse = empty_forward(self, q, v, home)
-        t1 = time.perf_counter()
-        self._ck_apply_initial(acc_out, acc_lse)
-        if not state.complete:
-            state.complete = True
-            store.save(state, acc_out, acc_lse)
-        self.report.add_time("checkpoint", t_setup + time.perf_counter() - t1)
-        return acc_out, acc_lse
+        try:
+            state = self.store.open(self.task_ids)
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint_dir={str(self.opts.directory)!r} cannot be "
+                                  f"used: {exc.strerror or exc}") from None
+        if state is not None:
+            self.state = state
+        self.seconds += time.perf_counter() - t0
+        acc = None if self.state.out is None else (self.state.out, self.state.lse)
+        return set(self.state.completed), acc, self.state.complete
 
-    def _ck_apply_initial(self, acc_out: torch.Tensor, acc_lse: torch.Tensor) -> None:
-        if self._ck_pending:
-            acc_out.copy_(self._ck_state.out)
-            acc_lse.copy_(self._ck_state.lse)
-            self._ck_pending = False
-
-    def compute_forward(self, work: Any, qs: Any, kvs: Any) -> Any:
-        results = super().compute_forward(work, qs, kvs)  # type: ignore[misc]
-        self._ck_tags[id(results)] = work.task_id
-        return results
-
-    def merge_forward(self, results: Any, acc_out: torch.Tensor, acc_lse: torch.Tensor
-                      ) -> None:
-        tid = self._ck_tags.pop(id(results))
-        if tid in self._ck_done:
-            raise RuntimeError(f"task {tid} would be merged twice (checkpoint journal check)")
-        self._ck_apply_initial(acc_out, acc_lse)
-        super().merge_forward(results, acc_out, acc_lse)  # type: ignore[misc]
-        state, opts = self._ck_state, self._ckpt
-        state.completed.append(tid)
-        self._ck_done.add(tid)
-        self._ck_since += 1
+    def commit(self, task_id: int, snapshot: Any) -> None:
+        """Record ``task_id`` as merged; save when due (``snapshot() -> (out, lse)``)."""
+        if task_id in set(self.state.completed[-1:]) or task_id in self.state.completed:
+            raise RuntimeError(f"task {task_id} would be committed twice (checkpoint journal)")
+        self.state.completed.append(task_id)
+        self._since += 1
         now = time.perf_counter()
-        due = ((opts.every_tasks is not None and self._ck_since >= opts.every_tasks)
-               or (opts.every_seconds is not None and now - self._ck_last >= opts.every_seconds))
+        opts = self.opts
+        due = ((opts.every_tasks is not None and self._since >= opts.every_tasks)
+               or (opts.every_seconds is not None and now - self._last >= opts.every_seconds))
         if due:
-            t0 = time.perf_counter()
-            self._ck_store.save(state, acc_out, acc_lse)
-            self._ck_since, self._ck_last = 0, time.perf_counter()
-            self.report.add_time("checkpoint", self._ck_last - t0)
+            acc_out, acc_lse = snapshot()
+            self.store.save(self.state, acc_out, acc_lse)
+            self._since, self._last = 0, time.perf_counter()
+            self.seconds += self._last - now
+
+    def finish(self, snapshot: Any) -> None:
+        """Save the final accumulators and mark the journal complete."""
+        if self.state.complete:
+            return
+        t0 = time.perf_counter()
+        acc_out, acc_lse = snapshot()
+        self.state.complete = True
+        self.store.save(self.state, acc_out, acc_lse)
+        self.seconds += time.perf_counter() - t0

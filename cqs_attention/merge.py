@@ -67,6 +67,10 @@ def merge_partials(
     >>> o.item()
     0.5
     """
+    if out_a.shape != out_b.shape or lse_a.shape != lse_b.shape:
+        raise ValueError(f"merge_partials: shapes differ: ({tuple(out_a.shape)}, "
+                         f"{tuple(lse_a.shape)}) and ({tuple(out_b.shape)}, "
+                         f"{tuple(lse_b.shape)})")
     acc = accumulator_dtype(out_a.dtype)
     lse_a = lse_a.to(acc)
     lse_b = lse_b.to(acc, copy=False)
@@ -89,11 +93,15 @@ def merge_partials_(
     >>> a.item(), l.item()
     (2.0, 1.0)
     """
+    if out.shape != acc_out.shape or lse.shape != acc_lse.shape:
+        raise ValueError(f"merge_partials_: shapes differ: accumulators {tuple(acc_out.shape)}"
+                         f" / {tuple(acc_lse.shape)}, partial result {tuple(out.shape)} / "
+                         f"{tuple(lse.shape)}")
     lse = lse.to(device=acc_lse.device, dtype=acc_lse.dtype)
-    out = out.to(device=acc_out.device, dtype=acc_out.dtype)
+    out = out.to(device=acc_out.device)
     new_lse, wa, wb = _weights(acc_lse, lse)
-    term = out * wb.unsqueeze(-1)
-    # everything is allocated before the first write, so an out-of-memory error here leaves
-    # the accumulators untouched (the OOM guardrails rely on it); in place from here on
-    acc_out.mul_(wa.unsqueeze(-1)).add_(term)
+    # the weights are allocated before the first write and the in-place updates allocate
+    # nothing (out is read in its own dtype and promoted element by element), so an
+    # out-of-memory error leaves the accumulators untouched (the engine relies on it)
+    acc_out.mul_(wa.unsqueeze(-1)).addcmul_(out, wb.unsqueeze(-1))
     acc_lse.copy_(new_lse)

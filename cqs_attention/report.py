@@ -46,9 +46,24 @@ class RunReport:
     peak_device_bytes
         ``torch.cuda.max_memory_allocated`` delta on CUDA, else the estimate.
     oom_retries
-        Tasks retried after an out-of-memory error (each still merged exactly once).
+        Out-of-memory errors caught (each failed step retried or split; every kernel call
+        still merged exactly once).
+    oom_events
+        ``(task_id, attempt)`` of every out-of-memory error caught.
+    refinements
+        Steps split after an out-of-memory error (into two steps covering the same pairs).
     timings
-        Seconds per stage: ``"stage"``, ``"compute"``, ``"merge"``, ``"finalize"``, ``"total"``.
+        Seconds per stage: ``"classify"``, ``"checkpoint"``, ``"collective"``, ``"total"``.
+    profile
+        Seconds per stage of a streamed run measured on the host (``"host_copy"``: pageable
+        rows copied through pinned staging).
+    schedule, accumulators, prefetch, chosen_because
+        What the planner chose (:func:`cqs_attention.engine.placement.choose`): the plan's
+        schedule (``"whole"``, ``"query_blocks"``, ``"kv_blocks"``, ``"cqs"``, ``"given"``),
+        where the accumulators lived (``"none"``, ``"device"``, ``"host"``), whether the next
+        step's rows were prefetched, and why.
+    predicted_seconds
+        The cost model's prediction for the run (compare with ``timings["total"]``).
     """
 
     direction: str = "forward"
@@ -72,7 +87,15 @@ class RunReport:
     memory_budget: int | None = None
     peak_device_bytes: int = 0
     oom_retries: int = 0
+    oom_events: list[tuple[int, int]] = field(default_factory=list)
+    refinements: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    profile: dict[str, float] = field(default_factory=dict)
+    schedule: str = ""
+    accumulators: str = ""
+    prefetch: bool = False
+    chosen_because: str = ""
+    predicted_seconds: float = 0.0
 
     def count_call(self, kernel: str, *, lq: int, lk: int) -> None:
         self.kernel_calls[kernel] = self.kernel_calls.get(kernel, 0) + 1
@@ -80,6 +103,9 @@ class RunReport:
 
     def add_time(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    def add_profile(self, stage: str, seconds: float) -> None:
+        self.profile[stage] = self.profile.get(stage, 0.0) + seconds
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (the plan is summarised, not embedded)."""

@@ -22,12 +22,24 @@ Both cases are ``owner(a, b) = a - t[(a - b) mod v] (mod v)`` with a table ``t``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
 from cqs_design._plan_mask import Mask
 
-__all__ = ["MAX_RECTANGLES", "chunk_bounds", "index_dtype", "level_one", "owner_table", "subdivide"]
+__all__ = [
+    "MAX_BLOCKS",
+    "MAX_RECTANGLES",
+    "block_bounds",
+    "block_rectangles",
+    "chunk_bounds",
+    "index_dtype",
+    "level_one",
+    "mask_runs",
+    "owner_table",
+    "subdivide",
+]
 
 _I64 = np.int64
 
@@ -64,17 +76,18 @@ def owner_table(elements: Sequence[int], v: int) -> np.ndarray:
     return t
 
 
-def level_one(mask: Mask, v: int, elements: Sequence[int], block: int = 1 << 22
-              ) -> dict[str, np.ndarray]:
-    """All rectangles of one CQS level over the whole matrix, in index form, row-major sorted.
+def mask_runs(mask: Mask, qb: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query cell ``[qb[a], qb[a+1])``: the first key cell ``b_lo[a]`` of the run of key cells
+    ``[kb[b], kb[b+1])`` the mask leaves non-empty, and the run's length ``cnt[a]`` (0: none).
 
-    Returns ``qb, kb`` (chunk boundaries) and per rectangle ``q0, q1, k0, k1`` (chunk indices,
-    ``q1 = q0 + 1``), ``kind`` (0 full, 1 causal) and ``task`` (0 .. v-1).  Only the chunk pairs
-    the mask leaves non-empty are generated: for query chunk ``a`` they are one contiguous run
-    of key chunks, because the allowed keys of consecutive rows overlap.
+    The allowed keys of consecutive rows overlap, so the non-empty key cells of one query cell
+    are always one contiguous run.
+
+    >>> m = Mask(6, 6, causal=True)
+    >>> b = np.array([0, 2, 4, 6])
+    >>> [x.tolist() for x in mask_runs(m, b, b)]
+    [[0, 0, 0], [1, 2, 3]]
     """
-    qb = chunk_bounds(mask.seq_len, v)
-    kb = chunk_bounds(mask.kv_len, v)
     off, kv = mask.off, mask.kv_len
     ia = qb[:-1].copy()
     ib = qb[1:] - 1
@@ -90,6 +103,75 @@ def level_one(mask: Mask, v: int, elements: Sequence[int], block: int = 1 << 22
     b_lo = np.searchsorted(kb, lo, side="right") - 1
     b_hi = np.searchsorted(kb, np.maximum(hi - 1, 0), side="right") - 1
     cnt = np.where(has, b_hi - b_lo + 1, 0)
+    return np.where(has, b_lo, 0), cnt
+
+
+def block_bounds(n: int, block: int) -> np.ndarray:
+    """Boundaries of blocks of ``block`` tokens over ``n`` tokens (the last one shorter).
+
+    >>> block_bounds(10, 4).tolist()
+    [0, 4, 8, 10]
+    """
+    return np.append(np.arange(0, n, block, dtype=_I64), _I64(n))
+
+
+#: Most query (or key/value) blocks a block schedule may have.
+MAX_BLOCKS = 1 << 24
+
+
+def block_rectangles(mask: Mask, block_q: int, block_kv: int,
+                     stationary: Literal["query", "kv"]) -> dict[str, np.ndarray]:
+    """All non-empty (query block) x (key/value block) rectangles, in index form, row-major.
+
+    Returns the arrays of :func:`level_one` plus ``present`` (bool per query block for
+    ``stationary="query"``, per key/value block for ``"kv"``: which tasks own something).
+    ``task`` numbers the present blocks in order.  ``kind`` is 1 where the causal diagonal
+    crosses the rectangle.
+    """
+    for what, n, b in (("block_q", mask.seq_len, block_q), ("block_kv", mask.kv_len, block_kv)):
+        nb = -(-n // b)
+        if nb > MAX_BLOCKS:
+            raise ValueError(f"{what}={b} cuts {n} tokens into {nb} blocks, more than "
+                             f"MAX_BLOCKS={MAX_BLOCKS}; use {what} >= {-(-n // MAX_BLOCKS)}")
+    qb = block_bounds(mask.seq_len, block_q)
+    kb = block_bounds(mask.kv_len, block_kv)
+    b_lo, cnt = mask_runs(mask, qb, kb)
+    total = int(cnt.sum())
+    if total > MAX_RECTANGLES:
+        raise ValueError(f"blocks of block_q={block_q} x block_kv={block_kv} give {total} "
+                         f"rectangles, more than MAX_RECTANGLES={MAX_RECTANGLES}; use larger "
+                         "blocks")
+    it = index_dtype(max(len(qb), len(kb)))
+    q0 = np.repeat(np.arange(len(qb) - 1, dtype=_I64), cnt)
+    k0 = np.arange(total, dtype=_I64) - np.repeat(np.cumsum(cnt) - cnt - b_lo, cnt)
+    kind = np.zeros(total, dtype=np.int8)
+    if mask.causal:  # full iff kb[b + 1] - 1 <= qb[a] + off  <=>  b < thr[a]
+        thr = np.searchsorted(kb, qb[:-1] + mask.off + 1, side="right") - 1
+        kind[:] = k0 >= thr[q0]
+    own = q0 if stationary == "query" else k0
+    present = np.zeros(len(qb) - 1 if stationary == "query" else len(kb) - 1, dtype=bool)
+    present[own] = True
+    remap = np.cumsum(present) - 1
+    task = remap[own].astype(index_dtype(max(len(present), 1)))
+    q0 = q0.astype(it)
+    k0 = k0.astype(it)
+    return {"qb": qb, "kb": kb, "q0": q0, "q1": q0 + it(1), "k0": k0, "k1": k0 + it(1),
+            "kind": kind, "task": task, "present": present}
+
+
+def level_one(mask: Mask, v: int, elements: Sequence[int], block: int = 1 << 22
+              ) -> dict[str, np.ndarray]:
+    """All rectangles of one CQS level over the whole matrix, in index form, row-major sorted.
+
+    Returns ``qb, kb`` (chunk boundaries) and per rectangle ``q0, q1, k0, k1`` (chunk indices,
+    ``q1 = q0 + 1``), ``kind`` (0 full, 1 causal) and ``task`` (0 .. v-1).  Only the chunk pairs
+    the mask leaves non-empty are generated: for query chunk ``a`` they are one contiguous run
+    of key chunks, because the allowed keys of consecutive rows overlap.
+    """
+    qb = chunk_bounds(mask.seq_len, v)
+    kb = chunk_bounds(mask.kv_len, v)
+    off = mask.off
+    b_lo, cnt = mask_runs(mask, qb, kb)
     total = int(cnt.sum())
     if total > MAX_RECTANGLES:
         raise ValueError(f"a v={v} plan of this mask has {total} rectangles, more than "

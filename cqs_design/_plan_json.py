@@ -21,6 +21,7 @@ from cqs_design.difference_sets import DifferenceSet
 __all__ = ["loads", "plan_from_dict"]
 
 _I64 = np.int64
+_SCHEDULES = ("cqs", "query_blocks", "kv_blocks")
 
 
 def _error(msg: str) -> Exception:
@@ -86,8 +87,15 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
     if not isinstance(data, dict):
         raise _error(f"plan: must be a JSON object, got {type(data).__name__}")
     schema = _get(data, "schema", "")
-    if isinstance(schema, bool) or schema != 1:
-        raise _error(f"schema: unsupported version {schema!r}; this library reads schema 1")
+    if isinstance(schema, bool) or schema not in (1, 2):
+        raise _error(f"schema: unsupported version {schema!r}; this library reads schemas 1 "
+                     "and 2")
+    schedule = data.get("schedule", "cqs")
+    if schedule not in _SCHEDULES or not isinstance(schedule, str):
+        raise _error(f"schedule: must be one of {', '.join(map(repr, _SCHEDULES))}, got "
+                     f"{schedule!r}")
+    if schema == 1 and schedule != "cqs":
+        raise _error(f"schedule: schema 1 knows only 'cqs', got {schedule!r}")
     seq_len = _int(_get(data, "seq_len", ""), "seq_len", 1)
     kv_len = _int(data.get("kv_len", seq_len), "kv_len", 1)
     causal = _get(data, "causal", "")
@@ -106,6 +114,21 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
     if not isinstance(reason, str):
         raise _error(f"chosen_because: must be a string, got {reason!r}")
 
+    blocks: dict[str, int | None] = {}
+    for key in ("block_q", "block_kv"):
+        val = data.get(key)
+        if schedule == "cqs":
+            if val is not None:
+                raise _error(f"{key}: must be null for schedule 'cqs', got {val!r}")
+            blocks[key] = None
+        else:
+            blocks[key] = _int(_get(data, key, ""), key, 1)
+    if schedule != "cqs":
+        design = data.get("design")
+        if design is not None:
+            raise _error(f"design: must be null for schedule {schedule!r}, got {design!r}")
+        return _finish(cls, data, seq_len, kv_len, causal, window, levels, reason, None,
+                       schedule, blocks)
     design = _get(data, "design", "")
     if not isinstance(design, dict):
         raise _error(f"design: must be an object with v and elements, got {design!r}")
@@ -119,7 +142,14 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
         raise _error(f"design: {exc}") from None
     if not ds.is_valid() or ds.lam != 1:
         raise _error(f"design: {ds!r} is not a cyclic (v, k, 1) difference set")
+    return _finish(cls, data, seq_len, kv_len, causal, window, levels, reason, ds, schedule,
+                   blocks)
 
+
+def _finish(cls: Any, data: dict[str, Any], seq_len: int, kv_len: int, causal: bool,
+            window: Any, levels: int, reason: str, ds: DifferenceSet | None, schedule: str,
+            blocks: dict[str, int | None]) -> Any:
+    """Check the tasks, build the plan and validate it."""
     tasks = _list(_get(data, "tasks", ""), "tasks")
     width = max(seq_len, kv_len)
     ids: list[int] = []
@@ -172,7 +202,8 @@ def plan_from_dict(cls: Any, data: Any) -> Any:
     if lev and max(lev) != levels:
         raise _error(f"levels: {levels} but the deepest task level is {max(lev)}")
     meta = {"seq_len": seq_len, "kv_len": kv_len, "causal": causal, "window": window,
-            "design": ds, "levels": levels, "chosen_because": reason}
+            "design": ds, "levels": levels, "chosen_because": reason, "schedule": schedule,
+            **blocks}
     arr = [np.asarray(c, dtype=_I64) for c in cols]
     segments = (np.asarray(ptr, dtype=_I64), np.asarray(ss, dtype=_I64),
                 np.asarray(se, dtype=_I64))

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cqs_design._plan_build import index_dtype, level_one, subdivide
+from cqs_design._plan_build import block_rectangles, index_dtype, level_one, subdivide
 from cqs_design._plan_check import (
     CoverProblem,
     _blocks,
@@ -71,10 +71,12 @@ from cqs_design.difference_sets import DifferenceSet
 
 __all__ = [
     "DEFAULT_MAX_TASK_TOKENS",
+    "SCHEDULES",
     "Plan",
     "PlanError",
     "PlanStats",
     "Rect",
+    "Schedule",
     "Task",
     "largest_usable_q",
     "make_plan",
@@ -83,8 +85,12 @@ __all__ = [
 #: Task size aimed at when neither ``design`` nor ``max_task_tokens`` is given.
 DEFAULT_MAX_TASK_TOKENS = 16384
 
-#: Version of the JSON schema written by :meth:`Plan.to_json`.
-SCHEMA = 1
+#: Version of the JSON schema written by :meth:`Plan.to_json` (schema 1 files still load).
+SCHEMA = 2
+
+#: What :func:`make_plan` can build: CQS tasks, or query-stationary / key/value-stationary blocks.
+Schedule = Literal["cqs", "query_blocks", "kv_blocks"]
+SCHEDULES: tuple[str, ...] = ("cqs", "query_blocks", "kv_blocks")
 
 _I64 = np.int64
 _KINDS = ("full", "causal")
@@ -189,7 +195,12 @@ class PlanStats:
 
 
 class Plan:
-    """A validated CQS decomposition plan (build with :func:`make_plan`).
+    """A validated decomposition plan (build with :func:`make_plan`).
+
+    Three schedules share this class, the JSON format and :meth:`validate`: ``"cqs"`` (tasks of
+    a cyclic difference set), ``"query_blocks"`` (task ``i`` = query block ``i`` against every
+    key/value block) and ``"kv_blocks"`` (task ``j`` = key/value block ``j`` against every query
+    block).
 
     Internally every rectangle is stored in *index form* (numpy arrays of indices into sorted
     boundary arrays, in the smallest integer type that fits), so plans with hundreds of millions
@@ -204,19 +215,24 @@ class Plan:
     window : tuple of (int or None) or None
         ``(left, right)``: query ``i`` may attend key ``j`` iff
         ``i + off - left <= j <= i + off + right`` with ``off = kv_len - seq_len``.
-    design : DifferenceSet
-        The top-level design.
+    design : DifferenceSet or None
+        The top-level design (None for the block schedules).
     levels : int
         Deepest level of CQS Divide (1 = one level).
     chosen_because : str
-        Why this design was chosen (empty when given explicitly).
+        Why this design (or these block sizes) was chosen (empty when a design was given).
+    schedule : {"cqs", "query_blocks", "kv_blocks"}
+        How the tasks were formed.
+    block_q, block_kv : int or None
+        Query and key/value block sizes of the block schedules (None for ``"cqs"``).
     """
 
     def __init__(self, *, seq_len: int, kv_len: int, causal: bool,
-                 window: tuple[int | None, int | None] | None, design: DifferenceSet,
+                 window: tuple[int | None, int | None] | None, design: DifferenceSet | None,
                  levels: int, arrays: dict[str, np.ndarray], ids: np.ndarray,
                  level: np.ndarray, segments: tuple[np.ndarray, ...] | None = None,
-                 chosen_because: str = "") -> None:
+                 chosen_because: str = "", schedule: Schedule = "cqs",
+                 block_q: int | None = None, block_kv: int | None = None) -> None:
         self.seq_len = seq_len
         self.kv_len = kv_len
         self.causal = causal
@@ -224,6 +240,9 @@ class Plan:
         self.design = design
         self.levels = levels
         self.chosen_because = chosen_because
+        self.schedule = schedule
+        self.block_q = block_q
+        self.block_kv = block_kv
         self._a = arrays  # qb, kb, q0, q1, k0, k1, kind, task
         self._ids = ids
         self._level = level
@@ -255,7 +274,8 @@ class Plan:
     def _meta(self) -> dict[str, Any]:
         return {"seq_len": self.seq_len, "kv_len": self.kv_len, "causal": self.causal,
                 "window": self.window, "design": self.design, "levels": self.levels,
-                "chosen_because": self.chosen_because}
+                "chosen_because": self.chosen_because, "schedule": self.schedule,
+                "block_q": self.block_q, "block_kv": self.block_kv}
 
     @property
     def _mask(self) -> Mask:
@@ -267,8 +287,10 @@ class Plan:
         return len(self._ids)
 
     def __repr__(self) -> str:
+        how = (f"design={self.design!r}" if self.schedule == "cqs" else
+               f"schedule={self.schedule!r}, block_q={self.block_q}, block_kv={self.block_kv}")
         return (f"Plan(seq_len={self.seq_len}, kv_len={self.kv_len}, causal={self.causal}, "
-                f"window={self.window}, design={self.design!r}, levels={self.levels}, "
+                f"window={self.window}, {how}, levels={self.levels}, "
                 f"tasks={len(self)}, rectangles={self.num_rectangles})")
 
     @property
@@ -514,13 +536,15 @@ class Plan:
                 "rectangles": [{"q_start": r.q_start, "q_end": r.q_end, "k_start": r.k_start,
                                 "k_end": r.k_end, "kind": r.kind} for r in t.rectangles],
             })
+        design = (None if self.design is None else
+                  {"v": self.design.v, "elements": list(self.design.elements)})
         return {
             "schema": SCHEMA, "seq_len": self.seq_len, "kv_len": self.kv_len,
             "causal": self.causal,
             "window": None if self.window is None else list(self.window),
             "levels": self.levels, "chosen_because": self.chosen_because,
-            "design": {"v": self.design.v, "elements": list(self.design.elements)},
-            "tasks": tasks,
+            "schedule": self.schedule, "block_q": self.block_q, "block_kv": self.block_kv,
+            "design": design, "tasks": tasks,
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -551,38 +575,52 @@ def make_plan(
     seq_len: int,
     *,
     kv_len: int | None = None,
+    schedule: Schedule = "cqs",
+    block_q: int | None = None,
+    block_kv: int | None = None,
+    causal: bool = False,
+    window: tuple[int | None, int | None] | None = None,
     design: DifferenceSet | int | None = None,
     levels: int = 1,
     max_task_tokens: int | None = None,
-    causal: bool = False,
-    window: tuple[int | None, int | None] | None = None,
     sub_design: DifferenceSet | int | None = None,
 ) -> Plan:
-    """Build the CQS decomposition plan of a ``seq_len x kv_len`` attention matrix.
+    """Build the decomposition plan of a ``seq_len x kv_len`` attention matrix.
 
     Parameters
     ----------
     seq_len : int
-        Number of queries (>= the design's ``v``).
+        Number of queries (>= the design's ``v`` for ``schedule="cqs"``).
     kv_len : int, optional
         Number of keys (cross-attention); default ``seq_len``.
-    design : DifferenceSet or int or None
-        A cyclic ``(v, k, 1)`` difference set, a prime power ``q`` (Singer design,
-        ``v = q^2 + q + 1``), or None: the smallest Singer design whose tasks fit
-        ``max_task_tokens`` (default :data:`DEFAULT_MAX_TASK_TOKENS`); see
-        :attr:`Plan.chosen_because`.
-    levels : int
-        Levels of CQS Divide; level ``l > 1`` re-divides every task with ``sub_design``.
-    max_task_tokens : int, optional
-        Upper bound on a task's tokens (query plus key tokens for cross-attention) used to
-        choose the design; ignored when ``design`` is given.
+    schedule : {"cqs", "query_blocks", "kv_blocks"}
+        ``"cqs"``: tasks of a cyclic difference set (the arguments below).  ``"query_blocks"``
+        (query-stationary): task ``i`` owns query block ``i`` against every key/value block the
+        mask leaves non-empty.  ``"kv_blocks"`` (key/value-stationary, for the backward): task
+        ``j`` owns every query block against key/value block ``j``.
+    block_q, block_kv : int, optional
+        Block sizes of the block schedules: query block ``i`` is rows
+        ``[i*block_q, min((i+1)*block_q, seq_len))`` (the last one shorter), likewise for keys.
+        Default ``min(length, DEFAULT_MAX_TASK_TOKENS)``.  Refused for ``"cqs"``.
     causal : bool
-        Drop rectangles above the diagonal; diagonal blocks become kind "causal".
+        Drop rectangles above the diagonal; rectangles the diagonal crosses become kind
+        "causal".
     window : (left, right), optional
         Sliding window ``i + off - left <= j <= i + off + right`` (``off = kv_len - seq_len``);
         rectangles entirely outside it are dropped.
+    design : DifferenceSet or int or None
+        ``"cqs"`` only.  A cyclic ``(v, k, 1)`` difference set, a prime power ``q`` (Singer
+        design, ``v = q^2 + q + 1``), or None: the smallest Singer design whose tasks fit
+        ``max_task_tokens`` (default :data:`DEFAULT_MAX_TASK_TOKENS`); see
+        :attr:`Plan.chosen_because`.
+    levels : int
+        ``"cqs"`` only.  Levels of CQS Divide; level ``l > 1`` re-divides every task with
+        ``sub_design``.
+    max_task_tokens : int, optional
+        ``"cqs"`` only.  Upper bound on a task's tokens (query plus key tokens for
+        cross-attention) used to choose the design; ignored when ``design`` is given.
     sub_design : DifferenceSet or int, optional
-        Design of levels 2 and deeper; default the top-level design.
+        ``"cqs"`` only.  Design of levels 2 and deeper; default the top-level design.
 
     Returns
     -------
@@ -591,8 +629,8 @@ def make_plan(
     Raises
     ------
     PlanError
-        Bad values, or a sequence shorter than the design (the error names the largest usable
-        design).
+        Bad values, CQS arguments with a block schedule, or a sequence shorter than the design
+        (the error names the largest usable design).
     TypeError
         Non-integer lengths.
 
@@ -605,6 +643,11 @@ def make_plan(
     Traceback (most recent call last):
     ...
     cqs_design.plans.PlanError: seq_len=20 is shorter than the design's v=21 chunks; ...q=3 (v=13)
+    >>> qb = make_plan(10, schedule="query_blocks", block_q=4, block_kv=5, causal=True)
+    >>> qb.task_ids, qb.task(1).segments
+    ((0, 1, 2), ((0, 10),))
+    >>> [(r.q_start, r.q_end, r.k_start, r.k_end, r.kind) for r in qb.task(1).rectangles]
+    [(4, 8, 0, 5, 'full'), (4, 8, 5, 10, 'causal')]
     """
     seq_len = _check_int(seq_len, "seq_len", 1)
     kv_len = seq_len if kv_len is None else _check_int(kv_len, "kv_len", 1)
@@ -612,6 +655,26 @@ def make_plan(
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {causal!r}")
     win = _check_window(window)
+    if not isinstance(schedule, str) or schedule not in SCHEDULES:
+        raise PlanError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, "
+                        f"got {schedule!r}")
+    if schedule != "cqs":
+        given = [name for name, val, unset in (
+            ("design", design, None), ("levels", levels, 1), ("sub_design", sub_design, None),
+            ("max_task_tokens", max_task_tokens, None)) if val != unset]
+        if given:
+            raise PlanError(f"{given[0]} applies to schedule='cqs' only, not to "
+                            f"schedule={schedule!r} (its tasks are set by block_q and block_kv)")
+        bq = (min(seq_len, DEFAULT_MAX_TASK_TOKENS) if block_q is None
+              else _check_int(block_q, "block_q", 1))
+        bk = (min(kv_len, DEFAULT_MAX_TASK_TOKENS) if block_kv is None
+              else _check_int(block_kv, "block_kv", 1))
+        return _block_plan(seq_len, kv_len, schedule, bq, bk, bool(causal), win,
+                           given_q=block_q is not None, given_kv=block_kv is not None)
+    for name, val in (("block_q", block_q), ("block_kv", block_kv)):
+        if val is not None:
+            raise PlanError(f"{name} applies to the block schedules ('query_blocks', "
+                            "'kv_blocks') only, not to schedule='cqs'")
     reason = ""
     if design is None:
         explicit = max_task_tokens is not None
@@ -622,6 +685,28 @@ def make_plan(
         ds = _resolve_design(design, "design")
     sub = ds if sub_design is None else _resolve_design(sub_design, "sub_design")
     return _make_plan(seq_len, kv_len, ds, levels, bool(causal), win, sub, reason)
+
+
+def _block_plan(seq_len: int, kv_len: int, schedule: str, block_q: int, block_kv: int,
+                causal: bool, window: tuple[int | None, int | None] | None, *,
+                given_q: bool, given_kv: bool) -> Plan:
+    left, right = window if window is not None else (None, None)
+    mask = Mask(seq_len, kv_len, causal, left, right)
+    stationary = "query" if schedule == "query_blocks" else "kv"
+    try:
+        arrays = block_rectangles(mask, block_q, block_kv, stationary)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    present = arrays.pop("present")
+    ids = np.flatnonzero(present).astype(_I64)
+    what = "query-stationary" if stationary == "query" else "key/value-stationary"
+    src = {True: "given", False: f"default min(length, {DEFAULT_MAX_TASK_TOKENS})"}
+    reason = (f"{what} blocks: block_q={block_q} query rows ({src[given_q]}) x "
+              f"block_kv={block_kv} key/value rows ({src[given_kv]})")
+    return Plan(arrays=arrays, ids=ids, level=np.ones(len(ids), dtype=_I64),
+                seq_len=seq_len, kv_len=kv_len, causal=causal, window=window, design=None,
+                levels=1, chosen_because=reason, schedule=schedule,  # type: ignore[arg-type]
+                block_q=block_q, block_kv=block_kv)
 
 
 def _make_plan(seq_len: int, kv_len: int, ds: DifferenceSet, levels: int, causal: bool,

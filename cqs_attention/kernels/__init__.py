@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 _KERNELS: list[Kernel] = []
+#: bumped on every change of the registry (dispatch caches key on it)
+VERSION = [0]
 _FAILURES: dict[str, str] = {}
 _DISCOVERED = False
 _SKIP = {"base", "reference"}
@@ -68,11 +70,13 @@ def register_kernel(kernel: Kernel) -> None:
     _KERNELS[:] = [k for k in _KERNELS if k.name != kernel.name]
     _KERNELS.append(kernel)
     _KERNELS.sort(key=_priority)
+    VERSION[0] += 1
 
 
 def unregister_kernel(name: str) -> None:
     """Remove the kernel called ``name`` (no-op when absent)."""
     _KERNELS[:] = [k for k in _KERNELS if k.name != name]
+    VERSION[0] += 1
 
 
 def _discover() -> None:

@@ -31,7 +31,7 @@ def run(directory: Any, **kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main(directory: str, hang_after: int) -> None:
     torch.set_num_threads(1)
-    from cqs_attention.executor import task_hook
+    from cqs_attention.testing import task_hook
 
     seen: list[int] = []
 

@@ -18,7 +18,7 @@ import torch
 
 from cqs_attention import attention, last_run_stats, reference_attention
 from cqs_attention.checkpoint import CheckpointError, checkpoint_options, read_journal
-from cqs_attention.executor import task_hook
+from cqs_attention.testing import task_hook
 from cqs_design.plans import make_plan
 
 WORKER = Path(__file__).with_name("_ckpt_worker.py")

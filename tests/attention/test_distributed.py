@@ -171,9 +171,11 @@ def test_task_pairs_sum_to_plan_pairs():
 
 
 def test_plan_shard_runs_only_its_tasks_and_shards_merge_exactly(make_qkv):
-    from cqs_attention.executor import PlanExecutor
+    from cqs_attention.engine.placement import Dims, choose
+    from cqs_attention.engine.run import RunContext, run_forward
     from cqs_attention.masks import make_mask_spec
     from cqs_attention.merge import merge_partials
+    from cqs_attention.report import RunReport
 
     q, k, v = make_qkv(1, 2, 61, 8, seed=5)
     plan = make_plan(61, design=2, causal=True)
@@ -182,8 +184,13 @@ def test_plan_shard_runs_only_its_tasks_and_shards_merge_exactly(make_qkv):
     for share in assign_tasks(task_pairs(plan), 3):
         shard = PlanShard(plan, share)
         assert [t.id for t in shard.tasks] == [plan.task_ids[i] for i in share]
-        ex = PlanExecutor(shard, spec, device=torch.device("cpu"), scale=8 ** -0.5)
-        parts.append(ex.forward(q, k, v))
+        choice = choose(Dims(1, 2, 2, 61, 61, 8, q.dtype), budget=None, streamed=False,
+                        backward=False, causal=True, window=None, band_only=True, plan=plan,
+                        force_accumulators="device")
+        ctx = RunContext(device=torch.device("cpu"), home=torch.device("cpu"), streamed=False,
+                         spec=spec, scale=8 ** -0.5, backend="auto", report=RunReport(),
+                         positions=list(share))
+        parts.append(run_forward(q, k, v, choice, ctx))
     out, lse = parts[0]
     for o, lo in parts[1:]:
         out, lse = merge_partials(out, lse, o, lo)

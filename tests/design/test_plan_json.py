@@ -31,7 +31,8 @@ def test_round_trip(plan: Plan) -> None:
 def test_public_keys(plan: Plan) -> None:
     d = json.loads(plan.to_json(indent=1))
     assert REQUIRED_TOP | {"kv_len", "window", "levels"} <= set(d)
-    assert d["schema"] == 1
+    assert d["schema"] == 2
+    assert (d["schedule"], d["block_q"], d["block_kv"]) == ("cqs", None, None)
     assert set(d["design"]) >= {"v", "elements"}
     for t in d["tasks"]:
         assert REQUIRED_TASK <= set(t)
@@ -44,7 +45,8 @@ def test_public_keys(plan: Plan) -> None:
 def test_minimal_document_is_accepted() -> None:
     """Only the contract keys: kv_len, window and levels default sensibly."""
     d = make_plan(14, design=DifferenceSet(7, [0, 1, 3])).to_dict()
-    for key in ("kv_len", "window", "levels", "chosen_because"):
+    for key in ("kv_len", "window", "levels", "chosen_because", "schedule", "block_q",
+                "block_kv"):
         del d[key]
     for t in d["tasks"]:
         del t["level"]
@@ -74,7 +76,8 @@ def _set(path: str, value: Any) -> Any:
 _DELETE = object()
 
 BAD_FIELDS = [
-    ("schema", _set("schema", 2), "schema"),
+    ("schema", _set("schema", 3), "schema: unsupported version 3"),
+    ("schema 0", _set("schema", 0), "schema: unsupported version 0"),
     ("schema missing", _set("schema", _DELETE), "schema: missing"),
     ("schema bool", _set("schema", True), "schema"),
     ("seq_len str", _set("seq_len", "28"), "seq_len: must be an integer"),

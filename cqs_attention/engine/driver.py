@@ -1,0 +1,356 @@
+"""Driver: the one loop that runs any schedule, forward or backward.
+
+Per plan task (in plan order, or the order of a rank's shard, minus the tasks a checkpoint
+journal already holds) the driver asks :mod:`~cqs_attention.engine.schedule` for its steps and
+runs them:
+
+1. **sides**: the step's key/value side and query side are reused when the previous step had
+   the same rows (the stationary side of a task), else the old one is closed (its accumulator
+   rows written back, or finalised) and the new one staged by the transport; the next step's
+   sides are prefetched on the copy stream while this step computes, unless their rows overlap
+   rows still being accumulated;
+2. **compute**: each call not merged yet runs on the compute stream, which waits only for the
+   events of its sides' copies;
+3. **accumulate**: the call's result merges into the residency of its rows; the call id is
+   recorded, so it is merged exactly once;
+4. **commit**: when a task's steps are all merged, the ``on_commit`` hook runs (the checkpoint
+   journal; it may ask for a :meth:`Driver.flush`, which closes every residency and waits for
+   every copy, so the home accumulators then hold exactly the committed tasks).
+
+An out-of-memory error anywhere in a step closes the open residencies without finalising
+anything, drops staged buffers and asks :class:`~cqs_attention.engine.guard.OOMGuard` what to
+do: retry, or split the step's unmerged calls along the queries or the keys (the refinement).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from cqs_attention.engine.accumulate import Residency, RowStore
+from cqs_attention.engine.compute import Compute, Staged
+from cqs_attention.engine.guard import OOMGuard
+from cqs_attention.engine.schedule import (
+    Call,
+    PlanRects,
+    Step,
+    merge_ranges,
+    split_call,
+    task_steps,
+)
+from cqs_attention.engine.transport import Transport
+from cqs_attention.masks import MaskSpec
+from cqs_attention.merge import merge_partials_
+
+__all__ = ["TASK_HOOKS", "Driver", "Side"]
+
+Range = tuple[int, int]
+#: ``fn(task_id, attempt)`` run before a task's first step and each retry (see testing.py)
+TASK_HOOKS: list[Callable[[int, int], None]] = []
+
+
+@dataclass
+class Side:
+    """One side of a step on the device: input rows and (optionally) accumulator rows."""
+
+    rows: tuple[Range, ...]
+    inputs: Staged
+    acc: Residency | None
+
+    def events(self) -> list[Any]:
+        evs = [self.inputs.ready]
+        if self.acc is not None:
+            evs.append(self.acc.ready)
+        return [e for e in evs if e is not None]
+
+
+def _overlaps(a: Sequence[Range], b: Sequence[Range]) -> bool:
+    return any(s < e2 and s2 < e for s, e in a for s2, e2 in b)
+
+
+class Driver:
+    """Runs the tasks of ``rects`` (see the module docstring).
+
+    Parameters
+    ----------
+    direction
+        ``"forward"``: query side inputs ``[q]``, accumulators ``q_store`` = ``(out, lse)``;
+        ``"backward"``: query side inputs ``[q, dout, out, lse]``, ``q_store`` = ``dq`` and
+        ``kv_store`` = ``(dk, dv)``.
+    q_inputs, kv_inputs
+        Home tensors of each side (row axis 2).
+    remaining_q, remaining_kv
+        Per-row counts of tasks not started yet that touch the row (decremented here when a
+        task starts); used by stores that finalise rows.
+    on_commit
+        ``on_commit(task_id)`` after every merged task.
+    """
+
+    def __init__(self, *, direction: Literal["forward", "backward"], rects: PlanRects,
+                 order: Sequence[int], spec: MaskSpec, stationary: str, transport: Transport,
+                 compute: Compute, q_inputs: list[torch.Tensor], kv_inputs: list[torch.Tensor],
+                 q_store: RowStore, kv_store: RowStore | None, report: Any,
+                 remaining_q: np.ndarray | None = None,
+                 remaining_kv: np.ndarray | None = None,
+                 on_commit: Callable[[int], None] | None = None,
+                 prefetch: bool = True, progress: bool | None = None) -> None:
+        self.direction = direction
+        self.rects = rects
+        self.order = list(order)
+        self.spec = spec
+        self.stationary = stationary
+        self.tr = transport
+        self.compute = compute
+        self.q_inputs = q_inputs
+        self.kv_inputs = kv_inputs
+        self.q_store = q_store
+        self.kv_store = kv_store
+        self.report = report
+        self.remaining_q = remaining_q
+        self.remaining_kv = remaining_kv
+        self.on_commit = on_commit
+        self.guard = OOMGuard()
+        self.guard.prefetch = prefetch
+        self.progress = progress
+        self.merged: set[int] = set()
+        self.q_side: Side | None = None
+        self.kv_side: Side | None = None
+        self.q_next: Side | None = None
+        self.kv_next: Side | None = None
+        self._counts: dict[str, int] = {}
+        self._task_ooms: dict[int, int] = {}
+
+    # -- sides ----------------------------------------------------------------------------
+    def _stage_q(self, rows: tuple[Range, ...]) -> Side:
+        bufs, ev = self.tr.gather(self.q_inputs, rows)
+        return Side(rows, Staged(rows, bufs, ev), self.q_store.open(rows))
+
+    def _stage_kv(self, rows: tuple[Range, ...]) -> Side:
+        bufs, ev = self.tr.gather(self.kv_inputs, rows)
+        acc = self.kv_store.open(rows) if self.kv_store is not None else None
+        return Side(rows, Staged(rows, bufs, ev), acc)
+
+    def _close(self, side: Side | None, store: RowStore | None, *, final_ok: bool) -> None:
+        if side is not None and side.acc is not None and store is not None:
+            store.close(side.acc, final_ok=final_ok)
+
+    def _acquire(self, step: Step, queue: deque[Step]) -> tuple[Side, Side]:
+        """The step's sides: reused, taken from the prefetch slot, or staged now."""
+        later = list(queue)[1:]
+        if self.kv_side is None or self.kv_side.rows != step.kv_rows:
+            self._close(self.kv_side, self.kv_store,
+                        final_ok=not any(_overlaps(self.kv_side.rows, s.kv_rows)
+                                         for s in later) if self.kv_side else True)
+            self.kv_side = None
+            if self.kv_next is not None and self.kv_next.rows == step.kv_rows:
+                self.kv_side, self.kv_next = self.kv_next, None
+            else:
+                self._close(self.kv_next, self.kv_store, final_ok=False)
+                self.kv_next = None
+                self.kv_side = self._stage_kv(step.kv_rows)
+        if self.q_side is None or self.q_side.rows != step.q_rows:
+            self._close(self.q_side, self.q_store,
+                        final_ok=not any(_overlaps(self.q_side.rows, s.q_rows)
+                                         for s in later) if self.q_side else True)
+            self.q_side = None
+            if self.q_next is not None and self.q_next.rows == step.q_rows:
+                self.q_side, self.q_next = self.q_next, None
+            else:
+                self._close(self.q_next, self.q_store, final_ok=False)
+                self.q_next = None
+                self.q_side = self._stage_q(step.q_rows)
+        return self.q_side, self.kv_side
+
+    def _prefetch(self, nxt: Step | None) -> None:
+        """Stage the next step's sides now when they differ from the current ones and their
+        accumulator rows are not being accumulated by an open residency."""
+        if nxt is None or not self.guard.prefetch or not self.tr.streamed:
+            return
+        # only the side that streams within a task is prefetched: the stationary one changes
+        # once per task, and holding two of it would double the largest buffers
+        if (self.stationary == "q" and self.kv_next is None and self.kv_side is not None
+                and nxt.kv_rows != self.kv_side.rows
+                and (self.kv_store is None or not _overlaps(nxt.kv_rows, self.kv_side.rows))):
+            self.kv_next = self._stage_kv(nxt.kv_rows)
+        if (self.stationary == "kv" and self.q_next is None and self.q_side is not None
+                and nxt.q_rows != self.q_side.rows
+                and not _overlaps(nxt.q_rows, self.q_side.rows)):
+            self.q_next = self._stage_q(nxt.q_rows)
+
+    def _close_all(self, *, final_ok: bool) -> None:
+        self._close(self.q_next, self.q_store, final_ok=False)
+        self._close(self.kv_next, self.kv_store, final_ok=False)
+        self._close(self.q_side, self.q_store, final_ok=final_ok)
+        self._close(self.kv_side, self.kv_store, final_ok=final_ok)
+        self.q_side = self.kv_side = self.q_next = self.kv_next = None
+        self.tr.drain()
+
+    def _evict(self) -> None:
+        """After an out-of-memory error: write open accumulator rows back (never as final)
+        and drop every staged buffer."""
+        self._close_all(final_ok=False)
+        if self.tr.cuda:
+            torch.cuda.empty_cache()
+
+    def flush(self) -> None:
+        """Close every residency and wait for every copy: the home accumulators then hold
+        exactly what was merged (the commit point checkpoints rely on)."""
+        self._close_all(final_ok=False)
+
+    # -- one step ---------------------------------------------------------------------------
+    def _run_step(self, step: Step, queue: deque[Step], nxt: Step | None,
+                  first: bool) -> None:
+        if TASK_HOOKS and (first or self._task_ooms.get(step.task_id, 0)):
+            for hook in list(TASK_HOOKS):
+                hook(step.task_id, self._task_ooms.get(step.task_id, 0))
+        qs, kvs = self._acquire(step, queue)
+        self.tr.wait(qs.events() + kvs.events())
+        self._prefetch(nxt)
+        for call in step.calls:
+            if call.id in self.merged:
+                continue
+            if self.direction == "forward":
+                out, lse = self.compute.forward(call, qs.inputs, kvs.inputs)
+                acc_out, acc_lse = qs.acc.slices(call.q0, call.q1)
+                merge_partials_(acc_out, acc_lse, out, lse)
+                qs.acc.dirty = True
+            else:
+                dq, dk, dv = self.compute.backward(call, qs.inputs, kvs.inputs)
+                self._add_grads(call, qs.acc, kvs.acc, dq, dk, dv)
+            self.merged.add(call.id)
+
+    @staticmethod
+    def _add_grads(call: Call, qacc: Residency, kvacc: Residency, dq: torch.Tensor,
+                   dk: torch.Tensor, dv: torch.Tensor) -> None:
+        """Sum a call's gradients into the residencies (in-place adds allocate nothing, so an
+        out-of-memory error cannot leave a call half added)."""
+        (gq,) = qacc.slices(call.q0, call.q1)
+        gq.add_(dq)  # in place, computed in the accumulators' dtype (no temporaries)
+        pos = 0
+        for s, e in call.key_ranges:
+            n = e - s
+            gk, gv = kvacc.slices(s, e)
+            gk.add_(dk[:, :, pos:pos + n])
+            gv.add_(dv[:, :, pos:pos + n])
+            pos += n
+        qacc.dirty = True
+        kvacc.dirty = True
+
+    def _split(self, step: Step, axis: Literal["q", "k"]) -> list[Step]:
+        calls = [c for c in step.calls if c.id not in self.merged]
+        halves: list[list[Call]] = [[], []]
+        for c in calls:
+            parts = split_call(c, axis)
+            for i, p in enumerate(parts):
+                halves[i].append(p)
+        out = []
+        for part in halves:
+            if not part:
+                continue
+            if axis == "q":
+                out.append(Step(step.task_id, merge_ranges((c.q0, c.q1) for c in part)
+                                if self.stationary == "kv" else step.q_rows,
+                                step.kv_rows, part))
+            else:
+                kv = merge_ranges(r for c in part for r in c.key_ranges)
+                out.append(Step(step.task_id, step.q_rows, kv, part))
+        return out
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        from tqdm.auto import tqdm
+
+        rep = self.report
+        disable = False if self.progress is True else (True if self.progress is False else None)
+        bar = tqdm(total=len(self.order), desc=f"cqs attention {self.direction}", unit="task",
+                   disable=disable, delay=0 if self.progress else 2.0, leave=False)
+        t_classify = 0.0
+        steps_of: dict[int, list[Step]] = {}
+
+        def steps_for(pos: int) -> list[Step]:
+            nonlocal t_classify
+            if pos not in steps_of:
+                t0 = time.perf_counter()
+                steps_of[pos] = task_steps(self.rects, pos, self.spec,
+                                           stationary=self.stationary,
+                                           device=self.compute.device, counts=self._counts)
+                t_classify += time.perf_counter() - t0
+            return steps_of[pos]
+
+        try:
+            for n, pos in enumerate(self.order):
+                tid = int(self.rects.ids[pos])
+                queue = deque(steps_for(pos))
+                steps_of.pop(pos, None)
+                self._start_task(pos)
+                if not queue:
+                    rep.tasks_skipped += 1
+                else:
+                    rep.tasks += 1
+                first = True
+                while queue:
+                    step = queue[0]
+                    nxt = queue[1] if len(queue) > 1 else (
+                        self._first_step(steps_for, n + 1))
+                    try:
+                        self._run_step(step, queue, nxt, first)
+                        first = False
+                    except torch.cuda.OutOfMemoryError as exc:
+                        self._on_oom(step, queue, exc)
+                        continue
+                    queue.popleft()
+                    self.tr.poll()
+                if self.on_commit is not None:
+                    self.on_commit(tid)
+                bar.update()
+            self._close_all(final_ok=True)
+        finally:
+            bar.close()
+            rep.blocks_full += self._counts.get("full", 0)
+            rep.blocks_partial += self._counts.get("partial", 0)
+            rep.blocks_empty += self._counts.get("empty", 0)
+            rep.add_time("classify", t_classify)
+
+    def _first_step(self, steps_for: Callable[[int], list[Step]], n: int) -> Step | None:
+        while n < len(self.order):
+            steps = steps_for(self.order[n])
+            if steps:
+                return steps[0]
+            n += 1
+        return None
+
+    def _start_task(self, pos: int) -> None:
+        q0, q1, k0, k1 = self.rects.task(pos)
+        for rem, a, b in ((self.remaining_q, q0, q1), (self.remaining_kv, k0, k1)):
+            if rem is None:
+                continue
+            for s, e in merge_ranges(zip(a.tolist(), b.tolist(), strict=True)):
+                rem[s:e] -= 1
+
+    def _on_oom(self, step: Step, queue: deque[Step], exc: BaseException) -> None:
+        rep = self.report
+        rep.oom_retries += 1
+        self._task_ooms[step.task_id] = self._task_ooms.get(step.task_id, 0) + 1
+        unmerged = [c for c in step.calls if c.id not in self.merged]
+        key = unmerged[0].id if unmerged else -1
+        rep.oom_events.append((step.task_id, self.guard.attempts.get(key, 0)))
+        self._evict()
+        act = self.guard.on_oom(key, can_split_q=any(c.lq > 1 for c in unmerged),
+                                can_split_k=any(c.lk > 1 for c in unmerged))
+        if act == "retry":
+            return
+        if act == "fail":
+            raise torch.cuda.OutOfMemoryError(
+                f"a step of task {step.task_id} ran out of device memory even split down to "
+                f"single rows and keys; lower memory_budget or free device memory ({exc})"
+            ) from exc
+        queue.popleft()
+        parts = self._split(step, "q" if act == "split_q" else "k")
+        queue.extendleft(reversed(parts))
+        rep.refinements += 1

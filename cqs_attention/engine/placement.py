@@ -1,0 +1,529 @@
+"""Placement: the ONE footprint model, the ONE cost model and the ONE budget search.
+
+:func:`footprint` bounds the device bytes a run of a plan holds at once (the largest step:
+staged query and key/value rows, accumulator rows, call results, merge temporaries, masks,
+kernel workspace; doubled for the sides prefetched while a step computes), for accumulators on
+the device or at home. :class:`CostModel` predicts a run's seconds from its FLOPs at the
+kernel's rate, the bytes it moves at the copy bandwidth, and a per-call overhead.
+:func:`choose` searches the candidates (one whole call; query-block plans; CQS plans with Singer
+designs; each with accumulators on the device or at home, with or without prefetching) for the
+fastest predicted one that fits the budget.
+
+>>> dims = Dims(batch=1, heads=2, kv_heads=2, q_len=64, kv_len=64, head_dim=8,
+...             dtype=torch.float32)
+>>> choice = choose(dims, budget=None, streamed=False, backward=False, causal=True,
+...                 window=None, band_only=True)
+>>> choice.kind, choice.accumulators
+('whole', 'none')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from cqs_attention.engine.schedule import PlanRects, plan_rectangles, stationary_side
+from cqs_attention.errors import MemoryBudgetError
+from cqs_attention.merge import accumulator_dtype
+
+__all__ = ["FORCE", "Choice", "CostModel", "Dims", "choose", "footprint", "predict"]
+
+#: overrides for tests (:func:`cqs_attention.testing.force_placement`): keys "accumulators",
+#: "prefetch"
+FORCE: list[dict[str, Any]] = []
+
+#: Singer orders the budget search tries for CQS plans (v = q^2 + q + 1)
+SINGER_ORDERS = (2, 3, 4, 5, 7, 8, 9, 11, 13, 16, 17, 19, 23, 25, 27, 29, 31, 32, 37, 41, 43)
+#: CQS plans with more rectangles than this are not tried by the search (pass plan= instead)
+MAX_SCAN_RECTANGLES = 1 << 21
+#: query-block plans: block sizes are rounded to multiples of this when at least twice as long
+GRANULE = 128
+#: query-block plans with more (query block, key/value block) pairs are not tried
+MAX_BLOCK_PAIRS = 1 << 12
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Sizes of one attention call."""
+
+    batch: int
+    heads: int
+    kv_heads: int
+    q_len: int
+    kv_len: int
+    head_dim: int
+    dtype: torch.dtype
+    v_dim: int | None = None
+
+    @property
+    def e(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    @property
+    def a(self) -> int:
+        return torch.empty((), dtype=accumulator_dtype(self.dtype)).element_size()
+
+    @property
+    def dv(self) -> int:
+        return self.head_dim if self.v_dim is None else self.v_dim
+
+    def accumulator_bytes(self, backward: bool) -> int:
+        """Bytes of the run's accumulators: ``(out, lse)``, or ``(dq, dk, dv)``."""
+        b, h, hk = self.batch, self.heads, self.kv_heads
+        if backward:
+            return (b * h * self.q_len * self.head_dim
+                    + b * hk * self.kv_len * (self.head_dim + self.dv)) * self.a
+        return b * h * self.q_len * (self.dv + 1) * self.a
+
+
+def _groups(r: PlanRects) -> tuple[np.ndarray, ...]:
+    """Per (task, q range): task index, lq, total key length; per task: kv rows, q rows."""
+    task = np.repeat(np.arange(len(r), dtype=np.int64), np.diff(r.ptr))
+    if len(task) == 0:
+        z = np.zeros(0, np.int64)
+        return z, z, z, np.zeros(len(r)), np.zeros(len(r))
+    m1 = int(max(r.q1.max(), 1)) + 1
+    key = (task * m1 + r.q0) * m1 + r.q1
+    uniq, inv = np.unique(key, return_inverse=True)
+    g_task = uniq // (m1 * m1)
+    g_q0 = (uniq // m1) % m1
+    g_q1 = uniq % m1
+    lk = np.bincount(inv.reshape(-1), weights=(r.k1 - r.k0).astype(np.float64),
+                     minlength=len(uniq))
+    mk = int(max(r.k1.max(), 1)) + 1
+    kkey = np.unique((task * mk + r.k0) * mk + r.k1)
+    kv_task = np.bincount(kkey // (mk * mk), weights=((kkey % mk) - (kkey // mk) % mk)
+                          .astype(np.float64), minlength=len(r))
+    q_task = np.bincount(g_task, weights=(g_q1 - g_q0).astype(np.float64), minlength=len(r))
+    return g_task, (g_q1 - g_q0).astype(np.float64), lk, kv_task, q_task
+
+
+def _kernel_ws(kernel: Any, d: Dims, lq: float, lk: float) -> float:
+    fn = getattr(kernel, "workspace_bytes", None)
+    return 0.0 if fn is None else float(fn(d.batch, d.heads, d.kv_heads, int(lq), int(lk),
+                                            d.head_dim, d.dtype))
+
+
+def footprint(rects: PlanRects, d: Dims, *, stationary: str, streamed: bool,
+              accumulators: Literal["device", "host", "none"], backward: bool,
+              prefetch: bool, band_only: bool = True, masked: bool = True,
+              kernel: Any = None) -> int:
+    """Upper bound of the device bytes a run holds at once (see the module docstring).
+
+    ``accumulators="device"`` counts the whole accumulators (they stay on the device for the
+    run); ``"host"`` counts the accumulator rows of the open and prefetched residencies;
+    ``"none"`` is the single-call run (the kernel's output is the result). ``band_only``: the
+    mask is causal/window without a left window bound (no dense masks); ``masked``: there is
+    a mask at all.
+    """
+    if len(rects) == 0:
+        return 0
+    b, h, hk, e, a = d.batch, d.heads, d.kv_heads, d.e, d.a
+    g_task, lq, lk, kv_task, q_task = _groups(rects)
+    if stationary == "q":  # one call per rectangle: a key/value block against the task's rows
+        g_task = np.repeat(np.arange(len(rects), dtype=np.int64), np.diff(rects.ptr))
+        lq = (rects.q1 - rects.q0).astype(np.float64)
+        lk = (rects.k1 - rects.k0).astype(np.float64)
+    two = 2.0 if (prefetch and streamed) else 1.0
+    if backward:
+        q_in = b * h * (3 * d.head_dim * e + a)
+        q_acc = b * h * d.head_dim * a
+        kv_in = b * hk * (d.head_dim + d.dv) * e
+        kv_acc = b * hk * (d.head_dim + d.dv) * a
+    else:
+        q_in = b * h * d.head_dim * e
+        q_acc = b * h * (d.dv + 1) * a
+        kv_in = b * hk * (d.head_dim + d.dv) * e
+        kv_acc = 0
+    host = accumulators == "host"
+    # per call: results, merge temporaries (forward: out converted, weighted term, weights)
+    if backward:  # the kernel's dq, dk, dv (at most float32), added in place
+        call = lq * b * h * d.head_dim * a + lk * b * hk * (d.head_dim + d.dv) * a
+        call = call + lk * b * h * (d.head_dim + d.dv) * e * (h // hk > 1)  # GQA expansion
+    else:  # the kernel's out and lse, and the merge weights (the merge itself is in place)
+        call = lq * b * h * (d.dv * e + a) + lq * b * h * 4 * a
+    if masked and not band_only:
+        call = call + lq * lk  # a dense bool mask
+    elif masked and getattr(kernel, "band_mask_free", False) is False:
+        call = call + lq * np.minimum(lk, lq + 2 * lk.max())
+    if stationary == "kv":  # keys of one call concatenated when not contiguous in the buffer
+        call = call + lk * kv_in * (kv_task[g_task] > lk)
+    big = int(np.argmax(lq * lk))
+    ws = _kernel_ws(kernel, d, lq[big], lk[big])
+    # the side that streams within a task is prefetched (two of it), the stationary one not
+    if stationary == "q":
+        q_side = q_task[g_task] * (q_in * streamed + q_acc * host)
+        kv_side = lk * (kv_in * streamed + kv_acc * host)
+        step = q_side + kv_side * two + call
+    else:
+        kv_side = kv_task[g_task] * (kv_in * streamed + kv_acc * host)
+        q_side = lq * (q_in * streamed + q_acc * host)
+        step = kv_side + q_side * two + call
+    resident = 0.0
+    if accumulators == "device":
+        resident = d.accumulator_bytes(backward)
+        if not backward:  # the result converted to the output dtype at the end
+            resident += b * h * d.q_len * d.dv * e
+    return int(np.max(step) + ws + resident)
+
+
+# -- the cost model ----------------------------------------------------------------------------
+@dataclass
+class CostModel:
+    """Rates of one device, measured once (:meth:`calibrate`) and cached on disk.
+
+    Attributes
+    ----------
+    flops_per_s
+        The attention kernel's rate on large calls (forward; backward is counted as 2.5x the
+        forward FLOPs).
+    copy_bytes_per_s
+        Host <-> device copy bandwidth from pinned memory.
+    mem_bytes_per_s
+        Device memory bandwidth (merges).
+    call_overhead_s
+        Fixed cost per kernel call (launch, dispatch, slicing).
+    """
+
+    flops_per_s: float = 5e11
+    copy_bytes_per_s: float = 1e10
+    mem_bytes_per_s: float = 5e10
+    call_overhead_s: float = 2e-5
+    source: str = "defaults"
+
+    @classmethod
+    def for_device(cls, device: torch.device, dtype: torch.dtype, head_dim: int) -> CostModel:
+        """The cached calibration of ``device`` (measured and stored on first use on CUDA;
+        CPU runs use fixed defaults)."""
+        if device.type != "cuda":
+            return cls(flops_per_s=2e10, copy_bytes_per_s=1e10, mem_bytes_per_s=1e10,
+                       call_overhead_s=5e-5, source="cpu defaults")
+        name = torch.cuda.get_device_name(device)
+        key = f"{name}|{torch.__version__}|{dtype}|{head_dim}"
+        cache = _CACHE.get(key)
+        if cache is not None:
+            return cache
+        path = _cache_path()
+        stored: dict[str, Any] = {}
+        if path is not None and path.exists():
+            try:
+                stored = json.loads(path.read_text())
+            except (OSError, ValueError):
+                stored = {}
+        if key in stored:
+            model = cls(**stored[key])
+        else:
+            model = calibrate(device, dtype, head_dim)
+            stored[key] = model.__dict__
+            if path is not None:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(stored, indent=1))
+                except OSError:
+                    pass
+        _CACHE[key] = model
+        return model
+
+
+_CACHE: dict[str, CostModel] = {}
+#: planner results by call signature: (budget used, choice)
+_CHOICES: dict[tuple[Any, ...], tuple[int | None, Choice]] = {}
+
+
+def _cache_path() -> Path | None:
+    base = os.environ.get("CQS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cqs_attention")
+    return Path(base) / "calibration.json"
+
+
+def calibrate(device: torch.device, dtype: torch.dtype, head_dim: int) -> CostModel:
+    """Measure a :class:`CostModel` on a CUDA device (about a second)."""
+    from cqs_attention.kernels import select_kernel
+
+    torch.cuda.synchronize(device)
+    h, n = 16, 8192
+    q = torch.randn(1, h, n, head_dim, dtype=dtype, device=device)
+    kernel = select_kernel("auto", device=device, dtype=dtype, head_dim=head_dim, mask=None,
+                           gqa=False, needs_grad=False)
+
+    def timed(fn: Any, reps: int) -> float:
+        fn()
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize(device)
+        return (time.perf_counter() - t0) / reps
+
+    scale = head_dim ** -0.5
+    t_big = timed(lambda: kernel.fwd(q, q, q, scale=scale), 5)
+    flops = 4.0 * h * n * n * head_dim / t_big
+    small = q[:, :, :128]
+    t_small = timed(lambda: kernel.fwd(small, small, small, scale=scale), 50)
+    host = torch.empty(64 << 20, dtype=torch.uint8, pin_memory=True)
+    dev = torch.empty(64 << 20, dtype=torch.uint8, device=device)
+    t_copy = timed(lambda: dev.copy_(host, non_blocking=True), 5)
+    d2 = torch.empty_like(dev)
+    t_mem = timed(lambda: d2.copy_(dev), 10)
+    return CostModel(flops_per_s=flops, copy_bytes_per_s=(64 << 20) / t_copy,
+                     mem_bytes_per_s=2 * (64 << 20) / t_mem, call_overhead_s=t_small,
+                     source=f"measured on {torch.cuda.get_device_name(device)}")
+
+
+def predict(rects: PlanRects, d: Dims, model: CostModel, *, stationary: str, streamed: bool,
+            accumulators: str, backward: bool, causal_fraction: float) -> float:
+    """Predicted seconds of a run: compute and copies overlap, plus per-call overheads."""
+    b, h, hk, e, a = d.batch, d.heads, d.kv_heads, d.e, d.a
+    _g_task, lq, lk, kv_task, q_task = _groups(rects)
+    if stationary == "q":
+        lq = (rects.q1 - rects.q0).astype(np.float64)
+        lk = (rects.k1 - rects.k0).astype(np.float64)
+    pairs = float(np.sum(lq * lk)) * causal_fraction
+    flops = 4.0 * b * h * d.head_dim * pairs * (2.5 if backward else 1.0)
+    calls = len(lq) * (2 if causal_fraction < 1 else 1)
+    compute = flops / model.flops_per_s + calls * model.call_overhead_s
+    merge_rows = float(np.sum(lq)) if accumulators != "none" else 0.0  # one merge per call
+    compute += merge_rows * b * h * (d.dv + 1) * a * 4 / model.mem_bytes_per_s
+    if not streamed:
+        return compute
+    k_in = b * hk * (d.head_dim + d.dv) * e
+    q_in = b * h * (d.head_dim * e if not backward else 3 * d.head_dim * e + a)
+    acc = b * h * (d.dv + 1) * a if not backward else b * h * d.head_dim * a
+    if stationary == "q":
+        moved = float(np.sum(q_task)) * q_in + float(np.sum(lk)) * k_in
+        moved += d.q_len * b * h * d.dv * e
+        if accumulators == "host":
+            moved += float(np.sum(q_task)) * acc * 2 - d.q_len * acc
+    else:
+        moved = float(np.sum(kv_task)) * k_in + float(np.sum(lq)) * q_in
+        if accumulators == "host":
+            moved += float(np.sum(lq)) * acc * 2 - d.q_len * acc
+        if backward:
+            moved += float(np.sum(kv_task)) * b * hk * (d.head_dim + d.dv) * a * 2
+    transfer = moved / model.copy_bytes_per_s
+    return max(compute, transfer) + min(compute, transfer) * 0.05
+
+
+# -- the search ---------------------------------------------------------------------------------
+@dataclass
+class Choice:
+    """What a run will do: the plan, where accumulators live, and why."""
+
+    kind: str  # "whole", "query_blocks", "kv_blocks", "cqs" or "given"
+    plan: Any
+    rects: PlanRects
+    stationary: str
+    accumulators: Literal["device", "host", "none"]
+    prefetch: bool
+    footprint: int
+    predicted_s: float
+    reason: str = ""
+    candidates: list[tuple[str, int, float]] = field(default_factory=list)
+    #: the one kernel call of a single-call run, once classified (see run._single_call)
+    call: Any = None
+
+
+def _block(n: int, parts: int) -> int:
+    size = -(-n // parts)
+    if size >= 2 * GRANULE:
+        size = -(-size // GRANULE) * GRANULE
+    return max(1, min(n, size))
+
+
+def _candidates(d: Dims, *, backward: bool, causal: bool, window: Any) -> list[tuple[str, Any]]:
+    from cqs_design.plans import PlanError, make_plan
+
+    out: list[tuple[str, Any]] = []
+    lq, lk = d.q_len, d.kv_len
+    kw = {"kv_len": lk, "causal": causal, "window": window}
+    sched = "kv_blocks" if backward else "query_blocks"
+    seen = set()
+    for i in range(0, 14):
+        for j in range(0, 14):
+            bq, bk = _block(lq, 2 ** i), _block(lk, 2 ** j)
+            if (bq, bk) in seen or 2 ** i > max(1, lq // 16) or 2 ** j > max(1, lk // 16):
+                continue
+            if 2 ** (i + j) > MAX_BLOCK_PAIRS:
+                continue
+            seen.add((bq, bk))
+            name = "whole" if bq >= lq and bk >= lk else sched
+            out.append((name, lambda bq=bq, bk=bk: make_plan(
+                lq, schedule=sched, block_q=bq, block_kv=bk, **kw)))
+    for order in SINGER_ORDERS:
+        v = order * order + order + 1
+        if v > min(lq, lk):
+            break
+        if v * (order + 1) * (order + 2) // 2 > MAX_SCAN_RECTANGLES:
+            break
+
+        def build(order: int = order) -> Any:
+            try:
+                return make_plan(lq, design=order, **kw)
+            except PlanError:
+                return None
+        out.append(("cqs", build))
+    return out
+
+
+def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causal: bool,
+           window: Any, band_only: bool, masked: bool | None = None, plan: Any = None,
+           kernel: Any = None, model: CostModel | None = None,
+           allow_whole_call: bool = True, force_accumulators: str | None = None,
+           min_tasks: int = 1) -> Choice:
+    """The fastest predicted run that fits ``budget`` (see the module docstring).
+
+    ``plan`` forces the plan (a given :class:`~cqs_design.plans.Plan`); only the accumulator
+    placement and prefetching are chosen then. ``min_tasks``: plans with fewer tasks are
+    only used when no other fits (a distributed run wants a task per rank). Raises
+    :class:`MemoryBudgetError` naming the smallest footprint found when nothing fits.
+    """
+    model = model if model is not None else CostModel()
+    masked = (causal or window is not None) if masked is None else masked
+    forced = FORCE[-1] if FORCE else {}
+    if force_accumulators is None and streamed:
+        force_accumulators = forced.get("accumulators")
+    frac = 0.5 if causal else 1.0
+    forced_key = (*tuple(sorted(forced.items())), force_accumulators)
+    key = (d, streamed, backward, causal, None if window is None else tuple(window),
+           band_only, masked, getattr(kernel, "name", None), model.source, allow_whole_call,
+           min_tasks, forced_key, id(plan) if plan is not None else None)
+    if plan is None:
+        hit = _CHOICES.get(key)
+        if hit is not None:
+            used, cached = hit
+            ok_now = budget is None or cached.footprint <= budget
+            same = (budget is None) == (used is None) and (
+                budget is None or budget <= 1.25 * used)
+            if ok_now and same:
+                return cached
+    best: Choice | None = None
+    smallest: tuple[int, str] | None = None
+    tried: list[tuple[str, int, float]] = []
+    cqs_after_fit = 0
+    sources = [("given", lambda: plan)] if plan is not None else _candidates(
+        d, backward=backward, causal=causal, window=window)
+    for name, build in sources:
+        if name == "cqs" and cqs_after_fit >= 2:
+            continue  # finer designs only add tasks once two have fit
+        n_tried = len(tried)
+        p = build()
+        if p is None:
+            continue
+        rects = plan_rectangles(p)
+        if int(rects.ptr[-1]) > MAX_SCAN_RECTANGLES and plan is None:
+            continue
+        if plan is None and len(rects) < min_tasks and name != "cqs":
+            continue
+        stationary = stationary_side(p, "backward" if backward else "forward")
+        single = len(rects) == 1 and int(rects.ptr[-1]) == 1
+        places: list[str] = ["none"] if (single and allow_whole_call) else []
+        places += ["device", "host"] if streamed else ["device"]
+        if force_accumulators is not None:
+            places = [force_accumulators]
+        for acc in places:
+            pre = (True, False) if streamed else (False,)
+            if streamed and "prefetch" in forced:
+                pre = (forced["prefetch"],)
+            for prefetch in pre:
+                fp = footprint(rects, d, stationary=stationary, streamed=streamed,
+                               accumulators=acc, backward=backward, prefetch=prefetch,
+                               band_only=band_only, masked=masked, kernel=kernel)
+                label = f"{name} {_describe(p)} acc={acc}{' prefetch' if prefetch else ''}"
+                if smallest is None or fp < smallest[0]:
+                    smallest = (fp, label)
+                if budget is not None and fp > budget:
+                    continue
+                t = predict(rects, d, model, stationary=stationary, streamed=streamed,
+                            accumulators=acc, backward=backward, causal_fraction=frac)
+                if not prefetch and streamed:
+                    t *= 1.3  # copies no longer overlap the compute
+                tried.append((label, fp, t))
+                if best is None or t < best.predicted_s:
+                    best = Choice(name, p, rects, stationary, acc, prefetch, fp, t)
+        if name == "cqs" and len(tried) > n_tried:
+            cqs_after_fit += 1
+        if best is not None and plan is None and name == "whole" and best.kind == "whole":
+            break  # nothing beats one call when it fits
+    if best is None and min_tasks > 1 and plan is None:
+        return choose(d, budget=budget, streamed=streamed, backward=backward, causal=causal,
+                      window=window, band_only=band_only, masked=masked, kernel=kernel,
+                      model=model, allow_whole_call=allow_whole_call,
+                      force_accumulators=force_accumulators)
+    if best is None:
+        fp, label = smallest if smallest is not None else (0, "no plan")
+        what = "the given plan" if plan is not None else "any plan"
+        raise MemoryBudgetError(
+            f"memory_budget={budget} bytes is too small for {what}: the smallest footprint "
+            f"found is {fp} bytes ({label}); pass memory_budget >= {fp}"
+            + (" or a finer plan" if plan is not None else ""))
+    best.candidates = sorted(tried, key=lambda x: x[2])[:8]
+    if plan is None:
+        _CHOICES[key] = (budget, best)
+        while len(_CHOICES) > 256:
+            _CHOICES.pop(next(iter(_CHOICES)))
+    best.reason = (f"{best.kind} {_describe(best.plan)}, accumulators {best.accumulators}"
+                   f"{', prefetching' if best.prefetch else ''}: predicted "
+                   f"{best.predicted_s * 1e3:.1f} ms with footprint {best.footprint} bytes"
+                   + ("" if budget is None else f" <= budget {budget}")
+                   + f" ({len(tried)} candidates fit; cost model: {model.source})")
+    return best
+
+
+def _describe(p: Any) -> str:
+    sched = getattr(p, "schedule", "cqs")
+    if sched != "cqs":
+        return f"(block_q={p.block_q}, block_kv={p.block_kv})"
+    ds = getattr(p, "design", None)
+    if ds is None:
+        return "(one task)"
+    return f"(v={ds.v}, k={ds.k}, levels={getattr(p, 'levels', 1)})"
+
+
+
+# -- the "what runs when" table of docs/what_runs_when.md ---------------------------------------
+#: a fixed H200-like cost model, so the documented table does not depend on the machine
+H200_MODEL = CostModel(flops_per_s=6.5e14, copy_bytes_per_s=5.0e10, mem_bytes_per_s=3.5e12,
+                       call_overhead_s=3e-5, source="fixed H200-like model")
+
+#: (length, causal, inputs on the device?, budget as a fraction of Q+K+V or None, backward)
+TABLE_CASES = [
+    (16384, True, True, None, False), (262144, False, True, None, False),
+    (262144, True, True, None, True), (262144, True, False, 0.5, False),
+    (262144, True, False, 0.25, False), (262144, True, False, 0.125, False),
+    (262144, True, False, 0.25, True), (1048576, False, False, 0.25, False),
+    (1048576, True, False, 0.25, False), (1048576, True, False, 0.25, True),
+]
+
+
+def decision_table(cases: list[tuple[int, bool, bool, float | None, bool]] | None = None,
+                   model: CostModel = H200_MODEL) -> str:
+    """A markdown table of what :func:`choose` picks (bf16, B=1, H=16, D=128) for ``cases``.
+
+    >>> print(decision_table([(4096, True, True, None, False)]).splitlines()[2])
+    | 4K | causal | device | - | forward | whole (one kernel call) | none | no |
+    """
+    cases = TABLE_CASES if cases is None else cases
+    lines = ["| L | mask | inputs | budget (of Q+K+V) | pass | schedule | accumulators | "
+             "prefetch |", "|---|---|---|---|---|---|---|---|"]
+    for L, causal, resident, frac, backward in cases:
+        d = Dims(1, 16, 16, L, L, 128, torch.bfloat16)
+        qkv = 3 * L * 16 * 128 * 2
+        budget = None if frac is None else int(qkv * frac)
+        c = choose(d, budget=budget, streamed=not resident, backward=backward, causal=causal,
+                   window=None, band_only=True, model=model)
+        what = ("whole (one kernel call)" if c.kind == "whole" and len(c.rects) == 1
+                else f"{c.kind} {_describe(c.plan)}")
+        size = f"{L >> 20}M" if L >= 1 << 20 else f"{L >> 10}K"
+        lines.append(f"| {size} | {'causal' if causal else 'full'} | "
+                     f"{'device' if resident else 'host (pinned)'} | "
+                     f"{'-' if frac is None else f'1/{round(1 / frac)}'} | "
+                     f"{'backward' if backward else 'forward'} | {what} | {c.accumulators} | "
+                     f"{'yes' if c.prefetch else 'no'} |")
+    return "\n".join(lines)

@@ -1,0 +1,382 @@
+"""Schedule: a plan (any schedule: CQS tasks, query blocks, key/value blocks, a rank's shard, a
+refined task) turned into *steps*, the units the driver stages, computes and merges.
+
+A **step** holds one *query side* (rows ``q_rows``: the query-side inputs and the accumulator
+rows of those queries) and one *key/value side* (rows ``kv_rows``), and a few kernel
+:class:`Call` s between them. Every step belongs to one plan task; a task is *committed* (the
+point checkpointing and distributed reduction rely on) once all its steps are merged.
+
+Which side stays put within a task follows the plan's schedule:
+
+* ``"kv"`` (CQS tasks, key/value blocks, every backward): the task's key/value rows are staged
+  once; each step is one elementary query range of the task (ranges that partly overlap are cut
+  into disjoint pieces, so no two steps of a task write the same accumulator row).
+* ``"q"`` (query blocks): the task's query rows and accumulator rows stay; each step is one key
+  range (a key/value block) streaming by.
+
+Calls: per query range, every fully allowed key range is concatenated into ONE unmasked call
+(with the causal diagonal block appended through a shifted ``causal_offset`` when possible), and
+the remaining partial blocks form one masked call (:meth:`MaskSpec.classify`). Each call has a
+unique ``id``; the accumulators record merged ids, so a call is merged exactly once however
+often its step is retried or split (:func:`split_call`).
+
+>>> from cqs_design.plans import make_plan
+>>> from cqs_attention.masks import make_mask_spec
+>>> plan = make_plan(14, design=2, causal=True)
+>>> spec = make_mask_spec(14, 14, batch=1, heads=1, causal=True)
+>>> rects = plan_rectangles(plan)
+>>> steps = task_steps(rects, 0, spec, stationary="kv")
+>>> [(s.q_rows, len(s.calls)) for s in steps], steps[0].kv_rows
+([(((0, 2),), 1), (((2, 4),), 1), (((10, 12),), 1)], ((0, 4), (10, 12)))
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from cqs_attention.kernels.base import BlockMask
+from cqs_attention.masks import MaskSpec
+
+__all__ = [
+    "Call",
+    "PlanRects",
+    "Step",
+    "call_pairs",
+    "mask_categories",
+    "merge_ranges",
+    "plan_rectangles",
+    "split_call",
+    "stationary_side",
+    "task_steps",
+]
+
+Range = tuple[int, int]
+_IDS = itertools.count()
+
+
+def merge_ranges(ranges: Iterable[Range]) -> tuple[Range, ...]:
+    """Sorted union of half-open ranges (empty ones dropped).
+
+    >>> merge_ranges([(4, 6), (0, 2), (2, 3), (5, 8), (9, 9)])
+    ((0, 3), (4, 8))
+    """
+    out: list[list[int]] = []
+    for s, e in sorted(r for r in ranges if r[1] > r[0]):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return tuple((s, e) for s, e in out)
+
+
+@dataclass
+class Call:
+    """One kernel call: query rows ``[q0, q1)`` against the concatenation of ``key_ranges``
+    (global coordinates), under ``mask`` in the call's local coordinates."""
+
+    q0: int
+    q1: int
+    key_ranges: tuple[Range, ...]
+    mask: BlockMask | None = None
+    id: int = field(default_factory=lambda: next(_IDS))
+
+    @property
+    def lk(self) -> int:
+        return sum(e - s for s, e in self.key_ranges)
+
+    @property
+    def lq(self) -> int:
+        return self.q1 - self.q0
+
+
+@dataclass
+class Step:
+    """Calls sharing one query side and one key/value side, inside plan task ``task_id``."""
+
+    task_id: int
+    q_rows: tuple[Range, ...]
+    kv_rows: tuple[Range, ...]
+    calls: list[Call]
+
+    @property
+    def q_tokens(self) -> int:
+        return sum(e - s for s, e in self.q_rows)
+
+    @property
+    def kv_tokens(self) -> int:
+        return sum(e - s for s, e in self.kv_rows)
+
+
+@dataclass
+class PlanRects:
+    """A plan's rectangles as int64 arrays grouped by task (CSR over ``ptr``), in plan order.
+
+    ``ids[i]`` is the id of the ``i``-th task; its rectangles are ``ptr[i]:ptr[i+1]`` of
+    ``q0, q1, k0, k1``.
+    """
+
+    ids: np.ndarray
+    ptr: np.ndarray
+    q0: np.ndarray
+    q1: np.ndarray
+    k0: np.ndarray
+    k1: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def task(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        s, e = int(self.ptr[i]), int(self.ptr[i + 1])
+        return self.q0[s:e], self.q1[s:e], self.k0[s:e], self.k1[s:e]
+
+    def subset(self, positions: Sequence[int]) -> PlanRects:
+        """The tasks at ``positions`` (a rank's shard, or the tasks not yet journaled)."""
+        pos = np.asarray(list(positions), dtype=np.int64)
+        counts = (self.ptr[pos + 1] - self.ptr[pos]) if len(pos) else np.zeros(0, np.int64)
+        sel = (np.concatenate([np.arange(self.ptr[p], self.ptr[p + 1]) for p in pos])
+               if len(pos) else np.zeros(0, np.int64))
+        return PlanRects(self.ids[pos], np.concatenate([[0], np.cumsum(counts)]).astype(
+            np.int64), self.q0[sel], self.q1[sel], self.k0[sel], self.k1[sel])
+
+
+def plan_rectangles(plan: Any) -> PlanRects:
+    """:class:`PlanRects` of a :class:`cqs_design.plans.Plan` (vectorised) or of any object with
+    ``tasks`` whose items have ``id`` and ``rectangles`` (``q_start, q_end, k_start, k_end``).
+
+    >>> from cqs_design.plans import make_plan
+    >>> r = plan_rectangles(make_plan(7, design=2)); len(r), int(r.ptr[-1])
+    (7, 49)
+    """
+    if hasattr(plan, "arrays") and hasattr(plan, "task_ids"):
+        a = plan.arrays()
+        task = np.asarray(a["task"], dtype=np.int64)
+        order = np.argsort(task, kind="stable")
+        n = len(plan)
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(task, minlength=n))]).astype(np.int64)
+        cols = [np.asarray(a[c], dtype=np.int64)[order]
+                for c in ("q_start", "q_end", "k_start", "k_end")]
+        return PlanRects(np.asarray(plan.task_ids, dtype=np.int64), ptr, *cols)
+    tasks = list(plan.tasks)
+    ids = np.asarray([t.id for t in tasks], dtype=np.int64)
+    rows = [(r.q_start, r.q_end, r.k_start, r.k_end) for t in tasks for r in t.rectangles]
+    counts = [len(t.rectangles) for t in tasks]
+    arr = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return PlanRects(ids, ptr, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+
+
+def stationary_side(plan: Any, direction: Literal["forward", "backward"]) -> str:
+    """``"q"`` for the forward of a query-block plan, else ``"kv"`` (see the module doc)."""
+    if direction == "forward" and getattr(plan, "schedule", "cqs") == "query_blocks":
+        return "q"
+    return "kv"
+
+
+# -- calls ---------------------------------------------------------------------------------------
+def _calls(q0: int, q1: int, key_ranges: Iterable[Range], spec: MaskSpec,
+           device: torch.device | None, counts: dict[str, int]) -> list[Call]:
+    """Classify the blocks ``[q0, q1) x key range`` and build at most two calls."""
+    from cqs_attention.kernels.reference import block_mask_tensor
+
+    full: list[Range] = []
+    band: tuple[Range, int] | None = None  # a causal-only partial block
+    masked: list[tuple[Range, BlockMask]] = []
+    for s, e in key_ranges:
+        c = spec.classify(q0, q1, s, e, device)
+        counts[c.kind] = counts.get(c.kind, 0) + 1
+        if c.kind == "empty":
+            continue
+        if c.kind == "full":
+            full.append((s, e))
+            continue
+        m = c.mask
+        if (band is None and m.dense is None and m.causal_offset is not None
+                and m.causal_offset >= -1):
+            band = ((s, e), m.causal_offset)
+        else:
+            masked.append(((s, e), m))
+    calls: list[Call] = []
+    full_m = merge_ranges(full)
+    if band is not None:
+        n_full = sum(e - s for s, e in full_m)
+        calls.append(Call(q0, q1, (*full_m, band[0]), BlockMask(causal_offset=band[1] + n_full)))
+    elif full_m:
+        calls.append(Call(q0, q1, full_m, None))
+    if len(masked) == 1:
+        calls.append(Call(q0, q1, (masked[0][0],), masked[0][1]))
+    elif masked:
+        lq = q1 - q0
+        parts = [block_mask_tensor(m, lq, e - s, device) for (s, e), m in masked]
+        bm = max(p.shape[0] for p in parts)
+        hm = max(p.shape[1] for p in parts)
+        dense = torch.cat([p.expand(bm, hm, lq, p.shape[-1]) for p in parts], dim=-1)
+        calls.append(Call(q0, q1, tuple(rg for rg, _ in masked), BlockMask(dense=dense)))
+    return calls
+
+
+def _elementary(bounds: Iterable[int]) -> list[Range]:
+    b = sorted(set(bounds))
+    return list(itertools.pairwise(b))
+
+
+def task_steps(rects: PlanRects, index: int, spec: MaskSpec, *, stationary: str = "kv",
+               device: torch.device | None = None,
+               counts: dict[str, int] | None = None) -> list[Step]:
+    """The steps of the task at position ``index`` (see the module docstring).
+
+    ``counts`` (optional) receives the number of ``"empty"``, ``"full"`` and ``"partial"``
+    blocks classified. Steps without calls (everything masked) are dropped.
+    """
+    counts = {} if counts is None else counts
+    tid = int(rects.ids[index])
+    q0, q1, k0, k1 = (a.tolist() for a in rects.task(index))
+    rows = list(zip(q0, q1, k0, k1, strict=True))
+    steps: list[Step] = []
+    if stationary == "q":
+        q_rows = merge_ranges(zip(q0, q1, strict=True))
+        for ks, ke in _elementary(itertools.chain(k0, k1)):
+            hit = [(a, b) for a, b, c, d in rows if c <= ks and ke <= d]
+            if not hit:
+                continue
+            calls: list[Call] = []
+            for qs, qe in _elementary(itertools.chain(*hit)):
+                if any(a <= qs and qe <= b for a, b in hit):
+                    calls.extend(_calls(qs, qe, [(ks, ke)], spec, device, counts))
+            if calls:
+                steps.append(Step(tid, q_rows, ((ks, ke),), calls))
+        return steps
+    kv_rows = merge_ranges(zip(k0, k1, strict=True))
+    for qs, qe in _elementary(itertools.chain(q0, q1)):
+        keys = [(c, d) for a, b, c, d in rows if a <= qs and qe <= b]
+        if not keys:
+            continue
+        calls = _calls(qs, qe, sorted(keys), spec, device, counts)
+        if calls:
+            steps.append(Step(tid, ((qs, qe),), kv_rows, calls))
+    return steps
+
+
+def split_call(call: Call, axis: Literal["q", "k"]) -> list[Call]:
+    """``call`` cut in two along the query rows (``"q"``) or the keys (``"k"``); the two calls
+    cover exactly the same (query, key) pairs with the same mask. One call when it cannot be
+    cut (a single row, or a single key).
+
+    >>> c = Call(0, 4, ((0, 6),), BlockMask(causal_offset=2))
+    >>> [(x.q0, x.q1, x.key_ranges, x.mask.causal_offset) for x in split_call(c, "q")]
+    [(0, 2, ((0, 6),), 2), (2, 4, ((0, 6),), 4)]
+    >>> [(x.key_ranges, x.mask.causal_offset) for x in split_call(c, "k")]
+    [(((0, 3),), 2), (((3, 6),), -1)]
+    """
+    m = call.mask
+    if axis == "q":
+        if call.lq < 2:
+            return [call]
+        mid = call.q0 + call.lq // 2
+        out = []
+        for a, b in ((call.q0, mid), (mid, call.q1)):
+            off = a - call.q0
+            if m is None or m.is_full:
+                mm = m
+            else:
+                dense = m.dense
+                if dense is not None and dense.shape[-2] != 1:
+                    dense = dense[..., off:off + b - a, :]
+                co = None if m.causal_offset is None else m.causal_offset + off
+                mm = BlockMask(causal_offset=co, dense=dense)
+            out.append(Call(a, b, call.key_ranges, mm))
+        return out
+    lk = call.lk
+    if lk < 2:
+        return [call]
+    half = lk // 2
+    left: list[Range] = []
+    right: list[Range] = []
+    pos = 0
+    for s, e in call.key_ranges:
+        n = e - s
+        if pos + n <= half:
+            left.append((s, e))
+        elif pos >= half:
+            right.append((s, e))
+        else:
+            cut = s + half - pos
+            left.append((s, cut))
+            right.append((cut, e))
+        pos += n
+    out = []
+    for ranges, start in ((left, 0), (right, half)):
+        n = sum(e - s for s, e in ranges)
+        if m is None or m.is_full:
+            mm = m
+        else:
+            co = None if m.causal_offset is None else m.causal_offset - start
+            dense = None if m.dense is None else m.dense[..., start:start + n]
+            if co is not None and co >= n - 1 and dense is None:
+                mm = None
+            else:
+                mm = BlockMask(causal_offset=co, dense=dense)
+        out.append(Call(call.q0, call.q1, tuple(ranges), mm))
+    return out
+
+
+def call_pairs(call: Call) -> int:
+    """(query, key) pairs handed to the kernel (masked ones included)."""
+    return call.lq * call.lk
+
+
+def mask_categories(rects: PlanRects, spec: MaskSpec, stationary: str = "kv") -> set[str]:
+    """The kinds of kernel call a run of ``rects`` under ``spec`` makes: ``"none"`` (no mask),
+    ``"causal"`` (a causal offset) and ``"dense"`` (a boolean mask), computed without
+    classifying every block (vectorised band arithmetic; document ids and ``mask_mod`` are
+    assumed to need dense masks). Used to check, before any work, that a forced kernel can
+    run every call.
+
+    >>> from cqs_design.plans import make_plan
+    >>> from cqs_attention.masks import make_mask_spec
+    >>> spec = make_mask_spec(14, 14, batch=1, heads=1, causal=True)
+    >>> sorted(mask_categories(plan_rectangles(make_plan(14, design=2, causal=True)), spec))
+    ['causal', 'none']
+    """
+    if spec.is_empty_spec:
+        return {"none"}
+    if spec.q_doc is not None or spec.mask_mod is not None:
+        return {"none", "causal", "dense"}
+    off = spec.offset
+    hi, lo = spec._hi_shift(), spec._lo_shift()
+    task = np.repeat(np.arange(len(rects), dtype=np.int64), np.diff(rects.ptr))
+    q0, q1, k0, k1 = rects.q0, rects.q1, rects.k0, rects.k1
+    empty = np.zeros(len(q0), dtype=bool)
+    if hi is not None:
+        empty |= q1 - 1 + off + hi < k0
+    if lo is not None:
+        empty |= q0 + off - lo > k1 - 1
+    if hi is not None and lo is not None and hi + lo < 0:
+        empty[:] = True
+    cut = (q1 - 1 + off - lo > k0) if lo is not None else np.zeros(len(q0), dtype=bool)
+    partial = (q0 + off + hi < k1 - 1) if hi is not None else np.zeros(len(q0), dtype=bool)
+    keep = ~empty
+    cats = set()
+    if np.any(keep & cut):
+        cats.add("dense")
+    band = keep & partial & ~cut
+    full = keep & ~partial & ~cut
+    if np.any(full):
+        cats.add("none")
+    if np.any(band):
+        cats.add("causal")
+        co = q0 - k0 + off + (hi if hi is not None else 0)
+        # a query range with two band blocks, or one below -1, gets a dense or bare call
+        m1 = int(max(q1.max(), 1)) + 1 if len(q1) else 1
+        key = (task * m1 + q0) * m1 + q1
+        _, _inv, cnt = np.unique(key[band], return_inverse=True, return_counts=True)
+        if stationary == "kv" and np.any(cnt > 1):
+            cats.add("dense")
+        if np.any(co[band] < -1):
+            cats.add("causal")
+    return cats

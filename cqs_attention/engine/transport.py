@@ -1,0 +1,226 @@
+"""Transport: moving rows of ``(B, H, L, ...)`` tensors between home memory and the compute
+device, ordered with streams and events (a synchronous shim when the device is the CPU).
+
+* :meth:`Transport.gather` builds one contiguous device buffer per tensor over a list of row
+  ranges. Inputs already on the device are used in place (a view for one range, a concatenation
+  otherwise); host inputs are copied on the H2D stream (straight from pinned memory, through a
+  pinned staging buffer from pageable memory) and an event marks the end of the copies.
+* :meth:`Transport.scatter` writes device rows back into home tensors on the D2H stream after
+  a given event; pageable destinations go through a pinned buffer and a host copy that runs
+  once the D2H event has fired (:meth:`poll` / :meth:`drain`).
+* Every copy is counted in the run report (``bytes_to_device``, ``bytes_from_device``).
+
+The CPU shim (compute device ``cpu:0`` with inputs on ``cpu``, as tests use) copies rows into
+separate buffers exactly as the GPU path does, synchronously, so the streaming logic runs and
+is tested on a machine without a GPU.
+
+>>> import torch
+>>> tr = Transport(torch.device("cpu", 0), streamed=True)
+>>> x = torch.arange(24.0).view(1, 2, 6, 2)
+>>> (buf,), ev = tr.gather([x], ((1, 2), (4, 6)))
+>>> buf[0, 0, :, 0].tolist()
+[2.0, 8.0, 10.0]
+>>> home = torch.zeros(1, 2, 6, 2)
+>>> tr.scatter([home], ((1, 2), (4, 6)), [buf], after=None) is None
+True
+>>> bool(torch.equal(home[:, :, 4:6], x[:, :, 4:6]))
+True
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from cqs_attention._copies import copy_rows_in, copy_rows_out
+
+__all__ = ["Transport", "local_offsets"]
+
+Range = tuple[int, int]
+
+
+def local_offsets(rows: Sequence[Range]) -> list[int]:
+    """Start of each range inside the concatenated buffer.
+
+    >>> local_offsets(((3, 5), (9, 10)))
+    [0, 2]
+    """
+    out, pos = [], 0
+    for s, e in rows:
+        out.append(pos)
+        pos += e - s
+    return out
+
+
+class Transport:
+    """Copies between home memory and ``device`` (see the module docstring).
+
+    Parameters
+    ----------
+    device
+        The compute device.
+    streamed
+        True when the tensors live elsewhere than ``device`` (host or disk), so rows are copied.
+    report
+        Optional run report whose byte counters and ``profile["host_copy"]`` are updated.
+    """
+
+    def __init__(self, device: torch.device, *, streamed: bool, report: Any = None) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.streamed = streamed
+        self.report = report
+        self.h2d = torch.cuda.Stream(self.device) if self.cuda and streamed else None
+        self.d2h = torch.cuda.Stream(self.device) if self.cuda and streamed else None
+        self._pending: deque[tuple[Any, Callable[[], None]]] = deque()
+
+    # -- events ------------------------------------------------------------------------------
+    def event(self, stream: Any = None) -> Any:
+        """An event recorded on ``stream`` (default: the compute stream); None on the CPU."""
+        if not self.cuda:
+            return None
+        ev = torch.cuda.Event()
+        ev.record(stream if stream is not None else torch.cuda.current_stream(self.device))
+        return ev
+
+    def wait(self, events: Sequence[Any], stream: Any = None) -> None:
+        """Make ``stream`` (default: the compute stream) wait for ``events`` (GPU-side)."""
+        if not self.cuda:
+            return
+        s = stream if stream is not None else torch.cuda.current_stream(self.device)
+        for ev in events:
+            if ev is not None:
+                s.wait_event(ev)
+
+    def _count(self, name: str, n: int) -> None:
+        if self.report is not None:
+            setattr(self.report, name, getattr(self.report, name) + n)
+
+    # -- home -> device ------------------------------------------------------------------------
+    def gather(self, tensors: Sequence[torch.Tensor], rows: Sequence[Range], *,
+               wait: Sequence[Any] = ()) -> tuple[list[torch.Tensor], Any]:
+        """Contiguous device buffers of ``rows`` of each tensor, and the event after which they
+        are complete (None when already complete for the compute stream)."""
+        rows = [(int(s), int(e)) for s, e in rows if e > s]
+        if not self.streamed:
+            out = []
+            for t in tensors:
+                parts = [t[:, :, s:e] for s, e in rows]
+                out.append(parts[0] if len(parts) == 1 else
+                           torch.cat(parts, dim=2) if parts else t[:, :, 0:0])
+            return out, None
+        n = sum(e - s for s, e in rows)
+        bufs = [torch.empty((*t.shape[:2], n, *t.shape[3:]), dtype=t.dtype, device=self.device)
+                for t in tensors]
+        pieces = [(s, e, pos) for (s, e), pos in zip(rows, local_offsets(rows), strict=True)]
+        return bufs, self.load(bufs, tensors, pieces, wait=wait)
+
+    def load(self, bufs: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor],
+             pieces: Sequence[tuple[int, int, int]], *, wait: Sequence[Any] = ()) -> Any:
+        """Copy rows ``[s, e)`` of each home tensor to row ``pos`` of its device buffer, for
+        every ``(s, e, pos)`` in ``pieces``, on the H2D stream after ``wait`` and the compute
+        stream's work so far; returns the completion event (None on the CPU)."""
+        if self.h2d is not None:
+            self.h2d.wait_stream(torch.cuda.current_stream(self.device))
+        ctx = torch.cuda.stream(self.h2d) if self.h2d is not None else _null()
+        with ctx:
+            self.wait(wait, self.h2d)
+            for buf, t in zip(bufs, tensors, strict=True):
+                for s, e, pos in pieces:
+                    nbytes, staged = copy_rows_in(buf[:, :, pos:pos + e - s], t, s, e,
+                                                  cuda=self.cuda)
+                    self._count("bytes_to_device", nbytes)
+                    if staged and self.report is not None:
+                        self.report.add_profile("host_copy", staged)
+            ev = self.event(self.h2d)
+        if self.cuda:
+            cur = torch.cuda.current_stream(self.device)
+            for b in bufs:
+                b.record_stream(self.h2d)
+                b.record_stream(cur)
+        return ev
+
+    def fill(self, shape: Sequence[int], dtype: torch.dtype, value: float) -> torch.Tensor:
+        """A new device tensor filled with ``value`` (on the compute stream)."""
+        return torch.full(tuple(shape), value, dtype=dtype, device=self.device)
+
+    # -- device -> home ------------------------------------------------------------------------
+    def scatter(self, dsts: Sequence[torch.Tensor], rows: Sequence[Range],
+                srcs: Sequence[torch.Tensor], *, after: Any = None,
+                local: Sequence[int] | None = None) -> Any:
+        """Write ``srcs`` (device buffers laid out as the concatenation of ``rows``, or at
+        ``local`` offsets) into ``rows`` of ``dsts``, converting dtype when they differ.
+
+        Runs on the D2H stream after ``after`` and the compute stream's current work; returns
+        the event marking the end of the copies (None on the CPU).
+        """
+        rows = [(int(s), int(e)) for s, e in rows]
+        offs = local_offsets(rows) if local is None else list(local)
+        if not self.cuda:
+            for dst, src in zip(dsts, srcs, strict=True):
+                for (s, e), pos in zip(rows, offs, strict=True):
+                    dst[:, :, s:e].copy_(src[:, :, pos:pos + e - s])
+                    self._count("bytes_from_device",
+                                (e - s) * src[:, :, :1].numel() * src.element_size())
+            return None
+        if not self.streamed:  # home is the device: plain copies on the compute stream
+            for dst, src in zip(dsts, srcs, strict=True):
+                for (s, e), pos in zip(rows, offs, strict=True):
+                    dst[:, :, s:e].copy_(src[:, :, pos:pos + e - s])
+            return self.event()
+        cur = torch.cuda.current_stream(self.device)
+        self.d2h.wait_stream(cur)
+        self.wait([after], self.d2h)
+        with torch.cuda.stream(self.d2h):
+            for dst, src in zip(dsts, srcs, strict=True):
+                src.record_stream(self.d2h)
+                if src.dtype != dst.dtype:  # convert on the device, then copy
+                    src = src.to(dst.dtype)
+                    src.record_stream(self.d2h)
+                pinned = dst.is_pinned()
+                for (s, e), pos in zip(rows, offs, strict=True):
+                    piece = src[:, :, pos:pos + e - s]
+                    if pinned:
+                        nbytes = copy_rows_out(dst, s, piece)
+                    else:
+                        tmp = torch.empty(piece.shape, dtype=piece.dtype, pin_memory=True)
+                        nbytes = copy_rows_out(tmp, 0, piece)
+                        self._pending.append(
+                            (None, lambda d=dst, t=tmp, a=s, b=e: d[:, :, a:b].copy_(t)))
+                    self._count("bytes_from_device", nbytes)
+            ev = self.event(self.d2h)
+        # host copies out of pinned temporaries wait for this event
+        self._pending = deque((ev if e is None else e, fn) for e, fn in self._pending)
+        return ev
+
+    def poll(self, block: bool = False) -> None:
+        """Run the host copies whose D2H copies have finished (all of them with ``block``)."""
+        while self._pending:
+            ev, fn = self._pending[0]
+            if ev is not None and not block and not ev.query():
+                return
+            if ev is not None:
+                ev.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if self.report is not None:
+                self.report.add_profile("host_copy", time.perf_counter() - t0)
+            self._pending.popleft()
+
+    def drain(self) -> None:
+        """Wait for every copy and host copy of this transport."""
+        self.poll(block=True)
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
