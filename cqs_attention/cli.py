@@ -528,6 +528,10 @@ def in_cli_terms(message: str, *, plan_options: str | None = None) -> str:
     ...              plan_options="--design 2")
     'the --budget 1024 bytes (1.0 KiB) is smaller than the 4096 bytes one task of the plan of \
 --design 2 needs; use a finer --design (a larger prime power), a larger --budget, or omit --design'
+    >>> in_cli_terms("memory_budget=2048 bytes is too small for the given plan: ...; pass "
+    ...              "memory_budget >= 4096 or a finer plan", plan_options="--design 2")
+    'the --budget 2048 bytes (2.0 KiB) is too small for the plan of --design 2: ...; use \
+--budget 4096 or more (4.0 KiB), a finer --design (a larger prime power), or omit --design'
     >>> in_cli_terms("memory_budget=10 bytes is too small for any plan: ...; pass "
     ...              "memory_budget >= 2048")
     'the --budget 10 bytes is too small for any plan: ...; use --budget 2048 or more (2.0 KiB)'
@@ -539,6 +543,9 @@ def in_cli_terms(message: str, *, plan_options: str | None = None) -> str:
         return "" if int(n) < 1024 else f" ({_fmt_bytes(int(n))})"
 
     rules: list[tuple[str, Any]] = [
+        (r"pass memory_budget >= (\d+)( bytes)? or a finer plan",
+         lambda m: f"use --budget {m.group(1)} or more{size(m.group(1))}, a finer --design (a "
+                   f"larger prime power), or {omit}"),
         (r"pass a finer plan or plan=None",
          f"use a finer --design (a larger prime power), a larger --budget, or {omit}"),
         (r"pass memory_budget >= (\d+)( bytes)?",
@@ -550,7 +557,6 @@ def in_cli_terms(message: str, *, plan_options: str | None = None) -> str:
         (r"\bbackend=", "--backend "),
         (r"\bseq_len=", "--seq-len "),
         (r"\bdesign=", "--design "),
-        (r"\blevels=", "--levels "),
         (r"Singer design is q=(\d+)", r"Singer design is --design \1"),
         (r" or a DifferenceSet\b", ""),
         (r"\bplan=None\b", "no --design"),

@@ -3,6 +3,7 @@ stderr, never a traceback (issue 14)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -134,9 +135,11 @@ def test_demo_design_too_coarse_gives_cli_advice() -> None:
     assert "plan=None" not in line
     assert "finer plan" not in line
     assert "memory_budget" not in line
-    assert "use a finer --design" in line
-    assert "a larger --budget" in line
-    assert "omit --design" in line
+    assert "the plan of --design 2" in line
+    # the advice names the options: a larger --budget, a finer --design, or no --design
+    assert re.search(r"(use --budget \d+ or more|a larger --budget)", line)
+    assert "a finer --design (a larger prime power)" in line
+    assert line.endswith("or omit --design")
 
 
 def test_demo_budget_too_small_for_any_plan_names_the_option() -> None:

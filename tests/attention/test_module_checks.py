@@ -76,3 +76,17 @@ def test_broadcast_attn_mask_matches_sdpa(shape) -> None:
     full = mask.expand(2, 2, 6, 6)  # SDPA itself wants at least (Lq, Lk)
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=full)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 6), (6, 6), (2, 1, 6, 6)])
+def test_attention_with_a_general_mask_mod_matches_sdpa(shape) -> None:
+    """The same masks as a plain mask_mod (no CQSAttention): isolates the executor."""
+    import cqs_attention
+
+    q, k, v = _qkv()
+    g = torch.Generator().manual_seed(1)
+    full = (torch.rand(shape, generator=g) < 0.7).expand(2, 2, 6, 6).clone()
+    full[..., 0] = True
+    got = cqs_attention.attention(q, k, v, mask_mod=lambda b, h, i, j: full[b, h, i, j])
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=full)
+    torch.testing.assert_close(got, want)
