@@ -24,6 +24,7 @@ import importlib.util
 import inspect
 import math
 import os
+import re
 import runpy
 import sys
 import time
@@ -31,7 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CLIError", "build_parser", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "TORCH_MISSING", "CLIError", "build_parser",
+           "demo_host_bytes", "in_cli_terms", "main", "torch_available"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,6 +46,7 @@ _TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "float16": 2e-2, "bfloat16": 2e
 # default problem sizes: (seq_len, heads, kv_heads, head_dim, dtype, budget)
 _GPU_DEFAULTS = (65536, 16, 4, 128, "bf16", "256MiB")
 _CPU_DEFAULTS = (2048, 4, 2, 64, "fp32", "2MiB")
+_DEFAULT_CHECK_ROWS = 64
 
 
 class CLIError(Exception):
@@ -127,8 +130,9 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", type=_positive("--levels"), default=None,
                    help="plan levels (default: chosen automatically)")
     p.add_argument("--backend", default="auto", help="kernel name or auto")
-    p.add_argument("--check-rows", type=_positive("--check-rows"), default=64,
-                   help="query rows checked against the float64 reference (default 64)")
+    p.add_argument("--check-rows", type=_positive("--check-rows"), default=None,
+                   help="query rows checked against the float64 reference (default 64, or "
+                        "every row when --seq-len is shorter)")
     p.add_argument("--tolerance", type=float,
                    help="max ||out-ref||/||ref|| on the checked rows (default by dtype: "
                         "fp64 1e-10, fp32 1e-5, fp16/bf16 2e-2)")
@@ -179,13 +183,65 @@ def _resolve_demo_options(args: argparse.Namespace) -> dict[str, Any]:
     tolerance = args.tolerance if args.tolerance is not None else _TOLERANCE[dtype_name]
     if not tolerance > 0 or math.isinf(tolerance):
         raise CLIError(f"--tolerance must be a finite number > 0, got {args.tolerance!r}")
-    if args.check_rows > seq_len:
+    if args.check_rows is None:
+        check_rows = min(_DEFAULT_CHECK_ROWS, seq_len)
+    elif args.check_rows > seq_len:
         raise CLIError(f"--check-rows {args.check_rows} exceeds --seq-len {seq_len}")
+    else:
+        check_rows = args.check_rows
     if args.window is not None and not args.causal and args.window == (None, None):
         raise CLIError("--window none,none is no window; leave --window out")
-    return {"device": device, "seq_len": seq_len, "heads": heads, "kv_heads": kv_heads,
+    opts = {"device": device, "seq_len": seq_len, "heads": heads, "kv_heads": kv_heads,
             "head_dim": head_dim, "dtype": dtype, "dtype_name": dtype_name, "budget": budget,
-            "tolerance": tolerance}
+            "tolerance": tolerance, "check_rows": check_rows}
+    _check_host_memory(opts, batch=args.batch)
+    return opts
+
+
+def demo_host_bytes(*, batch: int, heads: int, kv_heads: int, seq_len: int, head_dim: int,
+                    element_size: int, budget: int | None, on_cpu: bool) -> int:
+    """Host memory the demo needs at least: q, k, v and the output, the float32 tensor each
+    input is drawn in, and (on a CPU, where the device is the host) the device budget.
+
+    >>> demo_host_bytes(batch=1, heads=2, kv_heads=1, seq_len=10, head_dim=4, element_size=4,
+    ...                 budget=1000, on_cpu=True)
+    1960
+    """
+    q_elems = batch * heads * seq_len * head_dim
+    kv_elems = batch * kv_heads * seq_len * head_dim
+    resident = (2 * q_elems + 2 * kv_elems) * element_size  # q, k, v, out
+    drawn = q_elems * 4 if element_size != 4 else 0  # float32 draw before the cast
+    return resident + drawn + ((budget or 0) if on_cpu else 0)
+
+
+def _check_host_memory(opts: dict[str, Any], *, batch: int) -> None:
+    """CLIError (one line, exit 2) when the demo cannot fit in the host memory available."""
+    import torch
+
+    from cqs_attention.info import host_memory_available
+
+    available = host_memory_available()
+    if available is None:  # not Linux: nothing to check against
+        return
+    on_cpu = opts["device"].type == "cpu"
+    sizes = {"batch": batch, "heads": opts["heads"], "kv_heads": opts["kv_heads"],
+             "head_dim": opts["head_dim"],
+             "element_size": torch.empty((), dtype=opts["dtype"]).element_size(),
+             "budget": opts["budget"], "on_cpu": on_cpu}
+    need = demo_host_bytes(seq_len=opts["seq_len"], **sizes)
+    if need <= available:
+        return
+    per_token = demo_host_bytes(seq_len=1, **{**sizes, "budget": None})
+    fixed = need - per_token * opts["seq_len"]
+    largest = (available - fixed) // per_token
+    hint = (f"use a smaller --seq-len (q, k, v and output alone fit up to about {largest})"
+            if largest >= 1 else "use a smaller --budget")
+    raise CLIError(
+        f"the demo needs at least {_fmt_bytes(need)} of host memory (q, k, v and output of "
+        f"B={batch} H={opts['heads']} (kv {opts['kv_heads']}) L={opts['seq_len']} "
+        f"D={opts['head_dim']} {opts['dtype_name']}"
+        f"{', plus --budget on the CPU' if on_cpu and opts['budget'] else ''}) but "
+        f"{_fmt_bytes(available)} is available here; {hint}")
 
 
 def _fmt_bytes(n: int | float | None) -> str:
@@ -305,7 +361,7 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         peak = _first(stats, "peak_device_bytes")
 
-    rows = torch.randperm(seq_len, generator=gen)[: args.check_rows].sort().values
+    rows = torch.randperm(seq_len, generator=gen)[: opts["check_rows"]].sort().values
     scale = 1.0 / math.sqrt(d)
     ref = _row_reference(q, k, v, rows, causal=args.causal, window=args.window, scale=scale)
     got = out[:, :, rows].to(torch.float64).cpu()
@@ -364,7 +420,7 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
         description="Run the attention benchmark (benchmarks/bench_attention.py of a source "
                     "checkout, $CQS_BENCH_SCRIPT, or --script PATH). Arguments after the ones "
                     "below are passed to the benchmark (e.g. --lengths 65536 --masks causal); "
-                    "`cqs-attention bench -- --help` lists them.",
+                    "cqs-attention bench -- --help lists them.",
     )
     p.add_argument("--script", type=Path, help="path of bench_attention.py (default: found "
                                                "next to the installed package or in ./benchmarks)")
@@ -461,8 +517,62 @@ def _bench(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------- main ----
 
+def in_cli_terms(message: str, *, plan_options: str | None = None) -> str:
+    """Reword an error of the Python API (:func:`cqs_attention.attention`, ``make_plan``) in
+    the demo's option names, so the advice is something the user can type.
+
+    ``plan_options`` names the options the plan came from (e.g. ``"--design 2"``), if any.
+
+    >>> in_cli_terms("memory_budget=1024 bytes is smaller than the 4096 bytes one task of the "
+    ...              "given plan needs; pass a finer plan or plan=None",
+    ...              plan_options="--design 2")
+    'the --budget 1024 bytes (1.0 KiB) is smaller than the 4096 bytes one task of the plan of \
+--design 2 needs; use a finer --design (a larger prime power), a larger --budget, or omit --design'
+    >>> in_cli_terms("memory_budget=2048 bytes is too small for the given plan: ...; pass "
+    ...              "memory_budget >= 4096 or a finer plan", plan_options="--design 2")
+    'the --budget 2048 bytes (2.0 KiB) is too small for the plan of --design 2: ...; use \
+--budget 4096 or more (4.0 KiB), a finer --design (a larger prime power), or omit --design'
+    >>> in_cli_terms("memory_budget=10 bytes is too small for any plan: ...; pass "
+    ...              "memory_budget >= 2048")
+    'the --budget 10 bytes is too small for any plan: ...; use --budget 2048 or more (2.0 KiB)'
+    """
+    omit = "omit --design" if plan_options is None or "--levels" not in plan_options else \
+        "omit --design and --levels"
+
+    def size(n: str) -> str:
+        return "" if int(n) < 1024 else f" ({_fmt_bytes(int(n))})"
+
+    rules: list[tuple[str, Any]] = [
+        (r"pass memory_budget >= (\d+)( bytes)? or a finer plan",
+         lambda m: f"use --budget {m.group(1)} or more{size(m.group(1))}, a finer --design (a "
+                   f"larger prime power), or {omit}"),
+        (r"pass a finer plan or plan=None",
+         f"use a finer --design (a larger prime power), a larger --budget, or {omit}"),
+        (r"pass memory_budget >= (\d+)( bytes)?",
+         lambda m: f"use --budget {m.group(1)} or more{size(m.group(1))}"),
+        (r"memory_budget=(\d+) bytes",
+         lambda m: f"the --budget {m.group(1)} bytes{size(m.group(1))}"),
+        (r"\bthe given plan\b", f"the plan of {plan_options}" if plan_options else "the plan"),
+        (r"\bmemory_budget\b", "--budget"),
+        (r"\bbackend=", "--backend "),
+        (r"\bseq_len=", "--seq-len "),
+        (r"\bdesign=", "--design "),
+        (r"Singer design is q=(\d+)", r"Singer design is --design \1"),
+        (r" or a DifferenceSet\b", ""),
+        (r"\bplan=None\b", "no --design"),
+    ]
+    for pattern, repl in rules:
+        message = re.sub(pattern, repl, message)
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cqs-attention", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="cqs-attention",
+        description="Exact attention streamed under a memory budget (the cqs_attention package; "
+                    "also python -m cqs_attention). Exit codes: 0 ok, 1 the demo's check "
+                    "failed, 2 bad usage.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _register_demo(sub)
@@ -470,8 +580,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TORCH_MISSING = ("needs torch: pip install 'cqs[attention]' (on a machine without a GPU, the "
+                 "CPU build first: see README.md)")
+
+
+def torch_available() -> bool:
+    """Whether ``import torch`` can work here, found without importing it (fast)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 check failed, 2 bad usage)."""
+    if not torch_available():
+        print(f"cqs-attention: {TORCH_MISSING}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     # everything after a bare "--" belongs to the benchmark
@@ -487,7 +612,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or EXIT_OK)
     except (CLIError, ValueError, TypeError, KernelUnavailableError, ImportError) as exc:
-        print(f"cqs-attention {args.command}: error: {exc}".splitlines()[0], file=sys.stderr)
+        message = str(exc)
+        if args.command == "demo" and not isinstance(exc, CLIError):
+            given = [f"--{name} {value}" for name, value in
+                     (("design", args.design), ("levels", args.levels)) if value is not None]
+            message = in_cli_terms(message, plan_options=" ".join(given) or None)
+        print(f"cqs-attention {args.command}: error: {message}".splitlines()[0],
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"cqs-attention {args.command}: interrupted", file=sys.stderr)

@@ -1,16 +1,15 @@
 """``python -m cqs_attention.info``: the kernels registered here and whether they can run.
 
 For each kernel and each device/dtype here, prints "ok" or the reasons it cannot run; also
-kernel modules that failed to import.
+kernel modules that failed to import. ``--head-dim N`` asks about another head size;
+``--help`` describes the options. Exit codes: 0 ok, 2 bad usage (one line on stderr).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
-
-import torch
-
-from cqs_attention.kernels import available_kernels, import_failures, kernel_reasons
+from collections.abc import Sequence
 
 __all__ = ["describe", "host_memory_available", "main"]
 
@@ -39,6 +38,10 @@ def describe(head_dim: int = 128) -> str:
     >>> "reference" in describe()
     True
     """
+    import torch
+
+    from cqs_attention.kernels import available_kernels, import_failures, kernel_reasons
+
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda", torch.cuda.current_device()))
@@ -59,10 +62,47 @@ def describe(head_dim: int = 128) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    print(describe())
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--head-dim must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--head-dim must be >= 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    """Print :func:`describe`; returns the exit code (0 ok, 2 bad usage or no torch).
+
+    ``argv`` are the options (none by default; ``python -m cqs_attention.info`` passes the
+    command line's).
+
+    >>> main(["--head-dim", "64"])  # doctest: +ELLIPSIS
+    torch ...
+    0
+    """
+    parser = _Parser(
+        prog="python -m cqs_attention.info",
+        description="List the attention kernels registered here and, for each device and "
+                    "dtype, whether each can run (ok) or why not.",
+    )
+    parser.add_argument("--head-dim", type=_positive_int, default=128,
+                        help="head dimension to ask about (default 128)")
+    from cqs_attention.cli import TORCH_MISSING, torch_available
+
+    if not torch_available():  # like cqs-attention: checked first, --help included
+        print(f"{parser.prog}: {TORCH_MISSING}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(list(argv))
+    print(describe(args.head_dim))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -42,7 +42,7 @@ from torch import nn
 
 from cqs_attention._bytes import parse_bytes
 
-__all__ = ["CQSAttention", "bool_mask_to_mask_mod", "parse_bytes"]
+__all__ = ["CQSAttention", "bool_mask_to_mask_mod", "check_attn_mask_shape", "parse_bytes"]
 
 _BACKENDS_HINT = '"auto" or the name of a registered kernel'
 
@@ -70,6 +70,31 @@ def bool_mask_to_mask_mod(mask: torch.Tensor) -> Callable[..., torch.Tensor]:
     return _IndexMaskMod(mask)
 
 
+def check_attn_mask_shape(mask: torch.Tensor, target: tuple[int, int, int, int]) -> None:
+    """:class:`~cqs_attention.errors.AttentionInputError` unless ``mask`` broadcasts to
+    ``target = (B, H, Lq, Lk)`` the way SDPA's ``attn_mask`` must.
+
+    >>> check_attn_mask_shape(torch.ones(6, 6, dtype=torch.bool), (2, 4, 6, 6))
+    >>> check_attn_mask_shape(torch.ones(5, 6, dtype=torch.bool), (2, 4, 6, 6))
+    Traceback (most recent call last):
+    ...
+    cqs_attention.errors.AttentionInputError: attn_mask has shape (5, 6), which does not \
+broadcast to (B, H, Lq, Lk) = (2, 4, 6, 6); pass a mask of shape (Lq, Lk) = (6, 6), \
+(B, 1, Lq, Lk) = (2, 1, 6, 6) or (B, H, Lq, Lk) (size-1 dimensions broadcast)
+    """
+    shape = tuple(mask.shape)
+    fits = len(shape) <= 4 and all(
+        have in (1, want) for have, want in zip(reversed(shape), reversed(target), strict=False))
+    if not fits:
+        from cqs_attention.errors import AttentionInputError
+
+        b, _, lq, lk = target
+        raise AttentionInputError(
+            f"attn_mask has shape {shape}, which does not broadcast to (B, H, Lq, Lk) = "
+            f"{tuple(target)}; pass a mask of shape (Lq, Lk) = {(lq, lk)}, (B, 1, Lq, Lk) = "
+            f"{(b, 1, lq, lk)} or (B, H, Lq, Lk) (size-1 dimensions broadcast)")
+
+
 class _IndexMaskMod:
     """``mask_mod`` reading a (possibly broadcast) 4D boolean tensor."""
 
@@ -80,7 +105,7 @@ class _IndexMaskMod:
         m = self.mask
         kv = torch.as_tensor(kv_idx)
         idx = [torch.as_tensor(x).to(m.device) for x in (b, h, q_idx, kv_idx)]
-        for dim in (0, 1):  # size-1 (broadcast) dimensions of the mask ignore the index
+        for dim in range(4):  # size-1 (broadcast) dimensions of the mask ignore the index
             if m.shape[dim] == 1:
                 idx[dim] = torch.zeros_like(idx[dim])
         return m[idx[0], idx[1], idx[2], idx[3]].to(kv.device)
@@ -136,6 +161,31 @@ def float_mask_to_bool(mask: torch.Tensor) -> torch.Tensor:
 PlanPolicy = Any  # None | Plan | Mapping[str, Any] (make_plan keywords) | Callable[..., Plan]
 
 
+def _check_budget(memory_budget: int | float | str | None) -> int | None:
+    """``memory_budget`` in bytes (``None`` stays ``None``); ValueError unless it is > 0."""
+    budget = parse_bytes(memory_budget)
+    if budget is not None and budget <= 0:
+        raise ValueError(f"memory_budget must be > 0 bytes (or None: chosen per call), got "
+                         f"{memory_budget!r}")
+    return budget
+
+
+def _check_backend(backend: str) -> str:
+    """``backend`` if it is ``"auto"`` or a registered kernel's name, else
+    :class:`~cqs_attention.errors.KernelUnavailableError` listing the valid names."""
+    if not isinstance(backend, str) or not backend:
+        raise ValueError(f"backend must be {_BACKENDS_HINT}, got {backend!r}")
+    if backend != "auto":
+        from cqs_attention.errors import KernelUnavailableError
+        from cqs_attention.kernels import available_kernels
+
+        names = [k.name for k in available_kernels()]
+        if backend not in names:
+            raise KernelUnavailableError(f"backend={backend!r} is not a registered kernel; "
+                                         "valid: 'auto', " + ", ".join(map(repr, names)))
+    return backend
+
+
 class CQSAttention(nn.Module):
     """Exact streamed attention as a module, usable in place of an SDPA call.
 
@@ -159,6 +209,16 @@ class CQSAttention(nn.Module):
     progress
         Show a progress bar over tasks (default ``False``: modules run inside models).
 
+    Raises
+    ------
+    ValueError
+        If ``memory_budget`` is not a size > 0 (or ``None``), or ``plan`` is a mapping that
+        sets a per-call keyword.
+    KernelUnavailableError
+        If ``backend`` is neither ``"auto"`` nor a registered kernel (the message lists them).
+    TypeError
+        If ``plan`` or ``progress`` has the wrong type.
+
     Examples
     --------
     >>> import torch
@@ -180,10 +240,8 @@ class CQSAttention(nn.Module):
         progress: bool = False,
     ) -> None:
         super().__init__()
-        self.memory_budget = parse_bytes(memory_budget)
-        if not isinstance(backend, str) or not backend:
-            raise ValueError(f"backend must be {_BACKENDS_HINT}, got {backend!r}")
-        self.backend = backend
+        self.memory_budget = _check_budget(memory_budget)
+        self.backend = _check_backend(backend)
         if plan is not None and not (isinstance(plan, Mapping) or callable(plan)
                                      or hasattr(plan, "tasks")):
             raise TypeError(f"plan must be None, a Plan, a mapping of make_plan keywords or a "
@@ -242,6 +300,7 @@ class CQSAttention(nn.Module):
             if not isinstance(attn_mask, torch.Tensor):
                 raise TypeError(f"attn_mask must be a tensor or None, got "
                                 f"{type(attn_mask).__name__}")
+            check_attn_mask_shape(attn_mask, (query.shape[0], query.shape[1], lq, lk))
             bool_mask = (attn_mask if attn_mask.dtype == torch.bool
                          else float_mask_to_bool(attn_mask))
             extra_mod = and_mask_mods(extra_mod, bool_mask_to_mask_mod(bool_mask))

@@ -31,11 +31,17 @@ passes directly. It returns ``(attn_output, None)`` with ``attn_output`` of shap
 ``(batch, seq, heads, head_dim)``. Unsupported features raise :class:`NotImplementedError`
 naming the feature: attention dropout during training, ``softcap``, ``position_bias``,
 attention sinks (``s_aux``).
+
+``output_attentions=True``: like transformers' own ``sdpa`` integration, cqs attention never
+materialises the attention weights; it logs a warning once (logger
+``cqs_attention.integrations.transformers``) and the model's ``attentions`` stay empty. Use
+``attn_implementation="eager"`` when you need them.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +52,7 @@ from cqs_attention.module import (
     CQSAttention,
     and_mask_mods,
     bool_mask_to_mask_mod,
+    check_attn_mask_shape,
     float_mask_to_bool,
 )
 
@@ -208,6 +215,22 @@ def cqs_mask_interface(
     return CQSMask(q_length, kv_length, None, None, None, mask_mod=_OnDevice(exact, device))
 
 
+logger = logging.getLogger(__name__)
+_WARNED: set[str] = set()
+OUTPUT_ATTENTIONS_WARNING = (
+    "cqs attention does not support `output_attentions=True` (it never materialises the "
+    "attention weights; the model's attentions stay empty). Please set your attention to "
+    "`eager` if you want any of these features."
+)
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time only (transformers' ``warning_once``)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
 _UNSUPPORTED_KWARGS = {
     "softcap": "attention logit soft-capping (softcap)",
     "position_bias": "an additive position bias (position_bias)",
@@ -233,6 +256,8 @@ def make_attention_function(attn: CQSAttention) -> Callable[..., tuple[torch.Ten
             if kwargs.get(name) is not None:
                 raise NotImplementedError(f"cqs attention does not support {what}; use "
                                           "attn_implementation='eager' for this model")
+        if kwargs.get("output_attentions", False):
+            _warn_once(OUTPUT_ATTENTIONS_WARNING)  # what transformers' sdpa does
         if dropout and module.training:
             raise NotImplementedError(
                 f"cqs attention has no attention dropout (the model asks for {dropout!r} in "
@@ -265,6 +290,7 @@ def make_attention_function(attn: CQSAttention) -> Callable[..., tuple[torch.Ten
                 causal = True
         elif isinstance(attention_mask, torch.Tensor):
             mask = attention_mask[..., :lk]
+            check_attn_mask_shape(mask, (query.shape[0], query.shape[1], lq, lk))
             bool_mask = mask if mask.dtype == torch.bool else float_mask_to_bool(mask)
             mask_mod = bool_mask_to_mask_mod(bool_mask)
         else:
