@@ -28,9 +28,6 @@ OPTIONFLAGS = doctest.ELLIPSIS
 
 # Modules and documents whose examples are not run for now, each with the reason.
 SKIP_ENGINE_REWRITE: dict[str, str] = {
-    # engine rewrite in progress (issue 12): the coordinator empties this list
-    "cqs_attention.engine.schedule": "2 examples fail (module docstring's q_rows/kv_rows, "
-                                     "split_call's mask is None)",
 }
 # Documents of other owners whose examples fail today; strict xfail, so the fix must remove the
 # entry (a passing xfail fails the run: xfail_strict = true).

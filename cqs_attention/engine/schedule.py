@@ -27,7 +27,7 @@ often its step is retried or split (:func:`split_call`).
 >>> rects = plan_rectangles(plan)
 >>> steps = task_steps(rects, 0, spec, stationary="kv")
 >>> [(s.q_rows, len(s.calls)) for s in steps], steps[0].kv_rows
-([(((0, 2),), 1), (((2, 4),), 1), (((10, 12),), 1)], ((0, 4), (10, 12)))
+([(((0, 2),), 1), (((2, 4),), 1), (((6, 8),), 1)], ((0, 4),))
 """
 
 from __future__ import annotations
@@ -270,8 +270,8 @@ def split_call(call: Call, axis: Literal["q", "k"]) -> list[Call]:
     >>> c = Call(0, 4, ((0, 6),), BlockMask(causal_offset=2))
     >>> [(x.q0, x.q1, x.key_ranges, x.mask.causal_offset) for x in split_call(c, "q")]
     [(0, 2, ((0, 6),), 2), (2, 4, ((0, 6),), 4)]
-    >>> [(x.key_ranges, x.mask.causal_offset) for x in split_call(c, "k")]
-    [(((0, 3),), 2), (((3, 6),), -1)]
+    >>> [(x.key_ranges, x.mask) for x in split_call(c, "k")]  # the left half is all allowed
+    [(((0, 3),), None), (((3, 6),), BlockMask(causal_offset=-1))]
     """
     m = call.mask
     if axis == "q":
