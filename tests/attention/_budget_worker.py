@@ -5,7 +5,8 @@
 ``cqs_attention.distributed.attention`` with a given plan where rank ``SMALL_RANK`` has a
 ``memory_budget`` too small for a task of that plan and the other ranks have none, and writes
 ``{"error": exception class name or None, "message": ..., "seconds": ...}`` to
-``OUT_DIR/rank<RANK>.json``.
+``OUT_DIR/rank<RANK>.json``; then it waits (up to 60 s) for the other ranks' files before
+leaving, so a rank stuck in a collective is not released by its peer exiting.
 """
 
 from __future__ import annotations
@@ -39,8 +40,16 @@ def main(rank: int, world: int, port: int, out_dir: str, small_rank: int) -> Non
     except Exception as exc:  # recorded for the test to judge
         res = {"error": type(exc).__name__, "message": str(exc)[:500]}
     res["seconds"] = time.monotonic() - t0
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+    path = os.path.join(out_dir, f"rank{rank}.json")
+    with open(path + ".tmp", "w") as fh:
         json.dump(res, fh)
+    os.replace(path + ".tmp", path)
+    # stay alive (as a training process would) until every rank has its answer: a rank left
+    # waiting in a collective then times out instead of seeing this process exit
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(
+            os.path.exists(os.path.join(out_dir, f"rank{r}.json")) for r in range(world)):
+        time.sleep(0.1)
     try:
         dist.destroy_process_group()
     except Exception:  # a broken group after a timeout: the result is already written

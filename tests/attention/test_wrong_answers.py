@@ -118,7 +118,9 @@ def _sweep(q, k, v, *, device: Any, fail_at=(), plan: Any = None, min_runs: int 
 
 
 # --- item 1: host-merge streaming merges rows twice after repeated OOMs ----------------------
-_FAILS = [(2, 3, 7), (1, 2, 3, 4, 5), (2, 4, 6, 8, 10, 12), (3, 4, 5, 9, 10, 11)]
+#: several OOMs per task; no task needs more than three retries (what a plain retry loop
+#: survives), so an engine that fails these has lost work, not run out of retries
+_FAILS = [(2, 3, 7), (1, 2, 5), (3, 4, 5), (4, 6, 8)]
 
 
 def _item1(device: Any, pin: bool) -> None:
@@ -222,7 +224,7 @@ def _item3_ooms(device: Any, pin: bool, tmp_path: Path) -> None:
     """``checkpoint_dir`` must not disable OOM refinement: several OOMs in a row, per task."""
     q, k, v = _qkv(lq=60, pin=pin, seed=4)
     ref = oracle(q, k, v, causal=True)
-    fail_at = {n for n in range(1, 60) if n % 4 != 0}  # three OOMs before every success
+    fail_at = (2, 3, 4, 14, 15, 16)  # two tasks fail three times in a row
     ran = 0
     for budget in _budgets(q, v):
         with FaultKernel(fail_at) as fk:
@@ -529,7 +531,8 @@ def counting_cpu_flash():
 
 
 @pytest.mark.parametrize(("lq", "lk", "mask"), [
-    (40, 25, {"causal": True}), (25, 40, {"causal": True}), (40, 40, {"causal": True}),
+    (100, 30, {"causal": True}), (97, 20, {"causal": True}), (40, 25, {"causal": True}),
+    (25, 40, {"causal": True}), (40, 40, {"causal": True}),
     (40, 25, {"window": (6, 2)}), (35, 35, {"document_ids": torch.tensor([0] * 9 + [1] * 26)}),
 ])
 def test_item10_forced_backend_refuses_before_any_work(counting_cpu_flash, lq, lk, mask):
