@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from cqs_attention import attention
+from cqs_attention.errors import MemoryBudgetError
 from cqs_attention.kernels import available_kernels, register_kernel, unregister_kernel
 from cqs_design.plans import Plan
 
@@ -29,9 +31,11 @@ __all__ = [
     "FaultKernel",
     "SimulatedCrash",
     "allowed_mask",
+    "budget_ladder",
     "cut_plan_json",
     "has_partly_overlapping_q",
     "lse_err",
+    "min_budget",
     "oracle",
     "rel_err",
 ]
@@ -169,9 +173,13 @@ class FaultKernel:
 
     def workspace_bytes(self, batch: int, heads: int, kv_heads: int, lq: int, lk: int,
                         head_dim: int, dtype: torch.dtype) -> int:
-        """The reference kernel's (the largest any delegate needs on the CPU)."""
-        size = 8 if dtype == torch.float64 else 4
-        return 3 * batch * heads * lq * lk * size
+        """The workspace of the kernel an unmasked call of ``dtype`` delegates to (so that
+        budgets size plans as they would without the injector)."""
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        kernel = self._delegate(device=device, dtype=dtype, head_dim=head_dim, mask=None,
+                                gqa=heads != kv_heads, needs_grad=False)
+        fn = getattr(kernel, "workspace_bytes", None)
+        return 0 if fn is None else fn(batch, heads, kv_heads, lq, lk, head_dim, dtype)
 
     def fwd(self, q, k, v, *, scale, mask=None):
         self._count()
@@ -191,6 +199,43 @@ class FaultKernel:
 
     def __exit__(self, *exc: object) -> None:
         unregister_kernel(self.name)
+
+
+# --- budgets ---------------------------------------------------------------------------------
+def min_budget(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, hi: int,
+               **kwargs: Any) -> int | None:
+    """The smallest ``memory_budget`` that ``attention(q, k, v, **kwargs)`` accepts (bisection
+    on the up-front ``MemoryBudgetError``; q, k, v are only read). None when even ``hi`` is
+    refused.
+
+    Whatever the engine's footprint model, at this budget the accumulators cannot also be on
+    the device (else a smaller budget would have run with them on the host), so budgets just
+    above it exercise host accumulators; the windows where a given plan runs with host
+    accumulators can be narrow (about 1% of the budget), which a coarse sweep misses.
+    """
+    def runs(budget: int) -> bool:
+        try:
+            attention(q.detach(), k.detach(), v.detach(), memory_budget=budget, **kwargs)
+        except MemoryBudgetError:
+            return False
+        return True
+
+    if not runs(hi):
+        return None
+    lo = 0  # refused (a budget must be positive)
+    while hi - lo > max(1, hi // 500):
+        mid = (lo + hi) // 2
+        if mid > 0 and runs(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def budget_ladder(smallest: int) -> list[int]:
+    """Budgets from ``smallest`` up: dense just above it, then coarser."""
+    return sorted({int(smallest * f) + 1 for f in (1.0, 1.002, 1.005, 1.01, 1.03, 1.1, 1.5,
+                                                   3.0)})
 
 
 # --- plan surgery ----------------------------------------------------------------------------
