@@ -232,10 +232,10 @@ def min_budget(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, hi: int,
     return hi
 
 
-def budget_ladder(smallest: int) -> list[int]:
+def budget_ladder(smallest: int, factors: Iterable[float] = (1.0, 1.002, 1.005, 1.01, 1.03,
+                                                             1.1, 1.5, 3.0)) -> list[int]:
     """Budgets from ``smallest`` up: dense just above it, then coarser."""
-    return sorted({int(smallest * f) + 1 for f in (1.0, 1.002, 1.005, 1.01, 1.03, 1.1, 1.5,
-                                                   3.0)})
+    return sorted({int(smallest * f) + 1 for f in factors})
 
 
 # --- plan surgery ----------------------------------------------------------------------------
