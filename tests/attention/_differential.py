@@ -202,11 +202,11 @@ class FaultKernel:
 
 
 # --- budgets ---------------------------------------------------------------------------------
-def min_budget(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, hi: int,
+def min_budget(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, start: int, cap: int,
                **kwargs: Any) -> int | None:
-    """The smallest ``memory_budget`` that ``attention(q, k, v, **kwargs)`` accepts (bisection
-    on the up-front ``MemoryBudgetError``; q, k, v are only read). None when even ``hi`` is
-    refused.
+    """The smallest ``memory_budget`` that ``attention(q, k, v, **kwargs)`` accepts, to 0.2%
+    (doubling from ``start``, then bisection on the up-front ``MemoryBudgetError``; inputs
+    that require grad are sized for the backward too). None when even ``cap`` is refused.
 
     Whatever the engine's footprint model, at this budget the accumulators cannot also be on
     the device (else a smaller budget would have run with them on the host), so budgets just
@@ -215,17 +215,19 @@ def min_budget(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, hi: int,
     """
     def runs(budget: int) -> bool:
         try:
-            attention(q.detach(), k.detach(), v.detach(), memory_budget=budget, **kwargs)
+            attention(q, k, v, memory_budget=budget, **kwargs)  # (no backward is run)
         except MemoryBudgetError:
             return False
         return True
 
-    if not runs(hi):
-        return None
-    lo = 0  # refused (a budget must be positive)
+    lo, hi = 0, max(1, start)  # lo: refused (a budget must be positive)
+    while not runs(hi):
+        if hi >= cap:
+            return None
+        lo, hi = hi, min(cap, 2 * hi)
     while hi - lo > max(1, hi // 500):
         mid = (lo + hi) // 2
-        if mid > 0 and runs(mid):
+        if runs(mid):
             hi = mid
         else:
             lo = mid

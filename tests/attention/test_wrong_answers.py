@@ -77,8 +77,8 @@ def _ladder(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, short: bool = 
     """Budgets from the smallest this call accepts up (dense just above it, where the
     accumulators must live on the host), found through the public API."""
     with FaultKernel():
-        smallest = min_budget(q, k, v, hi=64 * _acc_bytes(q, v) + (1 << 20), **kwargs)
-    assert smallest is not None, "no budget up to 64x the accumulators runs this call"
+        smallest = min_budget(q, k, v, start=_acc_bytes(q, v), cap=1 << 30, **kwargs)
+    assert smallest is not None, "no budget up to 1 GiB runs this call"
     return budget_ladder(smallest, (1.0, 1.005, 1.03, 1.5)) if short else budget_ladder(
         smallest)
 
