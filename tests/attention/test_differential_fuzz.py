@@ -280,7 +280,7 @@ def test_fuzz_checkpoint_kill_resume(case):
 @given(case=st.one_of(cases(), cases(grads=True), cases(checkpoint=True)))
 def test_cases_strategy_builds_valid_plans(case):
     """The strategy's plans are valid for their calls (a broken strategy tests nothing)."""
-    plan = _build(case)[2]["plan"]
+    plan = _plan(case)
     if plan is not None and not isinstance(plan, int):
         assert plan.validate() is plan
         assert (plan.seq_len, plan.kv_len) == (case["lq"], case["lk"])
