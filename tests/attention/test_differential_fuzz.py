@@ -2,17 +2,17 @@
 oracle (issue 13).
 
 Each example draws a case (a small dict of parameters, printed on failure): shapes (batch,
-heads, GQA key/value heads, ``Lq != Lk``, odd head dims), dtype (mostly float64, some
-float32), masks (causal, window, document ids, ``mask_mod``; combined), the plan (None, a
-design, ``make_plan`` plans, refined plans, and valid JSON plans with odd rectangle shapes
-built by cutting and shuffling rectangles through ``Plan.from_json``), the device (``cpu``,
-or ``cpu:0``, which takes the streaming path), the memory budget (relative to the smallest
-one the call accepts, found by bisection: there the accumulators cannot stay beside a task),
-out-of-memory errors injected at chosen kernel calls (up to three per run, often in one
-task), ``return_lse``, gradients, and checkpoint kill/resume. The result is compared with
-:func:`tests.attention._differential.oracle` (float64, built from the mask definitions
-alone): float64 to 1e-10 (gradients 1e-9), float32 to 1e-5 (gradients within 4x the float32
-reference's own error plus 1e-5).
+heads, GQA key/value heads, ``Lq != Lk``, odd head dims), the scale (including zero and
+negative ones), dtype (mostly float64, some float32), masks (causal, window, document ids,
+``mask_mod``; combined), the plan (None, a design, ``make_plan`` plans, refined plans, and
+valid JSON plans with odd rectangle shapes built by cutting and shuffling rectangles through
+``Plan.from_json``), the device (``cpu``, or ``cpu:0``, which takes the streaming path), the
+memory budget (relative to the smallest one the call accepts, found by bisection: there the
+accumulators cannot stay beside a task), out-of-memory errors injected at chosen kernel calls
+(up to three per run, often in one task), ``return_lse``, gradients, and checkpoint
+kill/resume. The result is compared with :func:`tests.attention._differential.oracle`
+(float64, built from the mask definitions alone): float64 to 1e-10 (gradients 1e-9), float32
+to 1e-5 (gradients within 4x the float32 reference's own error plus 1e-5).
 
 Profiles (``tests/conftest.py``): ``HYPOTHESIS_PROFILE=ci`` is seeded and derandomized (40
 examples per test); ``dev`` (the default) draws 20 fresh examples. For a longer run on
@@ -85,6 +85,8 @@ def cases(draw: Any, *, grads: bool = False, checkpoint: bool = False) -> dict[s
         "seed": draw(st.integers(0, 2**16)),
         "device": draw(st.sampled_from(["cpu", "cpu:0"])),
         "return_lse": draw(st.booleans()),
+        # mostly the default; zero and negative scales too (issue 13, item 7)
+        "scale": draw(st.sampled_from([None, None, None, None, 0.0, -0.4, 0.05, 2.0])),
     }
     mask: dict[str, Any] = {}
     if draw(st.booleans()):
@@ -143,6 +145,7 @@ def _build(case: dict[str, Any], requires_grad: bool = False
     kw: dict[str, Any] = {"device": torch.device("cpu", 0) if case["device"] == "cpu:0"
                           else torch.device("cpu")}
     kw["plan"] = _plan(case)
+    kw["scale"] = case["scale"]
     if case["budget_factor"] is not None:
         size = 8 if dtype == torch.float64 else 4
         acc = case["b"] * case["h"] * case["lq"] * (case["d"] + 1) * size
@@ -210,7 +213,7 @@ def _attention(qkv: list[torch.Tensor], mask: dict[str, Any], kw: dict[str, Any]
 @given(case=cases())
 def test_fuzz_forward(case):
     qkv, mask, kw = _build(case)
-    ref = oracle(*qkv, **mask)
+    ref = oracle(*qkv, scale=case["scale"], **mask)
     with FaultKernel(case["fail_at"]) as fk:
         res = _attention(qkv, mask, kw, case["return_lse"])
         if res is None:
@@ -227,7 +230,7 @@ def test_fuzz_gradients(case):
     dout = torch.randn((*qkv[0].shape[:3], qkv[2].shape[-1]),
                        generator=torch.Generator().manual_seed(case["seed"] + 1),
                        dtype=torch.float64)
-    ref_out, ref_lse = oracle(*qkv, **mask)
+    ref_out, ref_lse = oracle(*qkv, scale=case["scale"], **mask)
     want = torch.autograd.grad(ref_out, qkv, dout)
     with FaultKernel(case["fail_at"]) as fk:
         res = _attention(qkv, mask, kw, case["return_lse"])
@@ -241,7 +244,8 @@ def test_fuzz_gradients(case):
         tols = [1e-9] * 3
     else:  # the float32 reference's own error is the yardstick
         q32, k32, v32 = (t.detach().requires_grad_() for t in qkv)
-        base = torch.autograd.grad(reference_attention(q32, k32, v32, **mask)[0],
+        base = torch.autograd.grad(reference_attention(q32, k32, v32, scale=case["scale"],
+                                                       **mask)[0],
                                    (q32, k32, v32), dout.float())
         tols = [4 * rel_err(b, w) + 1e-5 for b, w in zip(base, want, strict=True)]
     for name, a, w, tol in zip("qkv", got, want, tols, strict=True):
@@ -253,7 +257,7 @@ def test_fuzz_gradients(case):
 @given(case=cases(checkpoint=True))
 def test_fuzz_checkpoint_kill_resume(case):
     qkv, mask, kw = _build(case)
-    ref = oracle(*qkv, **mask)
+    ref = oracle(*qkv, scale=case["scale"], **mask)
     tol = _tol(qkv[0].dtype)
     with tempfile.TemporaryDirectory() as tmp:
         ck = {"checkpoint_interval": case["interval"]}
