@@ -107,12 +107,17 @@ def _masked_pv(p: torch.Tensor, vf: torch.Tensor, allowed: torch.Tensor,
     clean = torch.where(bad.unsqueeze(-1), torch.zeros_like(vf), vf)
     out = torch.matmul(p, clean)
     idx = torch.nonzero(bad.reshape(-1, bad.shape[-1]).any(0)).flatten()  # the bad keys
-    pb = p.index_select(-1, idx)  # (B, Hkv, G, Lq, n)
-    ab = allowed.expand(p.shape).index_select(-1, idx)
-    vb = vf.index_select(-2, idx)  # (B, Hkv, 1, n, Dv)
-    contrib = pb.unsqueeze(-1) * vb.unsqueeze(-3)  # (B, Hkv, G, Lq, n, Dv)
-    contrib = torch.where(ab.unsqueeze(-1), contrib, torch.zeros_like(contrib))
-    return out + contrib.sum(-2)
+    per_key = p[..., :1].numel() * vf.shape[-1]
+    step = max(1, (1 << 24) // max(1, per_key))  # bounded temporaries, however many bad keys
+    allowed = allowed.expand(p.shape)
+    for s in range(0, len(idx), step):
+        sel = idx[s:s + step]
+        pb = p.index_select(-1, sel)  # (B, Hkv, G, Lq, n)
+        vb = vf.index_select(-2, sel)  # (B, Hkv, 1, n, Dv)
+        contrib = pb.unsqueeze(-1) * vb.unsqueeze(-3)  # (B, Hkv, G, Lq, n, Dv)
+        keep = allowed.index_select(-1, sel).unsqueeze(-1)
+        out = out + torch.where(keep, contrib, torch.zeros_like(contrib)).sum(-2)
+    return out
 
 
 def reference_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -437,6 +437,18 @@ def test_item8_bad_value_row_stays_out_of_masked_rows(dtype, bad):
             assert not torch.isfinite(out[:, :, 12]).any(), f"{name}: row 12 sees it"
 
 
+@pytest.mark.parametrize("name", ["reference", "cpu_flash"])
+def test_item8_kernels_with_every_later_value_row_infinite(name):
+    """Row 0 of a causal block sees only key 0: it stays exact however many masked value
+    rows are infinite; every other row sees an infinite value row."""
+    q, k, v = _qkv(lq=9, dtype=torch.float32, seed=23)
+    v[:, :, 1:] = float("inf")
+    out, lse = _kernel(name).fwd(q, k, v, scale=0.3, mask=BlockMask(causal_offset=0))
+    assert torch.equal(out[:, :, 0], v[:, :, 0])  # softmax over one key: exactly its value
+    assert not torch.isfinite(out[:, :, 1:]).any()
+    assert torch.isfinite(lse).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_item8_bad_value_row_gradients_of_blind_rows(dtype):
     q, k, v = _qkv(lq=35, dtype=dtype, seed=18)
