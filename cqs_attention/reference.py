@@ -35,11 +35,18 @@ __all__ = ["as_tensor", "check_qkv", "reference_attention"]
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def as_tensor(x: Any, name: str) -> torch.Tensor:
+def as_tensor(x: Any, name: str, *, copy_negative_strides: bool = False) -> torch.Tensor:
     """``x`` as a torch tensor without copying (numpy arrays and memmaps are wrapped).
+
+    torch cannot wrap a numpy array with a negative stride (``a[:, :, ::-1]``): with
+    ``copy_negative_strides`` such an array is copied (inputs: the copy is only read), else it
+    is refused with an :class:`~cqs_attention.errors.AttentionInputError` naming ``name``
+    (a destination must be written in place, so a copy would lose the result).
 
     >>> as_tensor(np.zeros((1, 1, 2, 2), dtype=np.float32), "q").dtype
     torch.float32
+    >>> as_tensor(np.zeros((1, 1, 2, 2))[:, :, ::-1], "q", copy_negative_strides=True).stride()
+    (4, 4, 2, 1)
     """
     if isinstance(x, torch.Tensor):
         return x
@@ -47,6 +54,12 @@ def as_tensor(x: Any, name: str) -> torch.Tensor:
         if x.dtype not in (np.float16, np.float32, np.float64):
             raise AttentionInputError(f"{name} must be a floating-point array (float16, "
                                       f"float32, float64), got numpy dtype {x.dtype}")
+        if any(st < 0 for st in x.strides):
+            if not copy_negative_strides:
+                raise AttentionInputError(
+                    f"{name} is a numpy array with negative strides {x.strides}, which torch "
+                    f"cannot wrap; pass np.ascontiguousarray({name})")
+            x = np.ascontiguousarray(x)
         with warnings.catch_warnings():  # read-only memmaps: we never write to inputs
             warnings.simplefilter("ignore", UserWarning)
             return torch.from_numpy(x)
@@ -64,7 +77,8 @@ def check_qkv(q: Any, k: Any, v: Any, scale: float | None
     ...
     cqs_attention.errors.AttentionInputError: q has 4 heads, which is not a multiple of k's 3 ...
     """
-    q, k, v = as_tensor(q, "q"), as_tensor(k, "k"), as_tensor(v, "v")
+    q, k, v = (as_tensor(t, n, copy_negative_strides=True) for t, n in ((q, "q"), (k, "k"),
+                                                                         (v, "v")))
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise AttentionInputError(f"{name} must have 4 dims (batch, heads, seq, head_dim), "

@@ -13,6 +13,23 @@ are left to the reference kernel. The ops take GQA key/value heads as they are.
 Registered ahead of the reference kernel for float32 and bfloat16 (float64 stays on the
 reference kernel, float16 too: the CPU op accumulates it less carefully).
 
+Calls the op gets wrong are routed, whole, to the reference kernel
+(:func:`~cqs_attention.kernels.reference.reference_fwd` / ``reference_bwd``, which compute in
+float32 and are exact for them), so every call this kernel accepts is answered correctly:
+
+* ``scale <= 0``: the op's causal masking breaks for non-positive scales (NaN rows); scale is
+  not part of ``not_supported``'s arguments, so the call is routed rather than refused.
+* a non-finite value in q, k or v, or finite inputs whose scores could overflow
+  (``max|q| * max|k| * D * |scale|`` beyond 1e37): for a row whose only visible key in a piece
+  scores ``-inf`` the op returns ``out = 0, lse = 0`` (a phantom key of logit 0) where the
+  answer is ``lse = -inf``; a NaN score can come out finite; and an infinite value row turns
+  the rows a causal piece masks from it into NaN (``0 * inf``). The reference kernel gives rows
+  with no finite score ``out = 0, lse = -inf``, propagates NaN to the rows that attend it, and
+  keeps masked rows finite.
+
+The check is one pass over q, k and v per call (cheap next to the attention itself); a routed
+call materialises its block's scores in float32, as the reference kernel does.
+
 >>> import torch
 >>> from cqs_attention.kernels.base import BlockMask
 >>> from cqs_attention.kernels.reference import reference_fwd
@@ -26,11 +43,13 @@ reference kernel, float16 too: the CPU op accumulates it less carefully).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from cqs_attention.kernels._gpu_common import mask_pieces, run_pieces_bwd, run_pieces_fwd
+from cqs_attention.kernels.reference import reference_bwd, reference_fwd
 
 if TYPE_CHECKING:
     from cqs_attention.kernels.base import BlockMask
@@ -56,9 +75,36 @@ def _piece_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     return dq, dk, dv
 
 
+#: scores beyond this bound could overflow float32 to +-inf inside the op
+_SCORE_BOUND = 1e37
+
+
+def _op_is_wrong(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> bool:
+    """Whether the CPU op may answer this call wrongly (see the module docstring): a
+    non-positive scale, a non-finite input, or scores that could overflow."""
+    if scale <= 0:
+        return True
+    if q.numel() == 0 or k.numel() == 0:
+        return False
+    qmax = q.abs().amax().item()
+    kmax = k.abs().amax().item()
+    if not (math.isfinite(qmax) and math.isfinite(kmax)):
+        return True  # inf or NaN (amax propagates NaN)
+    if not bool(torch.isfinite(v).all()):
+        return True
+    return qmax * kmax * q.shape[-1] * scale > _SCORE_BOUND
+
+
 def cpu_flash_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                   mask: BlockMask | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(out, lse)`` of one block (mask: none or ``causal_offset`` only); lse float32."""
+    """``(out, lse)`` of one block (mask: none or ``causal_offset`` only); lse float32.
+
+    Calls the op gets wrong (``scale <= 0``, non-finite inputs, overflowing scores) run on the
+    reference kernel instead.
+    """
+    if _op_is_wrong(q, k, v, scale):
+        out, lse = reference_fwd(q, k, v, scale=scale, mask=mask)
+        return out, lse.float()
     pieces = mask_pieces(mask, q.shape[2], k.shape[2], square_only=True)
     return run_pieces_fwd(lambda a, b, c, causal: _piece_fwd(a, b, c, causal, scale),
                           q, k, v, pieces)
@@ -68,7 +114,11 @@ def cpu_flash_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
                   out: torch.Tensor, lse: torch.Tensor, *, scale: float,
                   mask: BlockMask | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """This block's exact share of ``(dq, dk, dv)`` given the GLOBAL ``out`` and ``lse``."""
+    """This block's exact share of ``(dq, dk, dv)`` given the GLOBAL ``out`` and ``lse``
+    (on the reference kernel for the calls :func:`cpu_flash_fwd` routes there)."""
+    if _op_is_wrong(q, k, v, scale):
+        dq, dk, dv = reference_bwd(dout, q, k, v, out, lse, scale=scale, mask=mask)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
     pieces = mask_pieces(mask, q.shape[2], k.shape[2], square_only=True)
     return run_pieces_bwd(
         lambda do, a, b, c, o, l, causal: _piece_bwd(do, a, b, c, o, l, causal, scale),

@@ -4,6 +4,12 @@ Scores are materialised in float32 (float64 for float64 inputs), masked with ``-
 reduced with a stable log-sum-exp. It is the CPU kernel, the last resort on the GPU, and the
 oracle the other kernels are tested against.
 
+Non-finite inputs behave as in full attention restricted to the allowed pairs: a row with no
+finite score (every allowed key scores ``-inf``) gets ``out = 0`` and ``lse = -inf``; a NaN
+score, or an infinite or NaN value row, makes NaN (or inf) exactly the rows allowed to attend
+it; rows a mask keeps from a non-finite value row stay finite, in the forward and in the
+backward (a masked pair contributes exactly nothing, never ``0 * inf``).
+
 >>> import torch
 >>> from cqs_attention.kernels.reference import reference_fwd
 >>> q = k = v = torch.eye(2).view(1, 1, 2, 2)
@@ -66,13 +72,14 @@ def _grouped(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None):
 
 
 def _scores(q, k, scale, mask):
+    """Masked scores ``(B, Hkv, G, Lq, Lk)`` and the grouped ``allowed`` tensor (or None)."""
     acc = _acc(q.dtype)
     allowed = block_mask_tensor(mask, q.shape[2], k.shape[2], q.device)
     qg, kg, allowed = _grouped(q.to(acc), k.to(acc), allowed)
     s = torch.matmul(qg, kg.transpose(-1, -2)) * scale
     if allowed is not None:
         s = s.masked_fill(~allowed, float("-inf"))
-    return s
+    return s, allowed
 
 
 def reference_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
@@ -80,12 +87,37 @@ def reference_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: f
     """``(out, lse)`` of one block; out in ``q.dtype``, lse float32 (float64 for float64)."""
     b, h, lq, _ = q.shape
     acc = _acc(q.dtype)
-    s = _scores(q, k, scale, mask)  # (B, Hkv, G, Lq, Lk)
+    s, allowed = _scores(q, k, scale, mask)  # (B, Hkv, G, Lq, Lk)
     lse = torch.logsumexp(s, dim=-1)
     safe = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
     p = torch.exp(s - safe.unsqueeze(-1))
-    out = torch.matmul(p, v.to(acc).unsqueeze(2))
+    vf = v.to(acc).unsqueeze(2)  # (B, Hkv, 1, Lk, Dv)
+    bad = None if allowed is None else ~torch.isfinite(vf).all(-1)  # (B, Hkv, 1, Lk)
+    if bad is not None and bool(bad.any()):
+        out = _masked_pv(p, vf, allowed, bad)
+    else:
+        out = torch.matmul(p, vf)
     return out.reshape(b, h, lq, v.shape[-1]).to(q.dtype), lse.reshape(b, h, lq)
+
+
+def _masked_pv(p: torch.Tensor, vf: torch.Tensor, allowed: torch.Tensor,
+               bad: torch.Tensor) -> torch.Tensor:
+    """``P @ V`` where the value rows with a non-finite entry (``bad``) reach only the rows
+    ``allowed`` to attend them (a masked pair is skipped, not multiplied ``0 * inf``)."""
+    clean = torch.where(bad.unsqueeze(-1), torch.zeros_like(vf), vf)
+    out = torch.matmul(p, clean)
+    idx = torch.nonzero(bad.reshape(-1, bad.shape[-1]).any(0)).flatten()  # the bad keys
+    per_key = p[..., :1].numel() * vf.shape[-1]
+    step = max(1, (1 << 24) // max(1, per_key))  # bounded temporaries, however many bad keys
+    allowed = allowed.expand(p.shape)
+    for s in range(0, len(idx), step):
+        sel = idx[s:s + step]
+        pb = p.index_select(-1, sel)  # (B, Hkv, G, Lq, n)
+        vb = vf.index_select(-2, sel)  # (B, Hkv, 1, n, Dv)
+        contrib = pb.unsqueeze(-1) * vb.unsqueeze(-3)  # (B, Hkv, G, Lq, n, Dv)
+        keep = allowed.index_select(-1, sel).unsqueeze(-1)
+        out = out + torch.where(keep, contrib, torch.zeros_like(contrib)).sum(-2)
+    return out
 
 
 def reference_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -100,7 +132,7 @@ def reference_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
     hkv = k.shape[1]
     g = h // hkv
     acc = _acc(q.dtype)
-    s = _scores(q, k, scale, mask)  # (B, Hkv, G, Lq, Lk)
+    s, allowed = _scores(q, k, scale, mask)  # (B, Hkv, G, Lq, Lk)
     lse_g = lse.to(acc).reshape(b, hkv, g, lq, 1)
     lse_g = torch.where(torch.isneginf(lse_g), torch.full_like(lse_g, float("inf")), lse_g)
     p = torch.exp(s - lse_g)
@@ -110,6 +142,8 @@ def reference_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
     dp = torch.matmul(do, vf.transpose(-1, -2))
     delta = (do * out.to(acc).reshape(b, hkv, g, lq, -1)).sum(-1, keepdim=True)
     ds = p * (dp - delta)
+    if allowed is not None:  # masked pairs: exactly 0, even where dp is inf
+        ds = torch.where(allowed, ds, torch.zeros_like(ds))
     dq = torch.matmul(ds, k.to(acc).unsqueeze(2)) * scale
     dk = (torch.matmul(ds.transpose(-1, -2), q.to(acc).reshape(b, hkv, g, lq, d)) * scale).sum(2)
     return dq.reshape(b, h, lq, d), dk, dv
