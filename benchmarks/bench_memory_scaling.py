@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
                 kern = select_kernel("auto", device=D.dev, dtype=q.dtype, head_dim=d,
                                      mask=None, gqa=False, needs_grad=False)
                 out, first, secs, which, peak = timed(
-                    lambda budget=budget: query_block_loop(
+                    lambda budget=budget, kern=kern: query_block_loop(
                         q, k, v, causal=args.causal, budget=budget, device=D.dev,
                         kernel=kern), D, args.warmup_below)
                 rec.update(baseline_time_s=secs, baseline_first_s=first,

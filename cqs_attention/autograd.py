@@ -6,8 +6,8 @@ planner chose for the backward under the same budget (key/value-stationary: ``dk
 rows stay with their keys while ``dq`` rows stream), passing the global ``out`` and ``lse`` to
 every kernel backward, so each call's ``dq, dk, dv`` are exact partial sums. Gradients are
 accumulated in float32 (float64 for float64 inputs) and returned in the inputs' dtypes. The
-log-sum-exp output is not differentiable, and the backward itself is not: double backward
-raises (``torch.autograd.function.once_differentiable``).
+log-sum-exp output is not differentiable, and the backward itself is not: a backward with
+``create_graph=True`` (the start of a double backward) raises a ``RuntimeError`` saying so.
 
 >>> import torch
 >>> import cqs_attention
@@ -23,7 +23,6 @@ import dataclasses
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from cqs_attention.engine.run import run_backward, run_forward
 from cqs_attention.report import RunReport, _set_last
@@ -45,8 +44,10 @@ class CQSAttentionFunction(torch.autograd.Function):
         return out, lse
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, dout: torch.Tensor, _dlse: torch.Tensor | None):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
+            raise RuntimeError("cqs attention is differentiable once: double backward "
+                               "(create_graph=True through attention) is not supported")
         q, k, v, out, lse = ctx.saved_tensors
         fwd = ctx.run_ctx
         keep = ("plan", "plan_source", "design_v", "design_k", "levels", "memory_budget")
@@ -59,7 +60,8 @@ class CQSAttentionFunction(torch.autograd.Function):
         run_ctx = dataclasses.replace(fwd, report=rep, journal=None)
         if fwd.dist is not None:
             run_ctx.positions = [int(p) for p in fwd.dist.positions(choice.plan)]
-        dq, dk, dv = run_backward(dout.contiguous().to(q.dtype), q, k, v, out, lse, choice,
-                                  run_ctx)
+        with torch.no_grad():
+            dq, dk, dv = run_backward(dout.contiguous().to(q.dtype), q, k, v, out, lse,
+                                      choice, run_ctx)
         _set_last(rep)
         return dq, dk, dv, None, None, None

@@ -7,15 +7,14 @@ or a split recomputes only the calls not merged yet. The policy, per step:
 2. then, alternately, ``"split_q"`` (halve the query rows of the unmerged calls) and
    ``"split_k"`` (halve their keys, which also halves the key/value rows the step stages);
    this is the refinement: finer steps covering exactly the same (query, key) pairs;
-3. ``"fail"`` once nothing can be split (one query row against one key).
+3. when nothing can be split (one query row against one key): plain retries, and ``"fail"``
+   after ``MAX_PLAIN_RETRIES`` of them.
 
 >>> g = OOMGuard()
 >>> [g.on_oom(0, can_split_q=True, can_split_k=True) for _ in range(4)]
 ['retry', 'split_q', 'split_k', 'split_q']
->>> g.on_oom(1, can_split_q=False, can_split_k=False)
-'retry'
->>> g.on_oom(1, can_split_q=False, can_split_k=False)
-'fail'
+>>> [g.on_oom(1, can_split_q=False, can_split_k=False) for _ in range(4)]
+['retry', 'retry', 'retry', 'fail']
 """
 
 from __future__ import annotations
@@ -25,6 +24,9 @@ from typing import Literal
 __all__ = ["OOMGuard"]
 
 Action = Literal["retry", "split_q", "split_k", "fail"]
+
+#: retries of a step that cannot be split any more before the run fails
+MAX_PLAIN_RETRIES = 3
 
 
 class OOMGuard:
@@ -48,4 +50,4 @@ class OOMGuard:
         for act in order:
             if (act == "split_q" and can_split_q) or (act == "split_k" and can_split_k):
                 return act
-        return "fail"
+        return "retry" if n < MAX_PLAIN_RETRIES else "fail"

@@ -147,7 +147,8 @@ def test_bench_attention_plot_refuses_bad_files_in_one_line(bench_attention, tmp
         src.write_text(content)
     assert bench_attention.main(["--plot", str(src), str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(src) in err[0]
+    assert len(err) == 1
+    assert str(src) in err[0]
 
 
 def test_bench_attention_needs_cuda_without_device_option(bench_attention, capsys):

@@ -221,9 +221,10 @@ def test_double_backward_raises():
     """Issue 13 item 4: the backward is not differentiable; say so instead of a wrong value."""
     q = torch.randn(1, 2, 20, 4, dtype=torch.float64, requires_grad=True)
     out = attention(q, q, q, causal=True)
-    (gq,) = torch.autograd.grad(out.sum(), q, create_graph=True)
-    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
-        torch.autograd.grad(gq.sum(), q)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(out.sum(), q, create_graph=True)
+    (gq,) = torch.autograd.grad(attention(q, q, q, causal=True).sum(), q)  # once is fine
+    assert gq.shape == q.shape
 
 
 def test_given_plans_are_validated():
@@ -360,8 +361,8 @@ def test_guard_policy_alternates_and_fails_when_nothing_splits():
     acts = [g.on_oom(7, can_split_q=True, can_split_k=True) for _ in range(5)]
     assert acts == ["retry", "split_q", "split_k", "split_q", "split_k"]
     assert g.prefetch is False
-    g.on_oom(8, can_split_q=False, can_split_k=False)
-    assert g.on_oom(8, can_split_q=False, can_split_k=False) == "fail"
+    acts = [g.on_oom(8, can_split_q=False, can_split_k=False) for _ in range(4)]
+    assert acts == ["retry", "retry", "retry", "fail"]
 
 
 def test_persistent_oom_fails_with_a_clear_error():
