@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "MaskError": "cqs_attention.errors",
     "MemoryBudgetError": "cqs_attention.errors",
     "PlanMismatchError": "cqs_attention.errors",
+    "RankFailureError": "cqs_attention.errors",
     "available_kernels": "cqs_attention.kernels",
     "register_kernel": "cqs_attention.kernels",
     "select_kernel": "cqs_attention.kernels",
@@ -51,6 +52,7 @@ __all__ = [
     "MaskError",
     "MemoryBudgetError",
     "PlanMismatchError",
+    "RankFailureError",
     "RunReport",
     "__version__",
     "attention",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         MaskError,
         MemoryBudgetError,
         PlanMismatchError,
+        RankFailureError,
     )
     from cqs_attention.kernels import available_kernels, register_kernel, select_kernel
     from cqs_attention.merge import merge_partials

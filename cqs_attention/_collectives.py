@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cqs_attention.errors import AttentionInputError, PlanMismatchError
+from cqs_attention.errors import AttentionInputError, PlanMismatchError, RankFailureError
 from cqs_design.plans import causal_pairs
 
 __all__ = [
@@ -222,7 +222,8 @@ class DistributedOptions:
         """The smallest budget over all ranks (None where no rank has one); also gathers
         the per-rank weights (same collective)."""
         t = self._tensor([_NO_BUDGET if budget is None else budget], torch.int64)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.group)
+        guarded("budget", self.rank, dist.all_reduce, t, op=dist.ReduceOp.MIN,
+                group=self.group)
         low = int(t.item())
         return None if low >= _NO_BUDGET else low
 
@@ -259,7 +260,8 @@ class DistributedOptions:
 
         flags = self._tensor([0] * self.world_size, torch.int64)
         flags[self.rank] = 0 if ok else 1
-        dist.all_reduce(flags, op=dist.ReduceOp.SUM, group=self.group)
+        guarded("feasibility", self.rank, dist.all_reduce, flags, op=dist.ReduceOp.SUM,
+                group=self.group)
         bad = [r for r, f in enumerate(flags.tolist()) if f]
         if bad:
             raise MemoryBudgetError(f"rank {self.rank}: ranks {bad} of the process group cannot "
@@ -306,3 +308,18 @@ def distributed_options(process_group: Any, dst: Any, *, needs_grad: bool = Fals
 
 # rank_weight of the distributed.attention call in progress (api.attention has no such argument)
 _WEIGHT_OVERRIDE: list[float] = []
+
+
+def guarded(what: str, rank: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a collective; a failure (a peer that died or timed out) becomes a
+    :class:`~cqs_attention.errors.RankFailureError` naming this rank and the collective."""
+    try:
+        return fn(*args, **kwargs)
+    except RankFailureError:
+        raise
+    except (RuntimeError, ConnectionError, OSError) as exc:
+        raise RankFailureError(
+            f"rank {rank}: the {what} collective failed, so another rank of the process group "
+            f"died, was killed or timed out before reaching it ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); this rank's partial results are "
+            "discarded") from exc

@@ -16,6 +16,7 @@ __all__ = [
     "MaskError",
     "MemoryBudgetError",
     "PlanMismatchError",
+    "RankFailureError",
 ]
 
 
@@ -40,3 +41,8 @@ class KernelUnavailableError(RuntimeError):
 
     The message lists every kernel's reasons.
     """
+
+
+class RankFailureError(RuntimeError):
+    """A collective of a distributed run failed: another rank of the process group died,
+    was killed or timed out (the message names this rank and the collective)."""

@@ -168,10 +168,11 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
         rep.add_time("checkpoint", ctx.journal.seconds)
     tr.drain()
     if ctx.dist is not None:
-        from cqs_attention._collectives import collective_merge_
+        from cqs_attention._collectives import collective_merge_, guarded
 
         t0 = time.perf_counter()
-        collective_merge_(store.home[0], store.home[1], group=ctx.dist.group, dst=ctx.dist.dst)
+        guarded("merge (forward)", ctx.dist.rank, collective_merge_, store.home[0],
+                store.home[1], group=ctx.dist.group, dst=ctx.dist.dst)
         rep.add_time("collective", time.perf_counter() - t0)
     # assemble the result on the home device
     if placement == "device":
@@ -298,10 +299,11 @@ def run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                 for t in store.home:
                     t[:, :, s:e].zero_()
     if ctx.dist is not None:
-        from cqs_attention._collectives import _all_reduce_sum_
+        from cqs_attention._collectives import _all_reduce_sum_, guarded
 
         t0 = time.perf_counter()
-        _all_reduce_sum_(grads, ctx.dist.group)
+        guarded("gradient sum (backward)", ctx.dist.rank, _all_reduce_sum_, grads,
+                ctx.dist.group)
         rep.add_time("collective", time.perf_counter() - t0)
     res = tuple(_to_home(g, t.dtype, ctx.home, None) for g, t in zip(grads, (q, k, v),
                                                                       strict=True))

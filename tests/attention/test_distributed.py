@@ -227,3 +227,23 @@ def test_streamed_checkpointed_oom_injected_ranks_are_exact(ranks):
         assert _rel(b["out"], ref) <= 1e-10
         for name, want in (("dq", qr.grad), ("dk", kr.grad), ("dv", vr.grad)):
             assert _rel(b[name], want) <= 1e-10, name
+
+
+def test_a_rank_killed_mid_run_is_a_clear_error_on_the_others(tmp_path):
+    """Issue 15, item 4 on gloo: rank 1 is SIGKILLed in its third task; rank 0 must not hang
+    in the collective merge but raise a clear error (within the group's 20 s timeout)."""
+    import json
+
+    kill = Path(__file__).with_name("_kill_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(kill), str(r), "2", str(port),
+                               str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for r in range(2)]
+    logs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in procs]
+    assert procs[1].returncode == -9, logs[1]  # SIGKILL
+    assert procs[0].returncode == 0, logs[0]
+    res = json.loads((tmp_path / "rank0.json").read_text())
+    assert res["error"] == "RankFailureError", res
+    assert "rank" in res["message"] and "collective" in res["message"]
+    assert res["seconds"] < 90
