@@ -402,7 +402,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"({plan_info['tasks_skipped']} emptied by the mask; chosen: {plan_info['chosen']})",
         f"  kernel calls   {payload['kernels']}",
         f"  peak memory    {_fmt_bytes(peak)}"
-        f"{' (device, measured)' if device.type == 'cuda' else ' (executor estimate)'}",
+        f"{' (device, measured)' if device.type == 'cuda' else ' (engine estimate)'}",
         f"  time           {elapsed:.3f} s",
         f"  check          {len(rows)} rows vs float64 reference: rel error {rel:.2e}, "
         f"max abs error {max_err:.2e} (tolerance {opts['tolerance']:.0e}) -> "
