@@ -37,6 +37,13 @@ _CHUNK = 4096
 #: Above this v a failed λ = 1 check reports a missing difference instead of counting all.
 _COUNT_LIMIT = 1 << 22
 
+#: From this v on, :meth:`DifferenceSet.verify` counts differences window by window in
+#: ``O(k + _WINDOW)`` memory instead of one byte per residue.
+_WINDOWED_V = 1 << 27
+
+#: Residues per window of the windowed count (and about as many differences gathered at once).
+_WINDOW = 1 << 20
+
 
 class NotADifferenceSetError(ValueError):
     """A set of residues is not a (cyclic) difference set.
@@ -285,6 +292,15 @@ class DifferenceSet:
 DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 times
         """
         lam = self.lam
+        if self._v >= _WINDOWED_V:
+            bad = self._first_bad_difference(lam)
+            if bad is None:
+                return self
+            r, count = bad
+            raise NotADifferenceSetError(
+                f"difference {r} occurs {count} times in {self!r}, but every non-zero "
+                f"difference must occur λ = {lam} times"
+            )
         if lam == 1:
             missing = self._first_uncovered()
             if missing is None:
@@ -303,6 +319,48 @@ DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 tim
                 f"non-zero difference must occur λ = {lam} times"
             )
         return self
+
+    def _first_bad_difference(self, lam: int, window: int | None = None
+                              ) -> tuple[int, int] | None:
+        """Smallest non-zero residue whose multiplicity is not ``lam``, with that multiplicity.
+
+        ``O(k + window)`` memory for any ``v``: the residues ``1 .. v // 2`` are taken a
+        window ``[lo, hi)`` at a time (``r`` and ``v - r`` have the same multiplicity, so the
+        smallest bad residue, if any, is in that half).  For each element ``a``, the ``d`` with
+        ``d - a mod v`` in the window form one run of the sorted doubled array ``D ∪ (D + v)``
+        (two ``searchsorted``); the runs are gathered and counted with ``bincount``.  The work
+        is one pass over the ``k(k-1)/2`` differences, whatever the window.
+        """
+        a, v = self._array, self._v
+        k = len(a)
+        window = window or _WINDOW
+        doubled = np.concatenate([a, a + v])
+        half = v // 2
+        cap = max(window, 4 * k)  # differences gathered at once
+        start = np.searchsorted(doubled, a + 1)
+        for lo in range(1, half + 1, window):
+            hi = min(half + 1, lo + window)
+            stop = np.searchsorted(doubled, a + hi)
+            sizes = stop - start
+            counts = np.zeros(hi - lo, dtype=np.int64)
+            ends = np.cumsum(sizes)
+            row = 0
+            while row < k:  # rows in groups of at most `cap` gathered differences
+                base = ends[row - 1] if row else 0
+                last = max(row + 1, int(np.searchsorted(ends, base + cap, side="right")))
+                n = sizes[row:last]
+                total = int(n.sum())
+                if total:
+                    offsets = np.repeat(np.cumsum(n) - n, n)
+                    idx = np.repeat(start[row:last], n) + (np.arange(total) - offsets)
+                    diff = doubled[idx] - np.repeat(a[row:last], n) - lo
+                    counts += np.bincount(diff, minlength=hi - lo)
+                row = last
+            bad = np.flatnonzero(counts != lam)
+            if len(bad):
+                return int(bad[0]) + lo, int(counts[bad[0]])
+            start = stop
+        return None
 
     def _covers_every_difference(self) -> bool:
         """``True`` if every non-zero residue is some ``d1 - d2``."""
