@@ -20,22 +20,37 @@ Before the real cases the script checks that the search counts covers correctly:
 4 <= v <= 22 and 3 <= k <= 7 the number of normalized covers found in "all" mode equals a
 Python brute force over every subset.
 
+A known cover (``--known-covers``, default the base sets of ``cqs_design/quorum_table.json``)
+ends a search once every smaller size is refuted: it is re-checked here and saves running the
+C search for its own size (finding a 12-element cover of Z_110 this way took over 8 minutes,
+refuting 11 elements 2 s).
+
 The output (``benchmarks/results/quorum_lower_bounds.json``) holds one entry per ``v``
-(``rows``: the minimum, the cover, how each smaller size was excluded) and every C run
-(``cases``: nodes, seconds, slack, complete).  ``scripts/gen_quorum_table.py
---apply-certificate`` copies it into ``cqs_design/quorum_table.json``.  Regenerate (about
-40 minutes of one core; node counts are deterministic, times are not)::
+(``rows``: the minimum, the cover, the sizes refuted by search) and every C run it used
+(``cases``: nodes, seconds, slack, complete, machine, hash of the C source).
+``scripts/gen_quorum_table.py --apply-certificate`` copies it into
+``cqs_design/quorum_table.json``.
 
-    nice -n 10 python scripts/prove_quorum_lower_bounds.py --jobs 2
+How the stored certificate was made (issue 16): the long cases ran on a 16-core machine, one
+process per case, with the C source of the commit before the a3 option (same search, same
+node counts; the cases record its hash); they are stored in
+``benchmarks/results/quorum_lower_bounds_device_runs.json``.  The rest ran here (2-core CPU
+box).  Then, here::
 
-``--only 93-100`` runs a subset and merges it into the existing output; ``--split`` runs
-each case as one C process per value of a3 (for machines with many cores); ``--cache DIR``
-keeps every C answer so that an interrupted run resumes.
+    python scripts/prove_quorum_lower_bounds.py --jobs 2 --cache /tmp/qcache \\
+        --import-cases benchmarks/results/quorum_lower_bounds_device_runs.json
+
+From scratch on one machine: ``nice -n 10 python scripts/prove_quorum_lower_bounds.py
+--jobs 2`` (about 80 CPU-minutes; v = 94 alone takes 9 minutes of one core).  ``--only
+93-100`` runs a subset and merges it into the existing output; ``--split`` runs each case as
+one C process per value of a3 (for machines with many cores); ``--cache DIR`` keeps every C
+answer so that an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import itertools
 import json
@@ -51,6 +66,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "scripts" / "quorum_lower_bound.c"
 OUT = ROOT / "benchmarks" / "results" / "quorum_lower_bounds.json"
+TABLE = ROOT / "cqs_design" / "quorum_table.json"
 MAX_V = 111
 MACHINE = f"{platform.node()}: {platform.platform()}, {os.cpu_count()} cores"
 
@@ -85,8 +101,15 @@ def brute_force_count(v: int, k: int) -> int:
 class Runner:
     """Runs (and caches) the compiled C search."""
 
-    def __init__(self, binary: Path, sha: str, cache: Path | None, time_limit: float | None):
+    def __init__(self, binary: Path, sha: str, cache: Path | None, time_limit: float | None,
+                 imported: dict[tuple[int, int], dict] | None = None):
         self.binary, self.sha, self.cache, self.time_limit = binary, sha, cache, time_limit
+        self.imported = imported or {}
+
+    def has(self, v: int, k: int) -> bool:
+        """True when the search for (v, k) was imported or cached (so it costs nothing)."""
+        key = self.cache / f"{self.sha[:16]}_{v}_{k}_first.json" if self.cache else None
+        return (v, k) in self.imported or (key is not None and key.exists())
 
     def part(self, v: int, k: int, a3: tuple[int, int] | None = None, *,
              all_covers: bool = False) -> dict:
@@ -94,23 +117,31 @@ class Runner:
         args = [str(v), str(k), "all" if all_covers else "first",
                 *([str(a3[0]), str(a3[1])] if a3 else [])]
         key = self.cache / f"{self.sha[:16]}_{'_'.join(args)}.json" if self.cache else None
+        if a3 is None and not all_covers and (v, k) in self.imported:
+            return self.imported[v, k]
         if key is not None and key.exists():
-            return json.loads(key.read_text())
+            return {"search_source_sha256": self.sha, **json.loads(key.read_text())}
+        res = self._run(args, v)
+        if key is not None and not res["timed_out"]:
+            key.write_text(json.dumps(res) + "\n")
+        return res
+
+    def _run(self, args: list[str], v: int) -> dict:
         start = time.perf_counter()
         try:
             proc = subprocess.run([str(self.binary), *args], capture_output=True, text=True,
                                   check=True, timeout=self.time_limit)
         except subprocess.TimeoutExpired:
-            return {"v": v, "k": k, "found": None, "complete": False, "timed_out": True,
-                    "seconds": round(time.perf_counter() - start, 3)}
+            return {"v": v, "k": int(args[1]), "found": None, "complete": False,
+                    "timed_out": True, "seconds": round(time.perf_counter() - start, 3),
+                    "machine": MACHINE, "search_source_sha256": self.sha}
         res = json.loads(proc.stdout)
         res["seconds"] = round(time.perf_counter() - start, 3)
         res["timed_out"] = False
         res["machine"] = MACHINE
+        res["search_source_sha256"] = self.sha
         if res["found"] is not None and not is_cover(res["found"], v):
             raise AssertionError(f"C search reported a non-cover for v={v}: {res['found']}")
-        if key is not None:
-            key.write_text(json.dumps(res) + "\n")
         return res
 
     def case(self, v: int, k: int, split: int) -> dict:
@@ -135,14 +166,26 @@ class Runner:
         return out
 
 
-def settle(runner: Runner, v: int, split: int) -> tuple[dict, list[dict]]:
-    """Run sizes from the counting bound up until a cover is found (or a case times out)."""
-    start = time.perf_counter()
+def settle(runner: Runner, v: int, split: int, known: list[int] | None
+           ) -> tuple[dict, list[dict]]:
+    """Run sizes from the counting bound up until a cover is found (or a case times out).
+
+    ``known`` is a cover found elsewhere (the stored table's base set): once every size below
+    ``len(known)`` is refuted, it is re-checked and ends the search without running the C
+    search for its own size (finding a cover can take longer than refuting the size below),
+    unless that search was already imported or cached.
+    """
     low = counting_bound(v)
     cases = []
     cover = None
+    cover_source = "found by the C search"
     k = low
     while cover is None:
+        if known is not None and len(known) <= k and not runner.has(v, k):
+            if not is_cover(known, v):
+                raise AssertionError(f"v={v}: the known cover {known} does not cover")
+            cover, cover_source = sorted(known), "stored base set, re-checked here"
+            break
         if v < 4:  # below the C program's range: brute force over subsets containing 0
             found = next((c for c in itertools.combinations(range(v), k)
                           if 0 in c and is_cover(c, v)), None)
@@ -166,10 +209,11 @@ def settle(runner: Runner, v: int, split: int) -> tuple[dict, list[dict]]:
         "minimum_size": len(cover) if proven else None,
         "lower_bound": len(cover) if proven else k,
         "cover": cover,
+        "cover_source": cover_source if proven else None,
         "status": "proven here" if proven else "upper bound only",
         "refuted_by_search": refuted,
         "nodes": sum(c.get("nodes", 0) for c in cases),
-        "seconds": round(time.perf_counter() - start, 3),
+        "seconds": round(sum(c.get("seconds", 0.0) for c in cases), 3),
     }
     if v <= len(A283297):
         row["published"] = A283297[v - 1]
@@ -222,6 +266,13 @@ def main() -> None:
     ap.add_argument("--case-time-limit", type=float, default=None,
                     help="seconds per C process; past it the row is 'upper bound only'")
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--import-cases", type=Path, default=None,
+                    help="JSON file of C runs made elsewhere (e.g. "
+                    "benchmarks/results/quorum_lower_bounds_device_runs.json) to use instead "
+                    "of running them here")
+    ap.add_argument("--known-covers", type=Path, default=TABLE,
+                    help="JSON table whose base sets end a search once the size below is "
+                    "refuted (default: cqs_design/quorum_table.json; 'none' for none)")
     ap.add_argument("--skip-validation", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
@@ -233,16 +284,29 @@ def main() -> None:
     keep = a.only != list(range(2, MAX_V + 1)) and old.get("search_source_sha256") == sha
     rows = {r["v"]: r for r in old.get("rows", [])} if keep else {}
     cases = [c for c in old.get("cases", []) if c["v"] not in a.only] if keep else []
+    imported: dict[tuple[int, int], dict] = {}
+    if a.import_cases:
+        doc = json.loads(a.import_cases.read_text())
+        for c in doc["cases"]:
+            c = {**c, "imported_from": a.import_cases.resolve().relative_to(ROOT).as_posix(),
+                 "search_source_sha256": doc["search_source_sha256"],
+                 "compiler": doc["compiler"]}
+            if c["found"] is not None and not is_cover(c["found"], c["v"]):
+                raise AssertionError(f"imported case reports a non-cover: {c}")
+            imported[c["v"], c["k"]] = c
+    known: dict[int, list[int]] = {}
+    if str(a.known_covers) != "none" and a.known_covers.exists():
+        known = {r["v"]: r["base_set"] for r in json.loads(a.known_covers.read_text())["rows"]}
     with tempfile.TemporaryDirectory() as tmp:
         binary, compiler = compile_search(Path(tmp))
-        runner = Runner(binary, sha, a.cache, a.case_time_limit)
+        runner = Runner(binary, sha, a.cache, a.case_time_limit, imported)
         checks = (old.get("validation") if keep or a.skip_validation else validate(runner))
         # longest first: the 11-element searches at 93 <= v <= 101 (slack 9 down to 5) take
         # minutes each, everything else seconds
         order = sorted(a.only, key=lambda v: (not 93 <= v <= 101, v))
 
         def one(v: int) -> tuple[dict, list[dict]]:
-            row, cs = settle(runner, v, a.jobs if a.split else 1)
+            row, cs = settle(runner, v, a.jobs if a.split else 1, known.get(v))
             print(f"v={v}: {row['status']}, minimum {row['minimum_size']} (lower bound "
                   f"{row['lower_bound']}), {row['nodes']} nodes, {row['seconds']} s",
                   flush=True)
@@ -264,9 +328,14 @@ def main() -> None:
         "search_source": "scripts/quorum_lower_bound.c",
         "search_source_sha256": sha,
         "compiler": f"gcc -O2 ({compiler})",
-        "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                    "python": sys.version.split()[0], "cores": a.jobs,
-                    "note": "2-core shared CPU box; processes run with nice -n 10"},
+        "machines": {
+            "this run": {"platform": platform.platform(), "processor": platform.machine(),
+                         "python": sys.version.split()[0], "cores": os.cpu_count()},
+            "cases_by_machine": dict(sorted(collections.Counter(
+                str(c.get("machine", "?")) for c in cases).items())),
+            "note": "each case records the machine, source hash and seconds of its C run; "
+                    "seconds are wall-clock of one process on one core",
+        },
         "method": "backtracking over S = {0, 1, a3 < ... < ak} with a3 + ak <= v + 1 "
                   "(translation and the reflection x -> 1 - x; no other symmetry), pruning "
                   "when more than k(k-1)/2 - floor(v/2) pairs repeat a difference class {d, -d}",
@@ -277,10 +346,9 @@ def main() -> None:
         },
         "rows": sorted(rows.values(), key=lambda r: r["v"]),
         "cases": sorted(cases, key=lambda r: (r["v"], r["k"])),
-        "total_seconds": round(time.perf_counter() - started, 1),
+        "case_seconds": round(sum(c.get("seconds", 0.0) for c in cases), 1),
+        "this_run_seconds": round(time.perf_counter() - started, 1),
     }
-    if keep:
-        doc["total_seconds"] = round(old.get("total_seconds", 0) + doc["total_seconds"], 1)
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {a.out}")
 
