@@ -85,6 +85,23 @@ def _check_elements(elements: Any, v: int) -> tuple[int, ...]:
     return tuple(sorted(seen))
 
 
+def _mulmod(a: np.ndarray, t: int, v: int) -> np.ndarray:
+    """``(a * t) % v`` for residues ``a`` without int64 overflow (v up to 2^46).
+
+    One multiplication when ``(v - 1)² < 2^63``; otherwise Horner over the 16-bit digits of
+    ``t mod v``, so every intermediate stays below ``v · 2^16``.
+    """
+    t %= v
+    if (v - 1) * (v - 1) < 1 << 63:
+        return (a * t) % v
+    if v >= 1 << 46:  # pragma: no cover - far past SINGER_MAX_Q
+        return np.array([int(x) * t % v for x in a.tolist()], dtype=np.int64)
+    out = np.zeros_like(a)
+    for shift in range((t.bit_length() - 1) // 16 * 16, -1, -16):
+        out = (out * (1 << 16) + a * ((t >> shift) & 0xFFFF)) % v
+    return out
+
+
 def _min_rotation_start(gaps: np.ndarray) -> int:
     """Start of the lexicographically smallest rotation of ``gaps`` (first one on ties)."""
     k = len(gaps)
@@ -442,7 +459,7 @@ DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 tim
         return self._multiply(t)
 
     def _multiply(self, t: int) -> DifferenceSet:
-        return DifferenceSet._unchecked(self._v, np.sort((self._array * (t % self._v)) % self._v))
+        return DifferenceSet._unchecked(self._v, np.sort(_mulmod(self._array, t, self._v)))
 
     def normalized(self) -> DifferenceSet:
         """The canonical translate: among translates containing 0, the lexicographically

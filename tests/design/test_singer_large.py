@@ -133,3 +133,20 @@ def test_verify_switches_to_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     if broken[-1] not in good.elements:
         with pytest.raises(NotADifferenceSetError, match="occurs"):
             DifferenceSet(good.v, broken).verify()
+
+
+@given(st.integers(2, 2**45), st.integers(-(2**40), 2**40), st.data())
+def test_mulmod_has_no_overflow(v: int, t: int, data: st.DataObject) -> None:
+    from cqs_design.difference_sets import _mulmod
+
+    a = data.draw(st.lists(st.integers(0, v - 1), min_size=1, max_size=20), label="a")
+    got = _mulmod(np.array(a, dtype=np.int64), t, v).tolist()
+    assert got == [x * t % v for x in a]
+
+
+def test_multiply_past_2_to_the_32() -> None:
+    """v = q²+q+1 for q = 65536 is above 2^32: -D must not overflow int64 (it did)."""
+    v = 65536**2 + 65536 + 1
+    d = DifferenceSet(v, [0, 1, 3, v - 2])
+    assert d._multiply(-1).elements == (0, 2, v - 3, v - 1)
+    assert d.multiply(v - 1).elements == d._multiply(-1).elements
