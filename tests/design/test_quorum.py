@@ -31,6 +31,8 @@ def test_minimum_matches_reference(v: int) -> None:
 def test_minimum_matches_stored_table(v: int) -> None:
     row = stored_quorum_table()[v]
     assert minimum_size(v) == row["minimum_size"]
+    assert len(find_cyclic_quorum_sets(v, row["minimum_size"], limit=1)[0]) == row[
+        "minimum_size"]
 
 
 def test_stored_table_base_sets_cover() -> None:
@@ -70,7 +72,7 @@ def test_is_cover_matches_definition(v: int, elems: set[int]) -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(ValueError, match="between 2"):
+    with pytest.raises(ValueError, match=r"v must be an integer in \[2, 4096\], got 1"):
         minimum_size(1)
     with pytest.raises(ValueError, match="k must"):
         search_cyclic_quorum_sets(10, 11)
@@ -229,3 +231,56 @@ def test_neighbours_of_93_and_95_are_12(v: int) -> None:
     row = stored_quorum_table()[v]
     assert row["minimum_size"] == 12
     assert row["proof"]["refuted_sizes"] == [11]
+
+
+# --- issue 16: instant answers from the table, bounded searches past it ---------------------
+def test_minimum_quorum_size_reads_the_table_at_once() -> None:
+    import time
+
+    from cqs_design import minimum_quorum_size
+
+    start = time.perf_counter()
+    answers = [minimum_quorum_size(v) for v in range(2, 112)]
+    assert time.perf_counter() - start < 0.5
+    assert [a.minimum_size for a in answers] == [
+        stored_quorum_table()[v]["minimum_size"] for v in range(2, 112)]
+    r = minimum_quorum_size(111)
+    assert (r.minimum_size, r.status) == (12, "proven here")
+    assert r.row is not None
+    assert "certificate" in r.source
+    assert r == 12
+    assert minimum_size(111) == 12
+
+
+@pytest.mark.parametrize("v", [7, 13, 20, 21, 31])
+def test_search_agrees_with_the_table(v: int) -> None:
+    from cqs_design import minimum_quorum_size
+
+    computed = minimum_quorum_size(v, use_table=False)
+    assert computed.minimum_size == stored_quorum_table()[v]["minimum_size"]
+    assert is_cyclic_quorum_set(computed.base_set, v)
+    assert computed.row is None
+
+
+def test_minimum_quorum_size_time_limit_names_the_bounds() -> None:
+    import time
+
+    from cqs_design.quorum import QuorumTimeout, minimum_quorum_size
+
+    start = time.perf_counter()
+    with pytest.raises(QuorumTimeout, match=r"12 <= minimum <= 21") as info:
+        minimum_quorum_size(112, time_limit=0.5)
+    assert time.perf_counter() - start < 10
+    assert (info.value.lower, info.value.upper) == (12, 21)
+
+
+def test_search_returns_a_result_object() -> None:
+    from cqs_design.quorum import QuorumSearchResult
+
+    res = search_cyclic_quorum_sets(13, 4)
+    assert isinstance(res, QuorumSearchResult)
+    assert res.sets == ((0, 1, 3, 9), (0, 1, 4, 6), (0, 1, 5, 11), (0, 1, 8, 10))
+    sets, stats = res  # the old tuple form still unpacks
+    assert sets == list(res.sets)
+    assert stats.complete
+    assert res.to_dict()["count"] == 4
