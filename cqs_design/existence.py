@@ -387,8 +387,8 @@ def iter_format_table(records: Iterable[ExistenceRecord],
                       fmt: Literal["md", "csv", "json"] = "md") -> Iterator[str]:
     """:func:`format_table` piece by piece (each piece ends with a newline), for streaming.
 
-    >>> "".join(iter_format_table(existence_table(3), "csv")) == format_table(
-    ...     existence_table(3), "csv")
+    >>> records = existence_table(3)
+    >>> "".join(iter_format_table(records, "csv")) == format_table(records, "csv")
     True
     """
     if fmt not in ("md", "csv", "json"):
