@@ -31,6 +31,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from cqs_design._checks import check_int
+
 __all__ = [
     "MAX_SEARCH_V",
     "SearchInterrupted",
@@ -126,14 +128,6 @@ class SearchResult:
 # --------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise SearchParameterError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def check_parameters(v: int, k: int, lam: int = 1) -> None:
     """Raise :class:`SearchParameterError` unless ``(v, k, lam)`` passes the counting conditions.
 
@@ -147,9 +141,9 @@ def check_parameters(v: int, k: int, lam: int = 1) -> None:
     ...     print(str(exc)[:40])
     counting condition k(k-1) = lam(v-1) fai
     """
-    _check_int("v", v, 2)
-    _check_int("k", k, 2)
-    _check_int("lam", lam, 1)
+    check_int(v, "v", minimum=2, error=SearchParameterError)
+    check_int(k, "k", minimum=2, error=SearchParameterError)
+    check_int(lam, "lam", minimum=1, error=SearchParameterError)
     if v > MAX_SEARCH_V:
         raise SearchParameterError(
             f"v = {v} is too large for exhaustive search (at most {MAX_SEARCH_V})"
@@ -564,7 +558,7 @@ def search_difference_sets(
             f"up_to must be 'translation', 'equivalence' or None, got {up_to!r}"
         )
     if limit is not None:
-        _check_int("limit", limit, 1)
+        check_int(limit, "limit", minimum=1, error=SearchParameterError)
     if time_limit is not None and not time_limit > 0:
         raise SearchParameterError(f"time_limit must be a positive number, got {time_limit!r}")
     multipliers: tuple[int, ...] = ()

@@ -44,7 +44,8 @@ import itertools
 import numpy as np
 from sympy import factorint, isprime, perfect_power
 
-from cqs_design.difference_sets import DifferenceSet, _check_int
+from cqs_design._checks import check_int
+from cqs_design.difference_sets import DifferenceSet
 from cqs_design.fields import GaloisField
 
 __all__ = ["SINGER_MAX_Q", "is_prime_power", "primitive_cubic", "singer_difference_set"]
@@ -70,7 +71,7 @@ def is_prime_power(n: int) -> bool:
     >>> [n for n in range(1, 30) if is_prime_power(n)]
     [2, 3, 4, 5, 7, 8, 9, 11, 13, 16, 17, 19, 23, 25, 27, 29]
     """
-    n = _check_int(n, "n")
+    n = check_int(n, "n")
     return _is_prime_power(n)
 
 
@@ -227,7 +228,7 @@ def singer_difference_set(q: int) -> DifferenceSet:
     ...
     ValueError: q = 6 is not a prime power; the nearest prime powers are 5 (below) and 7 (above)
     """
-    q = _check_int(q, "q")
+    q = check_int(q, "q")
     if q > SINGER_MAX_Q:
         size = f"{q * q + q + 1:,}" if q.bit_length() <= 64 else f"about 2^{2 * q.bit_length()}"
         raise ValueError(
