@@ -25,9 +25,9 @@ each other and with a scalar reference.
 
 The limit :data:`SINGER_MAX_Q` = 65536 (``v`` about 4.3·10^9) is set by time, not memory:
 the giant steps cost about ``q² / (3m · 64 · 2)`` point look-ups (``q = p^m``) and checking the
-result (:meth:`DifferenceSet.verify`) touches all ``v - 1`` differences; at the limit that is
-seconds to build and about a minute to verify on one core (docs/difference_sets.md has the
-measured numbers).
+result (:meth:`DifferenceSet.verify`) touches all ``v - 1`` differences; at the limit that
+measured 18 s to build and 5 minutes to verify on a loaded 2-core machine
+(docs/difference_sets.md has the table).
 
 >>> from cqs_design import singer_difference_set
 >>> singer_difference_set(3)
