@@ -34,7 +34,12 @@ __all__ = [
 
 # --- search / existence / quorum (issue: cqs_design search) ------------------------------
 from cqs_design.existence import ExistenceRecord, existence, existence_table
-from cqs_design.quorum import find_cyclic_quorum_sets, is_cyclic_quorum_set, minimum_size
+from cqs_design.quorum import (
+    find_cyclic_quorum_sets,
+    is_cyclic_quorum_set,
+    minimum_quorum_size,
+    minimum_size,
+)
 from cqs_design.search import (
     SearchInterrupted,
     SearchParameterError,
@@ -53,6 +58,7 @@ __all__ += [
     "find_cyclic_quorum_sets",
     "find_difference_sets",
     "is_cyclic_quorum_set",
+    "minimum_quorum_size",
     "minimum_size",
     "search_difference_sets",
 ]

@@ -20,11 +20,12 @@ False
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from cqs_design._checks import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
@@ -37,6 +38,13 @@ _CHUNK = 4096
 #: Above this v a failed λ = 1 check reports a missing difference instead of counting all.
 _COUNT_LIMIT = 1 << 22
 
+#: From this v on, :meth:`DifferenceSet.verify` counts differences window by window in
+#: ``O(k + _WINDOW)`` memory instead of one byte per residue.
+_WINDOWED_V = 1 << 27
+
+#: Residues per window of the windowed count (and about as many differences gathered at once).
+_WINDOW = 1 << 20
+
 
 class NotADifferenceSetError(ValueError):
     """A set of residues is not a (cyclic) difference set.
@@ -47,17 +55,13 @@ class NotADifferenceSetError(ValueError):
 
 
 def _check_int(value: Any, name: str) -> int:
-    """Return ``value`` as ``int`` if it is an integer (not a bool), else raise ``TypeError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
-    return int(value)
+    """``value`` as ``int`` (any integer type, not a bool), else ``TypeError`` (kept for callers
+    of the old private name; see :func:`cqs_design._checks.check_int`)."""
+    return check_int(value, name)
 
 
 def _check_v(v: Any) -> int:
-    v = _check_int(v, "v")
-    if v < 2:
-        raise ValueError(f"v must be an integer >= 2, got {v}")
-    return v
+    return check_int(v, "v", minimum=2)
 
 
 def _check_elements(elements: Any, v: int) -> tuple[int, ...]:
@@ -67,7 +71,7 @@ def _check_elements(elements: Any, v: int) -> tuple[int, ...]:
         )
     seen: set[int] = set()
     for raw in elements:
-        e = _check_int(raw, "every element")
+        e = check_int(raw, "every element")
         if not 0 <= e < v:
             raise ValueError(f"element {e} is out of range: elements must lie in [0, {v})")
         if e in seen:
@@ -76,6 +80,23 @@ def _check_elements(elements: Any, v: int) -> tuple[int, ...]:
     if not seen:
         raise ValueError("elements must not be empty")
     return tuple(sorted(seen))
+
+
+def _mulmod(a: np.ndarray, t: int, v: int) -> np.ndarray:
+    """``(a * t) % v`` for residues ``a`` without int64 overflow (v up to 2^46).
+
+    One multiplication when ``(v - 1)² < 2^63``; otherwise Horner over the 16-bit digits of
+    ``t mod v``, so every intermediate stays below ``v · 2^16``.
+    """
+    t %= v
+    if (v - 1) * (v - 1) < 1 << 63:
+        return (a * t) % v
+    if v >= 1 << 46:  # pragma: no cover - far past SINGER_MAX_Q
+        return np.array([int(x) * t % v for x in a.tolist()], dtype=np.int64)
+    out = np.zeros_like(a)
+    for shift in range((t.bit_length() - 1) // 16 * 16, -1, -16):
+        out = (out * (1 << 16) + a * ((t >> shift) & 0xFFFF)) % v
+    return out
 
 
 def _min_rotation_start(gaps: np.ndarray) -> int:
@@ -285,6 +306,15 @@ class DifferenceSet:
 DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 times
         """
         lam = self.lam
+        if self._v >= _WINDOWED_V:
+            bad = self._first_bad_difference(lam)
+            if bad is None:
+                return self
+            r, count = bad
+            raise NotADifferenceSetError(
+                f"difference {r} occurs {count} times in {self!r}, but every non-zero "
+                f"difference must occur λ = {lam} times"
+            )
         if lam == 1:
             missing = self._first_uncovered()
             if missing is None:
@@ -303,6 +333,48 @@ DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 tim
                 f"non-zero difference must occur λ = {lam} times"
             )
         return self
+
+    def _first_bad_difference(self, lam: int, window: int | None = None
+                              ) -> tuple[int, int] | None:
+        """Smallest non-zero residue whose multiplicity is not ``lam``, with that multiplicity.
+
+        ``O(k + window)`` memory for any ``v``: the residues ``1 .. v // 2`` are taken a
+        window ``[lo, hi)`` at a time (``r`` and ``v - r`` have the same multiplicity, so the
+        smallest bad residue, if any, is in that half).  For each element ``a``, the ``d`` with
+        ``d - a mod v`` in the window form one run of the sorted doubled array ``D ∪ (D + v)``
+        (two ``searchsorted``); the runs are gathered and counted with ``bincount``.  The work
+        is one pass over the ``k(k-1)/2`` differences, whatever the window.
+        """
+        a, v = self._array, self._v
+        k = len(a)
+        window = window or _WINDOW
+        doubled = np.concatenate([a, a + v])
+        half = v // 2
+        cap = max(window, 4 * k)  # differences gathered at once
+        start = np.searchsorted(doubled, a + 1)
+        for lo in range(1, half + 1, window):
+            hi = min(half + 1, lo + window)
+            stop = np.searchsorted(doubled, a + hi)
+            sizes = stop - start
+            counts = np.zeros(hi - lo, dtype=np.int64)
+            ends = np.cumsum(sizes)
+            row = 0
+            while row < k:  # rows in groups of at most `cap` gathered differences
+                base = ends[row - 1] if row else 0
+                last = max(row + 1, int(np.searchsorted(ends, base + cap, side="right")))
+                n = sizes[row:last]
+                total = int(n.sum())
+                if total:
+                    offsets = np.repeat(np.cumsum(n) - n, n)
+                    idx = np.repeat(start[row:last], n) + (np.arange(total) - offsets)
+                    diff = doubled[idx] - np.repeat(a[row:last], n) - lo
+                    counts += np.bincount(diff, minlength=hi - lo)
+                row = last
+            bad = np.flatnonzero(counts != lam)
+            if len(bad):
+                return int(bad[0]) + lo, int(counts[bad[0]])
+            start = stop
+        return None
 
     def _covers_every_difference(self) -> bool:
         """``True`` if every non-zero residue is some ``d1 - d2``."""
@@ -354,7 +426,7 @@ DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 tim
         >>> DifferenceSet(7, [0, 1, 3]).translate(5)
         DifferenceSet(7, (1, 5, 6))
         """
-        t = _check_int(t, "t")
+        t = check_int(t, "t")
         return DifferenceSet._unchecked(self._v, np.sort((self._array + t) % self._v))
 
     def multiply(self, t: int) -> DifferenceSet:
@@ -374,7 +446,7 @@ DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 tim
         ...
         ValueError: t = 14 is not a unit mod v = 7 (gcd = 7); multipliers must be coprime to v
         """
-        t = _check_int(t, "t")
+        t = check_int(t, "t")
         g = math.gcd(t, self._v)
         if g != 1:
             raise ValueError(
@@ -384,7 +456,7 @@ DifferenceSet(7, (0, 1, 2)), but every non-zero difference must occur λ = 1 tim
         return self._multiply(t)
 
     def _multiply(self, t: int) -> DifferenceSet:
-        return DifferenceSet._unchecked(self._v, np.sort((self._array * (t % self._v)) % self._v))
+        return DifferenceSet._unchecked(self._v, np.sort(_mulmod(self._array, t, self._v)))
 
     def normalized(self) -> DifferenceSet:
         """The canonical translate: among translates containing 0, the lexicographically
@@ -612,9 +684,7 @@ def is_difference_set(elements: Iterable[int], v: int, lam: int | None = None) -
     """
     ds = DifferenceSet(v, elements)
     if lam is not None:
-        lam = _check_int(lam, "lam")
-        if lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
+        lam = check_int(lam, "lam", minimum=0)
     if not ds.is_valid():
         return False
     return lam is None or ds.lam == lam

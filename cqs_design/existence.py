@@ -3,14 +3,18 @@
 A cyclic planar difference set of order ``n`` has ``v = n^2 + n + 1`` and ``k = n + 1``.
 :func:`existence` classifies an order and keeps the evidence:
 
-* ``"exists"`` -- ``n`` is a prime power: Singer's construction, built and verified here;
+* ``"exists"`` -- ``n`` is a prime power: Singer's construction, built and verified here up to
+  :data:`~cqs_design.singer.SINGER_MAX_Q` (65536); past it the record says
+  "exists (Singer, not constructed here)" and ``computed`` is False;
 * ``"impossible"`` -- either the Bruck-Ryser-Chowla theorem (``n = 1, 2 mod 4`` and ``n`` not a
   sum of two squares; the computation is recorded), or a completed exhaustive search over unions
   of multiplier orbits run by this code (Hall's multiplier theorem; statistics recorded);
 * ``"open"`` -- not decided by this code.  The literature settles every such order up to
   2*10^9: Baumert and Gordon (2004) report a computer verification that no cyclic projective
   plane of non-prime-power order ``n <= 2*10^9`` exists (extending Gordon 1994, ``n < 2*10^6``).
-  We cite it in ``published`` but never claim it as a proof we ran.
+  We cite it in ``published`` but never claim it as a proof we ran.  An order whose search
+  cannot run (``v`` too large for :mod:`cqs_design.search`) is ``"open"`` with that reason:
+  :func:`existence` never raises for a valid order.
 
 >>> existence(4).status, existence(6).status, existence(10).status
 ('exists', 'impossible', 'impossible')
@@ -21,13 +25,18 @@ A cyclic planar difference set of order ``n`` has ``v = n^2 + n + 1`` and ``k = 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+import numpy as np
+
+from cqs_design._checks import check_int
 
 __all__ = [
     "PUBLISHED_VERIFICATION",
@@ -36,6 +45,8 @@ __all__ = [
     "existence",
     "existence_table",
     "format_table",
+    "iter_existence_table",
+    "iter_format_table",
     "prime_power",
     "sum_of_two_squares",
 ]
@@ -50,8 +61,15 @@ PUBLISHED_VERIFICATION = (
 )
 PUBLISHED_BOUND = 2 * 10**9
 
-#: Orders at most this are decided by an exhaustive multiplier-orbit search by default.
-DEFAULT_SEARCH_MAX_ORDER = 20
+#: Orders at most this are decided by an exhaustive multiplier-orbit search by default: every
+#: non-prime-power order n <= 315 that Bruck-Ryser-Chowla leaves open is refuted by it in
+#: milliseconds to about a second (v = n²+n+1 <= 99,541; the search needs v <= MAX_SEARCH_V).
+DEFAULT_SEARCH_MAX_ORDER = 315
+
+#: Default of :func:`existence_table`'s ``verify_singer``: Singer sets are built and verified
+#: for prime-power orders up to this bound (past it ``computed`` is False; a table to 10^6
+#: would otherwise spend hours verifying sets up to the construction limit).
+DEFAULT_TABLE_VERIFY_SINGER = 1024
 MAX_ORDER = 10**6
 
 Status = Literal["exists", "impossible", "open"]
@@ -86,8 +104,40 @@ class ExistenceRecord:
 # --------------------------------------------------------------------------------------------
 # number theory helpers
 # --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _smallest_prime_factors(limit: int) -> np.ndarray:
+    """``spf[n]``: the smallest prime factor of ``n`` for ``2 <= n <= limit`` (a sieve)."""
+    spf = np.zeros(limit + 1, dtype=np.int32)
+    for p in range(2, math.isqrt(limit) + 1):
+        if spf[p] == 0:
+            block = spf[p * p :: p]
+            block[block == 0] = p
+    rest = np.flatnonzero(spf == 0)
+    spf[rest] = rest  # primes (and 0, 1, never read)
+    return spf
+
+
+@functools.lru_cache(maxsize=1)
+def _two_squares(limit: int) -> np.ndarray:
+    """``a[n]``: the smallest ``a`` with ``a² + b² = n``, ``a <= b``, or -1 (``n <= limit``)."""
+    out = np.full(limit + 1, -1, dtype=np.int32)
+    for a in range(math.isqrt(limit // 2) + 1):
+        b = np.arange(a, math.isqrt(limit - a * a) + 1, dtype=np.int64)
+        n = a * a + b * b
+        fresh = n[out[n] < 0]
+        out[fresh] = a
+    return out
+
+
 def _factor(n: int) -> dict[int, int]:
     out: dict[int, int] = {}
+    if n <= MAX_ORDER:
+        spf = _smallest_prime_factors(MAX_ORDER)
+        while n > 1:
+            p = int(spf[n])
+            out[p] = out.get(p, 0) + 1
+            n //= p
+        return out
     p = 2
     while p * p <= n:
         while n % p == 0:
@@ -122,6 +172,9 @@ def sum_of_two_squares(n: int) -> tuple[int, int] | None:
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if n <= MAX_ORDER:
+        a = int(_two_squares(MAX_ORDER)[n])
+        return None if a < 0 else (a, math.isqrt(n - a * a))
     a = 0
     while 2 * a * a <= n:
         b = math.isqrt(n - a * a)
@@ -172,11 +225,7 @@ def bruck_ryser_chowla(n: int) -> dict[str, Any]:
 # classification
 # --------------------------------------------------------------------------------------------
 def _check_order(n: object, name: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{name} must be an int, got {n!r} ({type(n).__name__})")
-    if n < 2 or n > MAX_ORDER:
-        raise ValueError(f"{name} must be an order between 2 and {MAX_ORDER}, got {n}")
-    return n
+    return check_int(n, name, minimum=2, maximum=MAX_ORDER)
 
 
 def existence(n: int, *, search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
@@ -189,10 +238,12 @@ def existence(n: int, *, search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
         The order (2 <= n <= 10^6).
     search_max_order : int
         Run the exhaustive multiplier-orbit search for undecided orders up to this bound
-        (larger orders stay ``"open"``, citing the published verification).
+        (default 315; larger orders stay ``"open"``, citing the published verification, and
+        so do orders whose search cannot run, with the reason).
     verify_singer : bool
-        Build and verify the Singer set for prime powers (evidence holds its elements).
-        When False, the record says the set was not built (``computed=False``).
+        Build and verify the Singer set for prime powers up to the construction limit
+        ``SINGER_MAX_Q`` (evidence holds its elements).  When False, or past the limit, the
+        record says the set was not built (``computed=False``).
 
     Examples
     --------
@@ -203,9 +254,8 @@ def existence(n: int, *, search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
     True
     """
     _check_order(n)
-    if isinstance(search_max_order, bool) or not isinstance(search_max_order, int):
-        raise TypeError(f"search_max_order must be an int, got {search_max_order!r}")
-    return _existence(n, search_max_order=search_max_order, verify_singer=verify_singer)
+    check_int(search_max_order, "search_max_order", minimum=0)
+    return _existence(n, search_max_order=search_max_order, verify_singer=bool(verify_singer))
 
 
 def _existence(n: int, *, search_max_order: int, verify_singer: bool) -> ExistenceRecord:
@@ -216,11 +266,17 @@ def _existence(n: int, *, search_max_order: int, verify_singer: bool) -> Existen
         p, m = pp
         reason = (f"n = {n} = {p}^{m} is a prime power: Singer's construction gives a cyclic "
                   f"({v}, {k}, 1) difference set")
+        from cqs_design.singer import SINGER_MAX_Q, singer_difference_set
+
+        if n > SINGER_MAX_Q:
+            return ExistenceRecord(
+                n, v, k, "exists", reason + f" (Singer, not constructed here: n > "
+                f"SINGER_MAX_Q = {SINGER_MAX_Q}, the construction limit)", "singer",
+                {"p": p, "m": m}, time.perf_counter() - start, computed=False)
         if not verify_singer:
             return ExistenceRecord(n, v, k, "exists", reason + " (not built here)", "singer",
                                    {"p": p, "m": m}, time.perf_counter() - start,
                                    computed=False)
-        from cqs_design.singer import singer_difference_set
 
         ds = singer_difference_set(n)
         ds.verify()
@@ -234,10 +290,18 @@ def _existence(n: int, *, search_max_order: int, verify_singer: bool) -> Existen
                   f"{', '.join(map(str, brc['odd_primes_3_mod_4']))})")
         return ExistenceRecord(n, v, k, "impossible", reason, "bruck-ryser-chowla", brc,
                                time.perf_counter() - start)
-    if n <= search_max_order:
-        from cqs_design.search import search_difference_sets
+    from cqs_design.search import MAX_SEARCH_V, SearchParameterError, search_difference_sets
 
-        res = search_difference_sets(v, k, 1, use_multiplier_theorem=True)
+    if n <= search_max_order:
+        try:
+            res = search_difference_sets(v, k, 1, use_multiplier_theorem=True)
+        except SearchParameterError as exc:
+            return ExistenceRecord(
+                n, v, k, "open", f"not decided by this code: the multiplier search cannot run "
+                f"({exc}); the published computer verification excludes it", "none",
+                {"brc": brc, "search_error": str(exc), "max_search_v": MAX_SEARCH_V},
+                time.perf_counter() - start, computed=False,
+                published=_published(n))
         st = res.stats
         if not st.complete:  # pragma: no cover - no limit/time limit given
             raise RuntimeError(f"multiplier search for order {n} did not complete")
@@ -254,43 +318,103 @@ def _existence(n: int, *, search_max_order: int, verify_singer: bool) -> Existen
                   f"({st.nodes} nodes, {st.seconds:.3f} s)")
         return ExistenceRecord(n, v, k, "impossible", reason, "exhaustive-multiplier-search",
                                evidence, st.seconds)
-    published = (f"no such set for non-prime-power n <= 2*10^9 per {PUBLISHED_VERIFICATION}"
-                 if n <= PUBLISHED_BOUND else None)
     return ExistenceRecord(
         n, v, k, "open",
         f"not decided by this code (BRC does not apply; no search run for n > "
         f"{search_max_order}); the published computer verification excludes it",
-        "none", {"brc": brc}, time.perf_counter() - start, computed=False, published=published)
+        "none", {"brc": brc}, time.perf_counter() - start, computed=False,
+        published=_published(n))
 
 
-def existence_table(max_order: int, *, search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
-                    verify_singer: bool | int = True, progress: bool = False
-                    ) -> list[ExistenceRecord]:
-    """Records for every order ``2 <= n <= max_order``.
+def _published(n: int) -> str | None:
+    return (f"no such set for non-prime-power n <= 2*10^9 per {PUBLISHED_VERIFICATION}"
+            if n <= PUBLISHED_BOUND else None)
 
-    ``verify_singer``: True builds and verifies every Singer set, False none, an int builds
-    them for orders up to that bound (the rest are marked ``computed=False``).
 
-    >>> [r.status for r in existence_table(7)]
-    ['exists', 'exists', 'exists', 'exists', 'impossible', 'exists']
+def iter_existence_table(max_order: int, *,
+                         search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
+                         verify_singer: bool | int = DEFAULT_TABLE_VERIFY_SINGER,
+                         progress: bool = False) -> Iterator[ExistenceRecord]:
+    """The records of :func:`existence_table`, one at a time (constant memory).
+
+    >>> [r.status for r in iter_existence_table(4)]
+    ['exists', 'exists', 'exists']
     """
     _check_order(max_order, "max_order")
-    orders: Sequence[int] = range(2, max_order + 1)
+    check_int(search_max_order, "search_max_order", minimum=0)
+    if not isinstance(verify_singer, bool):
+        check_int(verify_singer, "verify_singer", minimum=0)
+    return _iter_table(max_order, search_max_order, verify_singer, progress)
+
+
+def _iter_table(max_order: int, search_max_order: int, verify_singer: bool | int,
+                progress: bool) -> Iterator[ExistenceRecord]:
+    orders: Iterable[int] = range(2, max_order + 1)
     if progress:
         from tqdm.auto import tqdm
 
         orders = tqdm(orders, desc="existence table")
-    out = []
     for n in orders:
         verify = verify_singer if isinstance(verify_singer, bool) else n <= verify_singer
-        out.append(_existence(n, search_max_order=search_max_order, verify_singer=verify))
-    return out
+        yield _existence(n, search_max_order=search_max_order, verify_singer=verify)
+
+
+def existence_table(max_order: int, *, search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
+                    verify_singer: bool | int = DEFAULT_TABLE_VERIFY_SINGER,
+                    progress: bool = False) -> list[ExistenceRecord]:
+    """Records for every order ``2 <= n <= max_order``.
+
+    ``verify_singer``: True builds and verifies every Singer set up to the construction limit
+    ``SINGER_MAX_Q``, False none, an int (default 1024) builds them for orders up to that
+    bound (the rest are marked ``computed=False``; past the limit the reason says "not
+    constructed here").  Never raises for a valid ``max_order``.  For large tables prefer
+    :func:`iter_existence_table` (a record holds its evidence; 10^6 of them take about 2 GB).
+
+    >>> [r.status for r in existence_table(7)]
+    ['exists', 'exists', 'exists', 'exists', 'impossible', 'exists']
+    """
+    return list(iter_existence_table(max_order, search_max_order=search_max_order,
+                                     verify_singer=verify_singer, progress=progress))
 
 
 # --------------------------------------------------------------------------------------------
 # formatting
 # --------------------------------------------------------------------------------------------
 _COLUMNS = ("order", "v", "k", "status", "method", "seconds", "computed", "reason")
+
+
+def iter_format_table(records: Iterable[ExistenceRecord],
+                      fmt: Literal["md", "csv", "json"] = "md") -> Iterator[str]:
+    """:func:`format_table` piece by piece (each piece ends with a newline), for streaming.
+
+    >>> records = existence_table(3)
+    >>> "".join(iter_format_table(records, "csv")) == format_table(records, "csv")
+    True
+    """
+    if fmt not in ("md", "csv", "json"):
+        raise ValueError(f"fmt must be 'md', 'csv' or 'json', got {fmt!r}")
+    if fmt == "json":
+        first = True
+        for r in records:
+            body = json.dumps(r.to_dict(), indent=2)
+            yield ("[\n" if first else ",\n") + "  " + body.replace("\n", "\n  ")
+            first = False
+        yield "[]\n" if first else "\n]\n"
+        return
+    if fmt == "md":
+        yield "| " + " | ".join(_COLUMNS) + " |\n"
+        yield "|" + "---|" * len(_COLUMNS) + "\n"
+    else:
+        yield ",".join(_COLUMNS) + "\n"
+    for r in records:
+        row = [r.order, r.v, r.k, r.status, r.method, f"{r.seconds:.4f}",
+               "yes" if r.computed else "no", r.reason]
+        if fmt == "md":
+            yield "| " + " | ".join(str(c).replace("|", "/") for c in row) + " |\n"
+        else:
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerow(row)
+            yield buf.getvalue()
 
 
 def format_table(records: Sequence[ExistenceRecord],

@@ -7,9 +7,10 @@ of residues lies together in at least one translate -- the relaxation (lambda >=
 difference set that the attention planner needs when ``v`` is not ``k^2 - k + 1``.
 
 The minimum size ``k`` satisfies ``k (k - 1) >= v - 1`` (counting) and equals ``q + 1`` when
-``v = q^2 + q + 1`` for a prime power ``q`` (Singer).  :func:`minimum_size` finds it by exhaustive
+``v = q^2 + q + 1`` for a prime power ``q`` (Singer).  :func:`minimum_quorum_size` reads it from
+the stored table for ``v <= 111`` (every row proven here) and otherwise finds it by exhaustive
 search (every cover contains two elements at distance 1, so we fix ``{0, 1}``, and the
-reflection ``d -> 1 - d`` halves the work).
+reflection ``d -> 1 - d`` halves the work), with a time limit on request.
 
 >>> minimum_size(8)
 4
@@ -23,17 +24,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from cqs_design._checks import check_int
+
 __all__ = [
     "MAX_QUORUM_V",
+    "MinimumQuorumSize",
+    "QuorumSearchResult",
     "QuorumSearchStats",
+    "QuorumTimeout",
     "find_cyclic_quorum_sets",
     "is_cyclic_quorum_set",
+    "minimum_quorum_size",
     "minimum_size",
     "minimum_size_lower_bound",
     "reference_minimum_size",
@@ -56,12 +63,77 @@ class QuorumSearchStats:
     found: int
 
 
+@dataclass(frozen=True)
+class QuorumSearchResult:
+    """Quorum sets found by :func:`search_cyclic_quorum_sets` and the search statistics.
+
+    Unpacks like the ``(sets, stats)`` tuple it replaces: ``sets, stats = result``.
+    """
+
+    sets: tuple[tuple[int, ...], ...]
+    stats: QuorumSearchStats
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((list(self.sets), self.stats))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {"v": self.stats.v, "k": self.stats.k, "count": len(self.sets),
+                "sets": [list(s) for s in self.sets],
+                "stats": {"nodes": self.stats.nodes, "seconds": self.stats.seconds,
+                          "complete": self.stats.complete}}
+
+
+@dataclass(frozen=True)
+class MinimumQuorumSize:
+    """The answer of :func:`minimum_quorum_size`: the size, a base set, and where they come from.
+
+    ``status`` is ``"proven here"`` (stored table or a completed search), ``source`` a sentence
+    naming the proof; ``row`` is the stored table row (None past the table).  Compares equal to
+    its ``int`` value and converts with ``int()``.
+    """
+
+    v: int
+    minimum_size: int
+    base_set: tuple[int, ...]
+    status: str
+    source: str
+    seconds: float
+    row: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def __int__(self) -> int:
+        return self.minimum_size
+
+    def __index__(self) -> int:
+        return self.minimum_size
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, int) and not isinstance(other, bool):
+            return self.minimum_size == other
+        if isinstance(other, MinimumQuorumSize):
+            return (self.v, self.minimum_size) == (other.v, other.minimum_size)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.minimum_size)
+
+
+class QuorumTimeout(TimeoutError):
+    """:func:`minimum_quorum_size` ran out of time; ``lower``/``upper`` are the known bounds.
+
+    ``upper`` is None when no cover of any size was found yet (``v`` itself always works).
+    """
+
+    def __init__(self, v: int, lower: int, upper: int | None, seconds: float) -> None:
+        self.v, self.lower, self.upper, self.seconds = v, lower, upper, seconds
+        known = f"{lower} <= minimum <= {upper}" if upper is not None else f"minimum >= {lower}"
+        super().__init__(f"minimum cyclic quorum size of Z_{v} not decided in {seconds:.1f} s: "
+                         f"{known} (smaller sizes excluded by counting or refuted by search);"
+                         f" raise the time limit")
+
+
 def _check_v(v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"v must be an int, got {v!r} ({type(v).__name__})")
-    if v < 2 or v > MAX_QUORUM_V:
-        raise ValueError(f"v must be between 2 and {MAX_QUORUM_V}, got {v}")
-    return v
+    return check_int(v, "v", minimum=2, maximum=MAX_QUORUM_V)
 
 
 def is_cyclic_quorum_set(elements: Iterable[int], v: int) -> bool:
@@ -153,26 +225,29 @@ def _canonical(elements: Sequence[int], v: int) -> tuple[int, ...]:
 
 
 def search_cyclic_quorum_sets(v: int, k: int, *, limit: int | None = None,
-                              time_limit: float | None = None
-                              ) -> tuple[list[tuple[int, ...]], QuorumSearchStats]:
+                              time_limit: float | None = None) -> QuorumSearchResult:
     """Cyclic quorum sets of size exactly ``k`` (up to translation) and the search statistics.
 
     ``stats.complete`` is False when ``limit`` or ``time_limit`` (seconds) stopped the search
-    early; an empty incomplete answer proves nothing.
+    early; an empty incomplete answer proves nothing.  The result unpacks as ``(sets, stats)``.
 
-    >>> sets, stats = search_cyclic_quorum_sets(7, 3)
-    >>> sets, stats.complete
-    ([(0, 1, 3), (0, 1, 5)], True)
+    >>> res = search_cyclic_quorum_sets(7, 3)
+    >>> res.sets, res.stats.complete
+    (((0, 1, 3), (0, 1, 5)), True)
+    >>> sets, stats = res
     """
     _check_v(v)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= v:
-        raise ValueError(f"k must be an int between 1 and v = {v}, got {k!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 1):
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    if time_limit is not None and not time_limit > 0:
+    check_int(k, "k", minimum=1, maximum=v)
+    if limit is not None:
+        check_int(limit, "limit", minimum=1)
+    _check_time_limit(time_limit)
+    sets, stats = _search(v, k, limit, time_limit)
+    return QuorumSearchResult(tuple(sets), stats)
+
+
+def _check_time_limit(time_limit: float | None) -> None:
+    if time_limit is not None and (isinstance(time_limit, bool) or not time_limit > 0):
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
-    return _search(v, k, limit, time_limit)
 
 
 def _search(v: int, k: int, limit: int | None, time_limit: float | None = None
@@ -199,19 +274,86 @@ def _search(v: int, k: int, limit: int | None, time_limit: float | None = None
     return out, stats
 
 
-def minimum_size(v: int) -> int:
-    """Minimum size of a cyclic quorum set (difference cover) of ``Z_v``, by exhaustive search.
+def minimum_quorum_size(v: int, *, time_limit: float | None = None, progress: bool = False,
+                        use_table: bool = True) -> MinimumQuorumSize:
+    """Minimum size of a cyclic quorum set (difference cover) of ``Z_v``, with its provenance.
+
+    For ``v <= 111`` the answer comes from the stored proven table at once (microseconds;
+    ``status``, ``source`` and the table ``row`` say how it was proven).  Past the table (or
+    with ``use_table=False``) it searches sizes from the counting bound up, each exhaustively.
+
+    Parameters
+    ----------
+    v : int
+        ``2 <= v <= MAX_QUORUM_V``.
+    time_limit : float, optional
+        Seconds for the whole search; past it :class:`QuorumTimeout` says which bounds are
+        known (it never hangs silently).  None: no limit (can take hours past v = 80).
+    progress : bool
+        Print one line per size tried (to stderr): refuted or found, nodes and seconds.
+
+    Examples
+    --------
+    >>> r = minimum_quorum_size(95)
+    >>> r.minimum_size, r.status, r == 11
+    (11, 'proven here', True)
+    >>> minimum_quorum_size(14, use_table=False).minimum_size
+    5
+    """
+    _check_v(v)
+    _check_time_limit(time_limit)
+    start = time.perf_counter()
+    row = _load_table().get(v) if use_table else None
+    if row is not None and row["status"] == "proven here":
+        return MinimumQuorumSize(v, row["minimum_size"], tuple(row["base_set"]), row["status"],
+                                 row["source"], time.perf_counter() - start, row)
+    deadline = None if time_limit is None else start + time_limit
+    k = minimum_size_lower_bound(v)
+    upper = len(_simple_cover(v)) if row is None else row["minimum_size"]
+    while True:
+        left = None if deadline is None else deadline - time.perf_counter()
+        if left is not None and left <= 0:
+            raise QuorumTimeout(v, k, upper, time.perf_counter() - start)
+        sets, stats = _search(v, k, 1, left)
+        if progress:
+            import sys
+
+            verdict = "found" if sets else ("refuted" if stats.complete else "timed out")
+            print(f"v = {v}, size {k}: {verdict} ({stats.nodes} nodes, {stats.seconds:.2f} s)",
+                  file=sys.stderr, flush=True)
+        if sets:
+            proof = ("counting bound k(k-1) >= v-1" if k == minimum_size_lower_bound(v) else
+                     f"exhaustive search (cqs_design.quorum) refuted sizes "
+                     f"{minimum_size_lower_bound(v)}..{k - 1}")
+            return MinimumQuorumSize(v, k, sets[0], "proven here",
+                                     f"computed now (cover found by search; minimality by "
+                                     f"{proof})", time.perf_counter() - start)
+        if not stats.complete:
+            raise QuorumTimeout(v, k, upper, time.perf_counter() - start)
+        k += 1
+
+
+def _simple_cover(v: int) -> tuple[int, ...]:
+    """A cover of about ``2 sqrt(v)`` elements: ``{0 .. a-1}`` and the multiples of ``a``.
+
+    Every ``r`` in ``1 .. v-1`` is ``a j - i`` with ``0 <= i < a`` and ``1 <= j <= ceil(r/a)``.
+
+    >>> _simple_cover(10), is_cyclic_quorum_set(_simple_cover(10), 10)
+    ((0, 1, 2, 3, 6, 9), True)
+    """
+    import math
+
+    a = max(1, math.isqrt(v - 1))
+    return tuple(sorted({*range(a), *(a * j % v for j in range(1, -(-(v - 1) // a) + 1))}))
+
+
+def minimum_size(v: int, *, time_limit: float | None = None) -> int:
+    """Minimum size of a cyclic quorum set of ``Z_v`` (alias of :func:`minimum_quorum_size`).
 
     >>> [minimum_size(v) for v in (7, 13, 14, 21)]
     [3, 4, 5, 5]
     """
-    _check_v(v)
-    k = minimum_size_lower_bound(v)
-    while True:
-        sets, _ = _search(v, k, 1)
-        if sets:
-            return k
-        k += 1
+    return minimum_quorum_size(v, time_limit=time_limit).minimum_size
 
 
 def find_cyclic_quorum_sets(v: int, k: int | None = None, *,
@@ -261,10 +403,11 @@ def _load_table() -> dict[int, dict[str, Any]]:
 def stored_quorum_table() -> dict[int, dict[str, Any]]:
     """The stored table of minimum cyclic quorum sets, ``{v: row}`` for ``2 <= v <= 111``.
 
-    Written by ``scripts/gen_quorum_table.py`` (its docstring says how to regenerate).  Each row
-    has ``minimum_size``, a ``base_set`` (verified to cover), ``status`` (``"proven here"``,
-    ``"published"`` or ``"upper bound only"``), the ``proof`` statistics when proven here, the
-    ``published`` value and a ``source`` sentence.
+    Written by ``scripts/gen_quorum_table.py`` from the certificate of
+    ``scripts/prove_quorum_lower_bounds.py``.  Each row has ``minimum_size``, a ``base_set``
+    (verified to cover), ``status`` (``"proven here"`` or ``"upper bound only"``), the
+    ``proof`` (refuted sizes, nodes, seconds), the OEIS A283297 value ``published`` with
+    ``published_agrees`` (compared, never trusted) and a ``source`` sentence.
 
     >>> row = stored_quorum_table()[13]
     >>> row["minimum_size"], row["status"]

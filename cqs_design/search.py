@@ -31,6 +31,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from cqs_design._checks import check_int
+
 __all__ = [
     "MAX_SEARCH_V",
     "SearchInterrupted",
@@ -126,14 +128,6 @@ class SearchResult:
 # --------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise SearchParameterError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def check_parameters(v: int, k: int, lam: int = 1) -> None:
     """Raise :class:`SearchParameterError` unless ``(v, k, lam)`` passes the counting conditions.
 
@@ -147,9 +141,9 @@ def check_parameters(v: int, k: int, lam: int = 1) -> None:
     ...     print(str(exc)[:40])
     counting condition k(k-1) = lam(v-1) fai
     """
-    _check_int("v", v, 2)
-    _check_int("k", k, 2)
-    _check_int("lam", lam, 1)
+    check_int(v, "v", minimum=2, error=SearchParameterError)
+    check_int(k, "k", minimum=2, error=SearchParameterError)
+    check_int(lam, "lam", minimum=1, error=SearchParameterError)
     if v > MAX_SEARCH_V:
         raise SearchParameterError(
             f"v = {v} is too large for exhaustive search (at most {MAX_SEARCH_V})"
@@ -255,21 +249,78 @@ def multiplier_orbits(v: int, generators: Sequence[int]) -> list[tuple[int, ...]
 # --------------------------------------------------------------------------------------------
 # engines (unchecked; they yield raw sorted tuples)
 # --------------------------------------------------------------------------------------------
+class _Progress:
+    """Estimated fraction of the search tree done, shown as a tqdm bar (per mille).
+
+    The engines report the first levels of their tree: ``enter(n)`` when a node with ``n``
+    branches starts, ``step()`` when one branch is finished, ``leave()`` at its end.  With
+    ``(i_d, n_d)`` the finished and total branches at depth ``d``, the estimate is
+    ``sum_d i_d / (n_1 ... n_d)`` (Knuth's uniform-tree estimate): it reaches 1 exactly when
+    the search is complete and never goes back.  Nodes and nodes per second are shown too.
+    """
+
+    DEPTH = 3
+
+    def __init__(self, desc: str, time_limit: float | None) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=1000, desc=desc, unit="‰", leave=False)
+        self.levels: list[list[int]] = []
+        self.start = time.perf_counter()
+        self.time_limit = time_limit
+
+    def enter(self, n: int) -> None:
+        self.levels.append([0, max(1, n)])
+
+    def step(self) -> None:
+        self.levels[-1][0] += 1
+
+    def leave(self) -> None:
+        self.levels.pop()
+
+    def fraction(self) -> float:
+        done, weight = 0.0, 1.0
+        for i, n in self.levels:
+            weight /= n
+            done += i * weight
+        return min(1.0, done)
+
+    def update(self, nodes: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.bar.n = max(self.bar.n, int(1000 * self.fraction()))
+        post = {"nodes": nodes, "nodes/s": int(nodes / max(elapsed, 1e-9))}
+        if self.time_limit is not None:
+            post["left_s"] = round(max(0.0, self.time_limit - elapsed), 1)
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+    @property
+    def per_mille(self) -> int:
+        """The bar's position: estimated thousandths of the tree done."""
+        return int(self.bar.n)
+
+
 class _Budget:
-    """Node counter with an optional deadline (checked every 4096 nodes)."""
+    """Node counter with an optional deadline (checked every 4096 nodes) and progress."""
 
-    __slots__ = ("deadline", "nodes", "timed_out")
+    __slots__ = ("deadline", "nodes", "progress", "timed_out")
 
-    def __init__(self, time_limit: float | None) -> None:
+    def __init__(self, time_limit: float | None, progress: _Progress | None = None) -> None:
         self.nodes = 0
         self.deadline = None if time_limit is None else time.perf_counter() + time_limit
         self.timed_out = False
+        self.progress = progress
 
     def tick(self) -> bool:
         self.nodes += 1
-        if self.deadline is not None and not (self.nodes & 4095):
-            if time.perf_counter() > self.deadline:
+        if not (self.nodes & 4095):
+            if self.deadline is not None and time.perf_counter() > self.deadline:
                 self.timed_out = True
+            if self.progress is not None and not (self.nodes & 65535):
+                self.progress.update(self.nodes)
         return self.timed_out
 
 
@@ -315,6 +366,18 @@ def _backtrack_planar(v: int, k: int, budget: _Budget, progress: bool) -> Iterat
         allowed = ~forbidden & full & ~((1 << (last + 1)) - 1) & ((1 << (top + 1)) - 1)
         if allowed.bit_count() < need:
             return
+        tracked = tracker is not None and len(chosen) < 3 + _Progress.DEPTH - 1
+        if tracked:
+            tracker.enter(allowed.bit_count())
+            try:
+                yield from branches(s, r, half, halfsums, used, allowed, need, top, True)
+            finally:
+                tracker.leave()
+        else:
+            yield from branches(s, r, half, halfsums, used, allowed, need, top, False)
+
+    def branches(s: int, r: int, half: int, halfsums: int, used: int, allowed: int, need: int,
+                 top: int, tracked: bool) -> Iterator[tuple]:
         while allowed:
             low = allowed & -allowed
             x = low.bit_length() - 1
@@ -332,6 +395,8 @@ def _backtrack_planar(v: int, k: int, budget: _Budget, progress: bool) -> Iterat
                 yield from rec(s | low, r | (1 << ((v - x) % v)), half | (1 << hx),
                                halfsums | _rot(half, hx, v, full), used | new, x, top)
             chosen.pop()
+            if tracked:
+                tracker.step()
             if budget.timed_out:
                 return
 
@@ -341,11 +406,12 @@ def _backtrack_planar(v: int, k: int, budget: _Budget, progress: bool) -> Iterat
     halfsums0 = 1 << inv2
     used0 = (1 << 1) | (1 << (v - 1))
     firsts = range(2, v - (k - 2) + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        firsts = tqdm(firsts, desc=f"search v={v} k={k}", leave=False)
+    tracker = budget.progress
+    if tracker is not None:  # a3 runs until the symmetry bound v + 1 - a3 >= a3 + (k - 3)
+        tracker.enter(sum(1 for a3 in firsts if v + 1 - a3 >= a3 + (k - 3)))
     for a3 in firsts:
+        if tracker is not None and a3 > 2:
+            tracker.step()
         if budget.tick():
             return
         # symmetry: a3 + ak <= v + 1, so every element is at most top = v + 1 - a3
@@ -532,7 +598,9 @@ def search_difference_sets(
     limit : int, optional
         Stop after this many raw solutions (``stats.complete`` is then False).
     progress : bool
-        Show a tqdm bar over the first branching level.
+        Show a tqdm bar: the estimated fraction of the search tree done (from the first three
+        branching levels; 1000 per mille means complete), nodes, nodes per second and, with
+        ``time_limit``, the seconds left.
     use_multiplier_theorem : bool
         Search unions of multiplier orbits (see module docstring); requires a multiplier prime
         and ``gcd(k, v) = 1``.
@@ -564,7 +632,7 @@ def search_difference_sets(
             f"up_to must be 'translation', 'equivalence' or None, got {up_to!r}"
         )
     if limit is not None:
-        _check_int("limit", limit, 1)
+        check_int(limit, "limit", minimum=1, error=SearchParameterError)
     if time_limit is not None and not time_limit > 0:
         raise SearchParameterError(f"time_limit must be a positive number, got {time_limit!r}")
     multipliers: tuple[int, ...] = ()
@@ -589,7 +657,11 @@ def search_difference_sets(
 def _search(v: int, k: int, lam: int, *, up_to: UpTo, limit: int | None, progress: bool,
             multipliers: tuple[int, ...], orbits: list[tuple[int, ...]],
             time_limit: float | None) -> SearchResult:
-    budget = _Budget(time_limit)
+    tracker = (_Progress(f"search ({v},{k},{lam})", time_limit)
+               if progress and not orbits and lam == 1 else None)
+    budget = _Budget(time_limit, tracker)
+    if progress and tracker is None:  # other engines: nodes and rate only
+        budget.progress = _Progress(f"search ({v},{k},{lam})", time_limit)
     start = time.perf_counter()
     raw: set[tuple[int, ...]] = set()
     stopped: str | None = None
@@ -623,6 +695,12 @@ def _search(v: int, k: int, lam: int, *, up_to: UpTo, limit: int | None, progres
     except KeyboardInterrupt:
         stopped = "interrupted"
         raise SearchInterrupted(result(False)) from None
+    finally:
+        if budget.progress is not None:
+            if stopped is None and not budget.timed_out:
+                budget.progress.levels = [[1, 1]]  # the whole tree was searched
+            budget.progress.update(budget.nodes)
+            budget.progress.close()
     if budget.timed_out:
         stopped = "time_limit"
     return result(stopped is None)

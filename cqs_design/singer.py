@@ -16,8 +16,18 @@ look-ups and two GF(q) additions over numpy arrays), so ``log2(v)`` steps build 
 
 For ``v >= 2**15`` the construction does not even touch all ``v`` exponents: ``D`` is ``{0}``
 plus the discrete logarithms of the ``q`` points ``[c + x]`` of the line, found together by a
-vectorised baby-step giant-step search in ``O(q^1.5)`` (see :func:`_singer_exponents_bsgs`).
-Both routes are compared with each other and with a scalar reference in the tests.
+vectorised baby-step giant-step search in ``O(q^1.5)`` time and memory (see
+:func:`_singer_exponents_bsgs`).  Past ``q = 8192`` (``_TRACE_MIN_Q``) that memory, ``O(v^0.75)``,
+grows too fast, and :mod:`cqs_design._singer_large` takes over: the line ``ker Tr`` of the same
+plane, one logarithm per Frobenius orbit, and a baby table of ``64 q`` entries, so memory is
+``O(q) = O(sqrt(v))``.  All routes give the same normalized set; the tests compare them with
+each other and with a scalar reference.
+
+The limit :data:`SINGER_MAX_Q` = 65536 (``v`` about 4.3·10^9) is set by time, not memory:
+the giant steps cost about ``q² / (3m · 64 · 2)`` point look-ups (``q = p^m``) and checking the
+result (:meth:`DifferenceSet.verify`) touches all ``v - 1`` differences; at the limit that
+measured 18 s to build and 5 minutes to verify on a loaded 2-core machine
+(docs/difference_sets.md has the table).
 
 >>> from cqs_design import singer_difference_set
 >>> singer_difference_set(3)
@@ -34,13 +44,18 @@ import itertools
 import numpy as np
 from sympy import factorint, isprime, perfect_power
 
-from cqs_design.difference_sets import DifferenceSet, _check_int
+from cqs_design._checks import check_int
+from cqs_design.difference_sets import DifferenceSet
 from cqs_design.fields import GaloisField
 
 __all__ = ["SINGER_MAX_Q", "is_prime_power", "primitive_cubic", "singer_difference_set"]
 
-#: Largest q accepted by :func:`singer_difference_set` (v = 67,117,057; about 0.25 GB peak).
-SINGER_MAX_Q = 8192
+#: Largest q accepted by :func:`singer_difference_set` (v = 4,295,032,833; see the module
+#: docstring for why: the work, not the memory, grows as q²).
+SINGER_MAX_Q = 1 << 16
+
+#: From this q on, the O(sqrt(v))-memory route of :mod:`cqs_design._singer_large` is used.
+_TRACE_MIN_Q = 8193
 
 
 def is_prime_power(n: int) -> bool:
@@ -56,7 +71,7 @@ def is_prime_power(n: int) -> bool:
     >>> [n for n in range(1, 30) if is_prime_power(n)]
     [2, 3, 4, 5, 7, 8, 9, 11, 13, 16, 17, 19, 23, 25, 27, 29]
     """
-    n = _check_int(n, "n")
+    n = check_int(n, "n")
     return _is_prime_power(n)
 
 
@@ -189,16 +204,17 @@ def singer_difference_set(q: int) -> DifferenceSet:
     Parameters
     ----------
     q : int
-        A prime power, ``2 <= q <= SINGER_MAX_Q`` (8192; beyond it ``v`` exceeds 67 million
-        and the arrays no longer fit comfortably in memory).
+        A prime power, ``2 <= q <= SINGER_MAX_Q`` (65536, ``v`` about 4.3·10^9; memory is
+        ``O(q)``, but the work grows as ``q²``, see the module docstring).
 
     Raises
     ------
     TypeError
         If ``q`` is not an integer.
     ValueError
-        If ``q`` is not a prime power (the message names the nearest prime powers below and
-        above) or exceeds :data:`SINGER_MAX_Q`.
+        If ``q`` exceeds :data:`SINGER_MAX_Q` (checked first, so a huge number is refused at
+        once) or is not a prime power (the message names the nearest prime powers below and
+        above).
 
     Examples
     --------
@@ -212,7 +228,13 @@ def singer_difference_set(q: int) -> DifferenceSet:
     ...
     ValueError: q = 6 is not a prime power; the nearest prime powers are 5 (below) and 7 (above)
     """
-    q = _check_int(q, "q")
+    q = check_int(q, "q")
+    if q > SINGER_MAX_Q:
+        size = f"{q * q + q + 1:,}" if q.bit_length() <= 64 else f"about 2^{2 * q.bit_length()}"
+        raise ValueError(
+            f"q = {_short(q)} exceeds SINGER_MAX_Q = {SINGER_MAX_Q}: v = q²+q+1 = {size}; "
+            f"building and verifying the set takes O(q²) work; use q <= {SINGER_MAX_Q}"
+        )
     if not _is_prime_power(q):
         below, above = _nearest_prime_powers(q)
         if below is None:
@@ -223,12 +245,12 @@ def singer_difference_set(q: int) -> DifferenceSet:
             f"q = {q} is not a prime power; the nearest prime powers are {below} (below) "
             f"and {above} (above)"
         )
-    if q > SINGER_MAX_Q:
-        raise ValueError(
-            f"q = {q} exceeds SINGER_MAX_Q = {SINGER_MAX_Q}: v = q²+q+1 = {q * q + q + 1:,} "
-            f"would need too much memory; use q <= {SINGER_MAX_Q}"
-        )
     return _singer_difference_set(q)
+
+
+def _short(n: int) -> str:
+    """``n`` in decimal, or its size when it has more than 30 digits."""
+    return str(n) if n.bit_length() <= 100 else f"<a {n.bit_length()}-bit number>"
 
 
 def _canonical_keys(field: GaloisField, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -317,13 +339,18 @@ def _singer_exponents_bsgs(q: int, baby: int | None = None) -> np.ndarray:
     b = field.add_vec(s[1 : m + 1], t_c2[s[:m]])
     a = field.add_vec(field.add_vec(s[2 : m + 2], t_c2[s[1 : m + 1]]), t_c1[s[:m]])
     keys = _canonical_keys(field, a, b, s[:m])
-    # sort (key, j) pairs packed in one int64: key < q³ needs at most 40 bits for q <= 8192
     shift = max(1, int(m - 1).bit_length())
-    keys <<= shift
-    keys |= np.arange(m, dtype=np.int64)
-    keys.sort()
-    order = keys & ((1 << shift) - 1)
-    sorted_keys = keys >> shift
+    if 3 * int(q - 1).bit_length() + shift <= 62:
+        # sort (key, j) pairs packed in one int64 (key < q³): one sort, no index array
+        keys <<= shift
+        keys |= np.arange(m, dtype=np.int64)
+        keys.sort()
+        order = keys & ((1 << shift) - 1)
+        sorted_keys = keys >> shift
+    else:
+        order = np.argsort(keys)
+        sorted_keys = keys[order]
+        del keys
     # targets c + x, c in GF(q)
     coords = (field.elements(), np.ones(q, dtype=np.int64), np.zeros(q, dtype=np.int64))
     pending = np.arange(q)
@@ -353,8 +380,13 @@ def _singer_difference_set(q: int) -> DifferenceSet:
     v = q * q + q + 1
     if v < _BSGS_MIN_V:
         elements = _singer_exponents_sequence(q)
-    else:
+    elif q < _TRACE_MIN_Q:
         elements = _singer_exponents_bsgs(q)
+    else:
+        # imported here: cqs_design._singer_large imports this module
+        from cqs_design._singer_large import singer_exponents_trace
+
+        elements = singer_exponents_trace(q)
     if len(elements) != q + 1:  # pragma: no cover - would be a bug, never return it
         raise AssertionError(f"Singer construction for q = {q} gave {len(elements)} elements")
     ds = DifferenceSet._unchecked(v, elements)

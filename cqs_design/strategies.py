@@ -48,11 +48,14 @@ def _prime_powers_between(lo: int, hi: int) -> list[int]:
 
 
 def _check_int_arg(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise _invalid(f"{name} must be >= {minimum}, got {value}")
-    return value
+    from hypothesis.errors import InvalidArgument
+
+    from cqs_design._checks import check_int
+
+    try:
+        return check_int(value, name, minimum=minimum, error=InvalidArgument)
+    except TypeError as exc:  # a strategy argument error is always InvalidArgument
+        raise InvalidArgument(str(exc)) from None
 
 
 def prime_powers(min_value: int = 2, max_value: int = 32) -> SearchStrategy[int]:

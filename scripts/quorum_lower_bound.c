@@ -19,10 +19,13 @@
  *     v + 1 - ak, v + 1 - a3; one of the two sets has a3 + ak <= v + 1.
  * Elements are added in increasing order.
  *
- * Usage: quorum_lower_bound V K [all]
- *   prints one JSON object: v, k, classes, pairs, slack, found (first cover or null),
- *   covers (number found; all of them when "all" is given, else 0 or 1), nodes (calls of the
- *   recursive search), complete (true: the whole normalized space was searched).
+ * Usage: quorum_lower_bound V K [all|first] [A3_MIN A3_MAX]
+ *   prints one JSON object: v, k, classes, pairs, slack, a3_min, a3_max, found (first cover or
+ *   null), covers (number found; all of them when "all" is given, else 0 or 1), nodes (calls
+ *   of the recursive search), complete (true: the whole normalized space was searched).
+ *   A3_MIN..A3_MAX restricts the third element a3 to that range (default: every a3), so one
+ *   case can be split into independent parts whose node counts add up (each part counts the
+ *   root call once); the parts of a split case cover the whole space exactly once.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +38,7 @@ static int e[64];
 static int first[64];
 static long long nodes = 0, covers = 0;
 static int have_first = 0, stop = 0;
+static int A3_MIN = 2, A3_MAX = 1 << 30;
 
 static void rec(int j, int last, uint64_t covered, int waste, int top) {
     nodes++;
@@ -62,6 +66,8 @@ static void rec(int j, int last, uint64_t covered, int waste, int top) {
             m |= b;
         }
         if (i < j) continue;
+        if (j == 2 && x < A3_MIN) continue;
+        if (j == 2 && x > A3_MAX) break;
         e[j] = x;
         /* choosing a3 fixes the largest allowed element: a3 + ak <= v + 1 */
         rec(j + 1, x, m, w, j == 2 ? (V + 1 - x < V - 1 ? V + 1 - x : V - 1) : top);
@@ -70,12 +76,16 @@ static void rec(int j, int last, uint64_t covered, int waste, int top) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s V K [all]\n", argv[0]);
+        fprintf(stderr, "usage: %s V K [all|first] [A3_MIN A3_MAX]\n", argv[0]);
         return 2;
     }
     V = atoi(argv[1]);
     K = atoi(argv[2]);
-    ALL = argc > 3;
+    ALL = argc > 3 && argv[3][0] == 'a';
+    if (argc > 5) {
+        A3_MIN = atoi(argv[4]);
+        A3_MAX = atoi(argv[5]);
+    }
     if (V < 4 || V > 127 || K < 3 || K > 60 || K > V) {
         fprintf(stderr, "need 4 <= V <= 127 and 3 <= K <= min(V, 60), got V=%d K=%d\n", V, K);
         return 2;
@@ -91,8 +101,9 @@ int main(int argc, char **argv) {
         e[1] = 1;
         rec(2, 1, (uint64_t)1 << 1, 0, K == 3 ? (V + 1) / 2 : V - 1);  /* K = 3: 2 a3 <= v + 1 */
     }
-    printf("{\"v\": %d, \"k\": %d, \"classes\": %d, \"pairs\": %d, \"slack\": %d, \"found\": ",
-           V, K, C, P, SLACK);
+    printf("{\"v\": %d, \"k\": %d, \"classes\": %d, \"pairs\": %d, \"slack\": %d, "
+           "\"a3_min\": %d, \"a3_max\": %d, \"found\": ", V, K, C, P, SLACK, A3_MIN,
+           A3_MAX > V ? V : A3_MAX);
     if (have_first) {
         printf("[");
         for (int i = 0; i < K; i++) printf(i ? ", %d" : "%d", first[i]);

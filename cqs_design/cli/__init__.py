@@ -21,6 +21,10 @@ from typing import Any
 
 __all__ = ["EXIT_NEGATIVE", "EXIT_OK", "EXIT_USAGE", "CLIError", "emit", "main"]
 
+#: ``--help`` text: plain, not the reStructuredText of the module docstring.
+DESCRIPTION = ("Command line interface of cqs_design: difference sets, existence, quorum sets "
+               "and attention plans. Exit codes: 0 ok, 1 negative answer, 2 bad usage.")
+
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
 EXIT_USAGE = 2
@@ -46,10 +50,7 @@ def emit(payload: Any, *, as_json: bool, text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cqs-design",
-                     description="Cyclic difference sets, Singer designs, quorum sets and "
-                     "decomposition plans (cqs_design). Exit codes: 0 ok, 1 a negative answer, "
-                     "2 bad usage.")
+    parser = _Parser(prog="cqs-design", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in _GROUPS:
@@ -75,3 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cqs-design {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `cqs-design table ... | head`: the reader left
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
         "singer", help="print the Singer (q²+q+1, q+1, 1) difference set (v, then elements)",
         description="Print the normalized Singer difference set for a prime power q.",
     )
-    p.add_argument("q", type=int, help="a prime power, 2 <= q <= 8192")
+    p.add_argument("q", type=int, help="a prime power, 2 <= q <= 65536")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_singer)
 

@@ -80,7 +80,7 @@ def test_paired_and_normalize(capsys: pytest.CaptureFixture[str]) -> None:
         (["verify", "7", "0", "x"], "invalid int value"),
         (["singer", "1"], "smallest prime power is 2"),
         (["singer", "16410"], "not a prime power"),
-        (["singer", "16384"], "exceeds SINGER_MAX_Q"),
+        (["singer", "131072"], "exceeds SINGER_MAX_Q"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(

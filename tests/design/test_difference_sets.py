@@ -139,7 +139,7 @@ def test_numpy_integers_accepted() -> None:
 
 
 def test_is_difference_set_bad_lambda() -> None:
-    with pytest.raises(ValueError, match="lam must be >= 0"):
+    with pytest.raises(ValueError, match="lam must be an integer >= 0"):
         is_difference_set([0, 1, 3], 7, lam=-1)
     with pytest.raises(TypeError, match="lam must be an integer"):
         is_difference_set([0, 1, 3], 7, lam=1.0)  # type: ignore[arg-type]

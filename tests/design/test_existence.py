@@ -51,12 +51,13 @@ def test_exhaustive_nonexistence(n: int) -> None:
 
 
 def test_open_beyond_search_bound_cites_publication() -> None:
-    r = existence(24)
+    r = existence(24, search_max_order=20)
     assert r.status == "open"
     assert not r.computed
     assert "Baumert" in r.published
     assert "2*10^9" in r.published
     assert existence(24, search_max_order=30).status == "impossible"
+    assert existence(24).status == "impossible"  # the default bound is 315 since issue 16
 
 
 def test_sum_of_two_squares_matches_brute_force() -> None:
@@ -96,7 +97,60 @@ def test_table_statuses_and_formats() -> None:
 
 
 def test_bad_orders() -> None:
-    with pytest.raises(ValueError, match="between 2"):
+    with pytest.raises(ValueError, match=r"n must be an integer in \[2, 1000000\], got 1"):
         existence(1)
     with pytest.raises(TypeError):
         existence(2.0)  # type: ignore[arg-type]
+
+
+# --- issue 16: any order, never raises --------------------------------------------------------
+def test_search_that_cannot_run_is_open_with_the_reason() -> None:
+    from cqs_design.existence import existence as ex
+
+    r = ex(316, search_max_order=316)  # v = 100173 > MAX_SEARCH_V: used to raise
+    assert r.status == "open"
+    assert "cannot run" in r.reason
+    assert "too large" in r.evidence["search_error"]
+    assert r.published is not None
+
+
+@pytest.mark.parametrize("n", [70000, 99998, 10**6])
+def test_large_non_prime_powers_never_raise(n: int) -> None:
+    from cqs_design.existence import existence as ex
+
+    r = ex(n, search_max_order=10**6)
+    assert r.status in ("open", "impossible")
+
+
+def test_singer_past_the_construction_limit_is_not_constructed() -> None:
+    from cqs_design.existence import existence as ex
+
+    r = ex(131072)
+    assert (r.status, r.method, r.computed) == ("exists", "singer", False)
+    assert "not constructed here" in r.reason
+    assert "elements" not in r.evidence
+    built = ex(8209)  # past the old limit 8192, inside the new one: built and verified
+    assert built.computed
+    assert len(built.evidence["elements"]) == 8210
+
+
+def test_default_search_decides_orders_up_to_315() -> None:
+    from cqs_design.existence import DEFAULT_SEARCH_MAX_ORDER, existence_table
+
+    assert DEFAULT_SEARCH_MAX_ORDER == 315
+    table = existence_table(100, verify_singer=False)
+    assert not [r.order for r in table if r.status == "open"]
+    assert {r.method for r in table if r.status == "impossible"} == {
+        "bruck-ryser-chowla", "exhaustive-multiplier-search"}
+
+
+def test_iter_table_streams_and_checks_arguments() -> None:
+    from cqs_design.existence import iter_existence_table
+
+    it = iter_existence_table(10**6, verify_singer=0, search_max_order=0)
+    first = [next(it) for _ in range(3)]
+    assert [r.order for r in first] == [2, 3, 4]
+    with pytest.raises(ValueError, match="search_max_order must be an integer >= 0"):
+        iter_existence_table(10, search_max_order=-1)
+    with pytest.raises(ValueError, match="verify_singer must be an integer >= 0"):
+        iter_existence_table(10, verify_singer=-3)

@@ -171,3 +171,37 @@ def test_orbits_partition(v: int, gens: set[int]) -> None:
     assert flat == list(range(v))
     for o in orbits:
         assert {(g * x) % v for g in gens for x in o} <= set(o)
+
+
+# --- issue 16: real progress, bounded by time_limit ------------------------------------------
+def test_progress_is_a_real_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    import itertools
+
+    from cqs_design import search as search_module
+
+    seen: list[float] = []
+    original = search_module._Progress.update
+
+    def record(self: search_module._Progress, nodes: int) -> None:
+        original(self, nodes)
+        seen.append(self.fraction())
+
+    monkeypatch.setattr(search_module._Progress, "update", record)
+    res = search_module.search_difference_sets(91, 10, progress=True)  # 570k nodes
+    assert res.stats.complete
+    assert len(seen) >= 3  # updated during the search, not only at the end
+    assert 0 < seen[0] < 1
+    assert seen[-1] == 1.0
+    assert all(a <= b for a, b in itertools.pairwise(seen))
+
+
+def test_time_limit_ends_a_hopeless_search() -> None:
+    import time
+
+    from cqs_design.search import search_difference_sets
+
+    start = time.perf_counter()
+    res = search_difference_sets(993, 32, time_limit=1.0, progress=True)
+    assert time.perf_counter() - start < 10
+    assert res.stats.stopped == "time_limit"
+    assert not res.stats.complete

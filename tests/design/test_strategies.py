@@ -69,9 +69,9 @@ def test_plans_reach_every_feature() -> None:
 @pytest.mark.parametrize(("strategy", "match"), [
     (prime_powers(24, 24), r"no prime power lies in \[24, 24\]"),
     (prime_powers("2", 5), "min_value must be an integer"),
-    (difference_sets(max_q=1), "max_q must be >= 2"),
+    (difference_sets(max_q=1), "max_q must be an integer >= 2"),
     (difference_sets(max_q=3, normalized="yes"), "normalized must be a bool"),
-    (plans(max_seq_len=6), "max_seq_len must be >= 7"),
+    (plans(max_seq_len=6), "max_seq_len must be an integer >= 7"),
     (plans(causal=1), "causal must be None or a bool"),
 ])
 def test_bad_arguments_raise_at_draw_time(strategy, match: str) -> None:
