@@ -26,6 +26,7 @@ Range = tuple[int, int]
 _HOOKS: list[Callable[[Call], None]] = []
 #: dispatch results shared by all runs, keyed with the registry's version
 _DISPATCH: dict[tuple[Any, ...], Any] = {}
+_REFERENCE: dict[str, Any] = {}
 
 
 @contextlib.contextmanager
@@ -87,6 +88,13 @@ class Compute:
                "causal" if mask.dense is None else "dense")
         key = (cat, q.dtype, q.shape[-1], q.shape[1] != k.shape[1], needs_grad, self.device,
                self.backend, _registry.VERSION[0])
+        if (self.scale <= 0 and cat != "none" and self.backend == "auto"
+                and self.device.type == "cuda"):
+            # cuDNN and the flash kernels break masking for non-positive scales (issue 13,
+            # item 7); the reference kernel is right for every scale
+            from cqs_attention.kernels.reference import ReferenceKernel
+
+            return _REFERENCE.setdefault("k", ReferenceKernel())
         kernel = _DISPATCH.get(key)
         if kernel is None:
             kernel = select_kernel(self.backend, device=self.device, dtype=q.dtype,
