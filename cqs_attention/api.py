@@ -453,12 +453,13 @@ def _fast_key(q: Any, k: Any, v: Any, causal: Any, window: Any, document_ids: An
               backend: Any, return_lse: Any, out: Any, progress: Any, process_group: Any,
               dst: Any, checkpoint_dir: Any, checkpoint_interval: Any) -> tuple[Any, ...] | None:
     """The cache key of a call eligible for the fast path (tensors on one accelerator or the
-    CPU, no document ids / mask_mod / plan / budget / out / distributed / checkpoint), or
-    None. Everything the full path validates is part of the key, so a hit needs no check."""
+    CPU, no document ids / mask_mod / plan / budget / out / distributed / checkpoint / forced
+    progress bar), or None. Everything the full path validates is part of the key, so a hit
+    needs no check."""
     if (document_ids is not None or mask_mod is not None or plan is not None
             or memory_budget is not None or out is not None or process_group is not None
             or dst is not None or checkpoint_dir is not None
-            or checkpoint_interval is not None or progress is not None):
+            or checkpoint_interval is not None or progress is True):
         return None
     if not (type(q) is torch.Tensor and type(k) is torch.Tensor and type(v) is torch.Tensor):
         return None

@@ -520,3 +520,17 @@ def test_cached_plans_never_reuse_another_calls_mask():
         out = attention(q, k, v, document_ids=docs)
         ref, _ = reference_attention(q, k, v, document_ids=docs)
         assert torch.allclose(out, ref, atol=1e-12)
+
+
+def test_fast_path_for_repeated_single_calls_is_exact_and_reported():
+    from cqs_attention import api
+
+    q, k, v = _qkv(1, 2, 33, 8, seed=21)
+    api._FAST.clear()
+    for causal in (True, True, False, True):
+        out, lse = attention(q, k, v, causal=causal, progress=False, return_lse=True)
+        _check(out, lse, q, k, v, causal=causal)
+        r = last_run_stats()
+        assert r.accumulators == "none"
+        assert sum(r.kernel_calls.values()) == 1
+    assert len(api._FAST) == 2  # one entry per signature (causal and full)
