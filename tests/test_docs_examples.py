@@ -31,11 +31,7 @@ SKIP_ENGINE_REWRITE: dict[str, str] = {
 }
 # Documents of other owners whose examples fail today; strict xfail, so the fix must remove the
 # entry (a passing xfail fails the run: xfail_strict = true).
-KNOWN_FAILING: dict[str, str] = {
-    "docs/difference_sets.md": "line 37 expects 'NotADifferenceSetError: ...' but doctest "
-                               "prints the qualified name 'cqs_design.difference_sets."
-                               "NotADifferenceSetError: ...' (owned by the cqs_design docs)",
-}
+KNOWN_FAILING: dict[str, str] = {}
 
 
 def _attention_modules() -> list[str]:
