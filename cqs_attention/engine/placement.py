@@ -190,6 +190,9 @@ class CostModel:
         Device memory bandwidth (merges).
     call_overhead_s
         Fixed cost per kernel call (launch, dispatch, slicing).
+    copy_call_s
+        Host time of one row copy call (rows of one batch and head are copied per call, so a
+        streamed step costs ``tensors x B x H`` of them; small steps are bound by this).
     """
 
     flops_per_s: float = 5e11
@@ -197,6 +200,7 @@ class CostModel:
     mem_bytes_per_s: float = 5e10
     call_overhead_s: float = 2e-5
     source: str = "defaults"
+    copy_call_s: float = 8e-6
 
     @classmethod
     def for_device(cls, device: torch.device, dtype: torch.dtype, head_dim: int) -> CostModel:
@@ -279,9 +283,17 @@ def calibrate(device: torch.device, dtype: torch.dtype, head_dim: int) -> CostMo
     t_copy = timed(lambda: dev.copy_(host, non_blocking=True), 5)
     d2 = torch.empty_like(dev)
     t_mem = timed(lambda: d2.copy_(dev), 10)
+    small_h, small_d = host[:4096], dev[:4096]
+
+    def copies() -> None:
+        for _ in range(100):
+            small_d.copy_(small_h, non_blocking=True)
+
+    t_calls = timed(copies, 3) / 100
     return CostModel(flops_per_s=flops, copy_bytes_per_s=(64 << 20) / t_copy,
                      mem_bytes_per_s=2 * (64 << 20) / t_mem, call_overhead_s=t_small,
-                     source=f"measured on {torch.cuda.get_device_name(device)}")
+                     source=f"measured on {torch.cuda.get_device_name(device)}",
+                     copy_call_s=t_calls)
 
 
 def predict(rects: PlanRects, d: Dims, model: CostModel, *, stationary: str, streamed: bool,
@@ -315,7 +327,16 @@ def predict(rects: PlanRects, d: Dims, model: CostModel, *, stationary: str, str
         if backward:
             moved += float(np.sum(kv_task)) * b * hk * (d.head_dim + d.dv) * a * 2
     transfer = moved / model.copy_bytes_per_s
-    return max(compute, transfer) + min(compute, transfer) * 0.05
+    # host time issuing the row copies (one call per batch and head and tensor and range)
+    q_tensors = 4 if backward else 1
+    acc_tensors = 1 if backward else 2
+    if stationary == "q":
+        calls = len(lk) * 2 * b * hk + len(rects) * (q_tensors + 2 * acc_tensors) * b * h
+    else:
+        calls = (len(lq) * (q_tensors + 2 * acc_tensors) * b * h
+                 + len(rects) * (2 + (4 if backward else 0)) * b * hk)
+    issue = calls * model.copy_call_s
+    return max(compute, transfer, issue) + min(compute, transfer) * 0.05
 
 
 # -- the search ---------------------------------------------------------------------------------
@@ -497,7 +518,7 @@ def _describe(p: Any) -> str:
 # -- the "what runs when" table of docs/what_runs_when.md ---------------------------------------
 #: a fixed H200-like cost model, so the documented table does not depend on the machine
 H200_MODEL = CostModel(flops_per_s=6.5e14, copy_bytes_per_s=5.0e10, mem_bytes_per_s=3.5e12,
-                       call_overhead_s=3e-5, source="fixed H200-like model")
+                       call_overhead_s=3e-5, source="fixed H200-like model", copy_call_s=6e-6)
 
 #: (length, causal, inputs on the device?, budget as a fraction of Q+K+V or None, backward)
 TABLE_CASES = [
