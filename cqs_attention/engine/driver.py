@@ -142,7 +142,10 @@ class Driver:
 
     def _acquire(self, step: Step, queue: deque[Step]) -> tuple[Side, Side]:
         """The step's sides: reused, taken from the prefetch slot, or staged now."""
-        later = list(queue)[1:]
+        # every step of the current task still to run, this one included: the task has
+        # started (its rows' remaining counts are decremented), so a side closed now must not
+        # finalise rows any of them will still merge into
+        later = list(queue)
         kv = self._side("kv", step.kv_rows, [s.kv_rows for s in later])
         q = self._side("q", step.q_rows, [s.q_rows for s in later])
         return q, kv
@@ -150,8 +153,8 @@ class Driver:
     def _side(self, which: str, rows: tuple[Range, ...], later: list[tuple[Range, ...]]
               ) -> Side:
         """One side (``"q"`` or ``"kv"``) for ``rows``: the current one when its rows match;
-        else the current one is closed (finalising only rows no later step of this task
-        touches) and the prefetched one taken, or new rows staged."""
+        else the current one is closed (finalising only rows no remaining step of the current
+        task touches) and the prefetched one taken, or new rows staged."""
         store = self.q_store if which == "q" else self.kv_store
         stage = self._stage_q if which == "q" else self._stage_kv
         cur: Side | None = getattr(self, f"{which}_side")

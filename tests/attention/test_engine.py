@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cqs_attention import attention, last_run_stats, reference_attention
@@ -109,7 +109,6 @@ def _plan_of(kind, L, causal, seed):
 
 
 @given(MODES)
-@settings(max_examples=40)
 def test_every_mode_matches_float64(m):
     L, causal = m["L"], m["causal"]
     h, hkv = m["h"]
@@ -125,7 +124,6 @@ def test_every_mode_matches_float64(m):
 
 
 @given(MODES)
-@settings(max_examples=25)
 def test_every_mode_backward_matches_float64(m):
     L, causal = m["L"], m["causal"]
     h, hkv = m["h"]
@@ -534,3 +532,16 @@ def test_fast_path_for_repeated_single_calls_is_exact_and_reported():
         assert r.accumulators == "none"
         assert sum(r.kernel_calls.values()) == 1
     assert len(api._FAST) == 2  # one entry per signature (causal and full)
+
+
+def test_rows_are_not_finalised_while_the_started_task_still_needs_them():
+    """Found by the thorough profile: a side kept from the previous task was closed when the
+    next task's first step overlapped it, and rows that step was about to merge were written
+    to the output as final (refined causal plan, host accumulators, rows 16-17 off by 0.25)."""
+    q, k, v = _qkv(1, 2, 21, 8, seed=11)
+    plan = _plan_of("refined", 21, True, 11)
+    for prefetch in (True, False):
+        with force_placement("host", prefetch):
+            out, lse = attention(q, k, v, causal=True, plan=plan, device=SHIM,
+                                 memory_budget=1 << 22, return_lse=True)
+        _check(out, lse, q, k, v, causal=True)
