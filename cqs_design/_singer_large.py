@@ -28,8 +28,8 @@ from cqs_design.singer import (
     _canonical_keys,
     _coefficient_sequence,
     _field,
+    _giant_steps,
     _primitive_cubic,
-    _TimesConstant,
 )
 
 #: Baby steps per unit of q: the baby table has ``_BABY_PER_Q * q`` entries.
@@ -185,21 +185,12 @@ def singer_exponents_trace(q: int, baby: int | None = None) -> np.ndarray:
     reps = _orbit_representatives(keys, image, 3 * field.m)
     coords = tuple(y[reps] for y in points)
     index = _BucketIndex(sorted_keys)
-    pending = np.arange(len(reps))
-    found = np.full(len(reps), -1, dtype=np.int64)
-    times_x_inv = _TimesConstant(field, field.poly_powmod([0, 1, 0], q**3 - 1 - m, f), f)
-    for t in range(-(-v // m)):
-        pos = index.find(_canonical_keys(field, *coords))
-        hit = pos >= 0
-        found[pending[hit]] = t * m + order[pos[hit]].astype(np.int64)
-        keep = ~hit
-        pending = pending[keep]
-        if not len(pending):
-            break
-        coords = times_x_inv(tuple(y[keep] for y in coords))  # times x^(-m)
-    if len(pending):  # pragma: no cover - would be a bug
-        raise AssertionError(f"baby-step giant-step missed {len(pending)} logarithms for q={q}")
-    logs = found % v
+
+    def lookup(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = index.find(target)
+        return pos, pos >= 0
+
+    logs = _giant_steps(field, f, q, m, coords, order, lookup) % v
     orbit = [logs]
     for _ in range(3 * field.m - 1):
         orbit.append(orbit[-1] * field.p % v)  # < v p < 2^63 for q <= 2^20

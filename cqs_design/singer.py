@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from typing import Any
 
 import numpy as np
 from sympy import factorint, isprime, perfect_power
@@ -353,14 +354,28 @@ def _singer_exponents_bsgs(q: int, baby: int | None = None) -> np.ndarray:
         del keys
     # targets c + x, c in GF(q)
     coords = (field.elements(), np.ones(q, dtype=np.int64), np.zeros(q, dtype=np.int64))
-    pending = np.arange(q)
-    found = np.full(q, -1, dtype=np.int64)
+
+    def lookup(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.minimum(np.searchsorted(sorted_keys, target), m - 1)
+        return pos, sorted_keys[pos] == target
+
+    found = _giant_steps(field, f, q, m, coords, order, lookup)
+    return np.unique(np.concatenate([[0], found % v]))
+
+
+def _giant_steps(field: Any, f: Any, q: int, m: int, coords: tuple[np.ndarray, ...],
+                 order: np.ndarray, lookup: Any) -> np.ndarray:
+    """The giant steps of baby-step giant-step: the discrete logarithms (base ``x``, modulo
+    ``v``) of the points ``coords``, given a baby table of ``m`` steps whose ``lookup(keys)``
+    returns ``(positions, hit)`` and whose ``order[position]`` is the baby step. Shared by the
+    table route here and the O(q)-memory route of :mod:`cqs_design._singer_large`."""
+    v = q * q + q + 1
+    pending = np.arange(len(coords[0]))
+    found = np.full(len(coords[0]), -1, dtype=np.int64)
     times_x_inv = _TimesConstant(field, field.poly_powmod([0, 1, 0], q**3 - 1 - m, f), f)
     for t in range(-(-v // m)):
-        target = _canonical_keys(field, *coords)
-        pos = np.minimum(np.searchsorted(sorted_keys, target), m - 1)
-        hit = sorted_keys[pos] == target
-        found[pending[hit]] = t * m + order[pos[hit]]
+        pos, hit = lookup(_canonical_keys(field, *coords))
+        found[pending[hit]] = t * m + order[pos[hit]].astype(np.int64)
         keep = ~hit
         pending = pending[keep]
         if not len(pending):
@@ -368,7 +383,7 @@ def _singer_exponents_bsgs(q: int, baby: int | None = None) -> np.ndarray:
         coords = times_x_inv(tuple(y[keep] for y in coords))  # times x^(-m)
     if len(pending):  # pragma: no cover - would be a bug
         raise AssertionError(f"baby-step giant-step missed {len(pending)} logarithms for q={q}")
-    return np.unique(np.concatenate([[0], found % v]))
+    return found
 
 
 #: Below this v the whole sequence is cheaper than baby-step giant-step.
