@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from cqs_design.cli import EXIT_NEGATIVE, EXIT_OK, CLIError, emit
 
@@ -100,24 +101,24 @@ def _cmd_quorum(args: argparse.Namespace) -> int:
     return EXIT_OK if res.sets else EXIT_NEGATIVE
 
 
-def _nonnegative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Any:
+    """An argparse ``type`` accepting integers ``>= minimum`` (one-line errors)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+_nonnegative = _int_at_least(0)
+_positive = _int_at_least(1)
 
 
 def _seconds(text: str) -> float:
