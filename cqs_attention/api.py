@@ -38,7 +38,7 @@ from cqs_attention.kernels.base import BlockMask
 from cqs_attention.masks import MaskMod, make_mask_spec
 from cqs_attention.merge import accumulator_dtype
 from cqs_attention.reference import as_tensor, check_qkv
-from cqs_attention.report import RunReport, _set_last
+from cqs_attention.report import RunReport, _set_last, fill_plan_summary
 
 __all__ = ["attention", "check_budget", "out_of_core_attention", "resolve_device",
            "validated_plan"]
@@ -422,7 +422,8 @@ def attention(
         manifest = make_manifest(q, k, v, spec=spec, scale=scale, plan=choice.plan,
                                  task_ids=ids, rank=ckpt_opts.rank)
         journal = Journal(ckpt_opts, manifest, ids)
-    _fill_report(report, choice, given is not None, budget, memory_budget)
+    fill_plan_summary(report, choice, given=given is not None,
+                      default_budget=memory_budget is None and budget is not None)
     ctx = RunContext(device=dev, home=home, streamed=streamed, spec=spec, scale=scale,
                      backend=backend, report=report, progress=progress, journal=journal,
                      dist=dist_opts, positions=positions)
@@ -490,9 +491,7 @@ def _run_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hit: tuple[Any,
     import copy
 
     choice, bwd_choice, ctx, report = hit
-    rep = copy.copy(report)
-    rep.kernel_calls, rep.timings, rep.profile, rep.oom_events = {}, {}, {}, []
-    rep.pairs_computed = rep.tasks = 0
+    rep = report.fresh_copy()  # this run's own counters, never the first run's
     run_ctx = copy.copy(ctx)
     run_ctx.report = rep
     try:
@@ -511,25 +510,6 @@ def _is_design(plan: Any) -> bool:
     from cqs_design.difference_sets import DifferenceSet
 
     return isinstance(plan, DifferenceSet)
-
-
-def _fill_report(report: RunReport, choice: Choice, given: bool, budget: int | None,
-                 memory_budget: int | None) -> None:
-    p = choice.plan
-    report.plan = p
-    report.plan_source = "given" if given else choice.kind
-    report.schedule = choice.kind if not given else "given " + getattr(p, "schedule", "cqs")
-    ds = getattr(p, "design", None)
-    report.design_v = getattr(ds, "v", 1)
-    report.design_k = getattr(ds, "k", 1)
-    report.levels = getattr(p, "levels", 1)
-    report.accumulators = choice.accumulators
-    report.prefetch = choice.prefetch
-    report.chosen_because = choice.reason
-    report.predicted_seconds = choice.predicted_s
-    report.task_bytes_estimate = choice.footprint
-    if memory_budget is None and budget is not None:
-        report.plan_source += " (80% of free device memory)"
 
 
 def _empty(q: torch.Tensor, v: torch.Tensor, out: Any, home: torch.device, return_lse: bool,

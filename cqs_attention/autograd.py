@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from cqs_attention.engine.run import run_backward, run_forward
-from cqs_attention.report import RunReport, _set_last
+from cqs_attention.report import RunReport, _set_last, current_slot, fill_plan_summary
 
 __all__ = ["CQSAttentionFunction"]
 
@@ -39,6 +39,7 @@ class CQSAttentionFunction(torch.autograd.Function):
         out, lse = run_forward(q, k, v, choice, run_ctx)
         ctx.run_ctx = run_ctx
         ctx.bwd_choice = bwd_choice
+        ctx.report_slot = current_slot()  # the backward may run on another thread
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.mark_non_differentiable(lse)
         return out, lse
@@ -50,18 +51,15 @@ class CQSAttentionFunction(torch.autograd.Function):
                                "(create_graph=True through attention) is not supported")
         q, k, v, out, lse = ctx.saved_tensors
         fwd = ctx.run_ctx
-        keep = ("plan", "plan_source", "design_v", "design_k", "levels", "memory_budget")
-        rep = RunReport(direction="backward", **{n: getattr(fwd.report, n) for n in keep})
         choice = ctx.bwd_choice
-        rep.schedule = getattr(choice.plan, "schedule", "cqs")
-        rep.accumulators, rep.prefetch = choice.accumulators, choice.prefetch
-        rep.chosen_because, rep.predicted_seconds = choice.reason, choice.predicted_s
-        rep.task_bytes_estimate = choice.footprint
+        rep = RunReport(direction="backward", memory_budget=fwd.report.memory_budget)
+        fill_plan_summary(rep, choice, given=fwd.report.plan_source == "given",
+                          default_budget=fwd.report.plan_source.endswith("memory)"))
         run_ctx = dataclasses.replace(fwd, report=rep, journal=None)
         if fwd.dist is not None:
             run_ctx.positions = [int(p) for p in fwd.dist.positions(choice.plan)]
         with torch.no_grad():
             dq, dk, dv = run_backward(dout.contiguous().to(q.dtype), q, k, v, out, lse,
                                       choice, run_ctx)
-        _set_last(rep)
+        _set_last(rep, ctx.report_slot)
         return dq, dk, dv, None, None, None

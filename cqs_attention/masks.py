@@ -37,6 +37,7 @@ import torch
 
 from cqs_attention.errors import MaskError
 from cqs_attention.kernels.base import BlockMask
+from cqs_attention.kernels.reference import block_mask_tensor
 
 __all__ = ["BlockClass", "MaskMod", "MaskSpec", "make_mask_spec", "mask_matrix"]
 
@@ -108,8 +109,14 @@ class MaskSpec:
                  device: torch.device | str | None = None) -> BlockClass:
         """Classify the block ``rows [q0, q1) x keys [k0, k1)`` (global, ends exclusive).
 
-        A dense mask (``BlockMask.dense``) is built on ``device`` (default CPU) only when the
-        block is partial for a reason the band (``causal_offset``) cannot express.
+        The band of causal and window masks is described analytically (``causal_offset``,
+        ``lower_offset``); a dense mask (``BlockMask.dense``) is built on ``device`` (default
+        CPU) only for document ids and ``mask_mod``, when they cut the block.
+
+        >>> spec = make_mask_spec(8, 8, batch=1, heads=1, window=(2, 0))
+        >>> m = spec.classify(4, 8, 0, 8).mask
+        >>> m.causal_offset, m.lower_offset, m.dense is None
+        (4, 2, True)
         """
         if q1 <= q0 or k1 <= k0:
             return _EMPTY
@@ -122,16 +129,15 @@ class MaskSpec:
             return _EMPTY
         if hi is not None and lo is not None and hi + lo < 0:
             return _EMPTY
+        # the band's edges in local coordinates, only where they cut the block
         causal_offset = None
         if hi is not None and q0 + off + hi < k1 - 1:
             causal_offset = q0 - k0 + off + hi
-        left_cut = lo is not None and q1 - 1 + off - lo > k0
+        lower_offset = None
+        if lo is not None and q1 - 1 + off - lo > k0:
+            lower_offset = q0 - k0 + off - lo
         parts: list[torch.Tensor] = []
         dev = torch.device("cpu") if device is None else torch.device(device)
-        if left_cut:
-            a = torch.arange(q1 - q0, device=dev).view(-1, 1)
-            c = torch.arange(k1 - k0, device=dev).view(1, -1)
-            parts.append((c >= a + (q0 - k0 + off - lo)).view(1, 1, q1 - q0, k1 - k0))
         if self.q_doc is not None:
             qd, kd = self.q_doc[:, q0:q1], self.kv_doc[:, k0:k1]
             qmin, qmax = qd.amin(1), qd.amax(1)
@@ -147,23 +153,21 @@ class MaskSpec:
                 return _EMPTY
             if not bool(m.all()):
                 parts.append(m)
-        if not parts:
-            if causal_offset is None:
-                return _FULL
-            return BlockClass("partial", BlockMask(causal_offset=causal_offset))
+        band = BlockMask(causal_offset=causal_offset, lower_offset=lower_offset)
+        if not parts:  # the band alone: decided analytically, no tensor
+            return _FULL if band.is_full else BlockClass("partial", band)
         dense = parts[0]
         for p in parts[1:]:
             dense = dense & p
         combined = dense
-        if causal_offset is not None:
-            a = torch.arange(q1 - q0, device=dev).view(-1, 1)
-            c = torch.arange(k1 - k0, device=dev).view(1, -1)
-            combined = dense & (c <= a + causal_offset)
+        if not band.is_full:
+            combined = dense & block_mask_tensor(band, q1 - q0, k1 - k0, dev)
         if not bool(combined.any()):
             return _EMPTY
         if bool(combined.all()):
             return _FULL
-        return BlockClass("partial", BlockMask(causal_offset=causal_offset, dense=dense))
+        return BlockClass("partial", BlockMask(causal_offset=causal_offset, dense=dense,
+                                               lower_offset=lower_offset))
 
 
 def _eval_mask_mod(mask_mod: MaskMod, batch: int, heads: int, q0: int, q1: int, k0: int,

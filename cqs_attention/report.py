@@ -12,7 +12,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["RunReport", "last_run_stats"]
+__all__ = ["PLAN_FIELDS", "ReportSlot", "RunReport", "current_slot", "fill_plan_summary",
+           "last_run_stats"]
 
 
 @dataclass
@@ -25,10 +26,12 @@ class RunReport:
         ``"forward"`` or ``"backward"``.
     plan
         The :class:`cqs_design.plans.Plan` executed; ``plan_source`` says how it was chosen:
-        ``"given"``, ``"design"`` (built from a design passed as ``plan=``), ``"budget"``
-        (smallest-task plan search under ``memory_budget``) or ``"default"``.
+        ``"given"`` (passed as ``plan=``, a Plan or a design), or the planner's pick
+        (``"whole"``, ``"query_blocks"``, ``"kv_blocks"``, ``"cqs"``), with
+        ``" (80% of free device memory)"`` appended when that default budget applied.
     design_v, design_k, levels
-        Summary of the plan's design.
+        The CQS design of the plan (``v``, ``k`` and the nesting levels); None for plans
+        without one (a single call, query blocks, key/value blocks).
     device, accumulator_device
         Where kernels ran, and where the float32 accumulators lived.
     tasks, tasks_skipped
@@ -42,9 +45,11 @@ class RunReport:
     bytes_to_device, bytes_from_device
         Bytes staged onto / copied back from the compute device (0 when data already there).
     task_bytes_estimate, memory_budget
-        Estimated device bytes of the largest task, and the budget (None: unbounded).
+        The footprint model's bound on the device bytes the run holds at once, and the budget
+        (None: unbounded).
     peak_device_bytes
-        ``torch.cuda.max_memory_allocated`` delta on CUDA, else the estimate.
+        The measured peak: ``torch.cuda.max_memory_allocated`` during the run minus the bytes
+        allocated when it started, on CUDA; None on the CPU, where it is not measured.
     oom_retries
         Out-of-memory errors caught (each failed step retried or split; every kernel call
         still merged exactly once).
@@ -69,9 +74,9 @@ class RunReport:
     direction: str = "forward"
     plan: Any = None
     plan_source: str = ""
-    design_v: int = 0
-    design_k: int = 0
-    levels: int = 0
+    design_v: int | None = None
+    design_k: int | None = None
+    levels: int | None = None
     device: str = ""
     accumulator_device: str = ""
     tasks: int = 0
@@ -85,7 +90,7 @@ class RunReport:
     bytes_from_device: int = 0
     task_bytes_estimate: int = 0
     memory_budget: int | None = None
-    peak_device_bytes: int = 0
+    peak_device_bytes: int | None = None
     oom_retries: int = 0
     oom_events: list[tuple[int, int]] = field(default_factory=list)
     refinements: int = 0
@@ -96,6 +101,17 @@ class RunReport:
     prefetch: bool = False
     chosen_because: str = ""
     predicted_seconds: float = 0.0
+
+    def fresh_copy(self) -> RunReport:
+        """A report for another run of the same choice: the plan summary copied, every
+        counter and timing new (a repeated call reports its own run, never the first's).
+
+        >>> r = RunReport(schedule="whole", oom_retries=3)
+        >>> c = r.fresh_copy(); c.schedule, c.oom_retries
+        ('whole', 0)
+        """
+        return RunReport(direction=self.direction,
+                         **{name: getattr(self, name) for name in PLAN_FIELDS})
 
     def count_call(self, kernel: str, *, lq: int, lk: int) -> None:
         self.kernel_calls[kernel] = self.kernel_calls.get(kernel, 0) + 1
@@ -115,15 +131,62 @@ class RunReport:
         return d
 
 
+#: the fields describing what was chosen (the rest are the run's own counters and timings)
+PLAN_FIELDS = ("plan", "plan_source", "design_v", "design_k", "levels", "memory_budget",
+               "schedule", "accumulators", "prefetch", "chosen_because", "predicted_seconds",
+               "task_bytes_estimate")
+
+
+
+def fill_plan_summary(report: RunReport, choice: Any, *, given: bool,
+                      default_budget: bool = False) -> None:
+    """Write the plan summary of a planner ``choice``
+    (:class:`~cqs_attention.engine.placement.Choice`) into ``report``: the plan, how it was
+    chosen, its CQS design (None for other schedules), placement and prediction."""
+    p = choice.plan
+    report.plan = p
+    sched = getattr(p, "schedule", "cqs")
+    report.plan_source = "given" if given else choice.kind
+    if default_budget:
+        report.plan_source += " (80% of free device memory)"
+    report.schedule = choice.kind if not given else f"given {sched}"
+    ds = getattr(p, "design", None) if sched == "cqs" else None
+    report.design_v = None if ds is None else ds.v
+    report.design_k = None if ds is None else ds.k
+    report.levels = None if ds is None else getattr(p, "levels", 1)
+    report.accumulators = choice.accumulators
+    report.prefetch = choice.prefetch
+    report.chosen_because = choice.reason
+    report.predicted_seconds = choice.predicted_s
+    report.task_bytes_estimate = choice.footprint
+
+
 _LOCAL = threading.local()
 
 
-def _set_last(report: RunReport) -> None:
-    _LOCAL.last = report
+class ReportSlot:
+    """Where the reports of one thread's runs land (see :func:`current_slot`)."""
+
+    report: RunReport | None = None
+
+
+def current_slot() -> ReportSlot:
+    """This thread's report slot. The autograd function keeps the slot of the thread that ran
+    the forward, so the backward (which CUDA autograd runs on a worker thread of its own)
+    reports to the thread that called ``backward()``."""
+    slot = getattr(_LOCAL, "slot", None)
+    if slot is None:
+        slot = _LOCAL.slot = ReportSlot()
+    return slot
+
+
+def _set_last(report: RunReport, slot: ReportSlot | None = None) -> None:
+    (current_slot() if slot is None else slot).report = report
 
 
 def last_run_stats() -> RunReport | None:
-    """The report of the most recent run in this thread (forward or backward), or None.
+    """The report of the most recent run started from this thread (forward, or the backward
+    of a forward run from this thread), or None.
 
     >>> import torch, cqs_attention
     >>> q = torch.randn(1, 1, 20, 4)
@@ -131,4 +194,4 @@ def last_run_stats() -> RunReport | None:
     >>> r = cqs_attention.last_run_stats(); r.direction, r.tasks > 0
     ('forward', True)
     """
-    return getattr(_LOCAL, "last", None)
+    return current_slot().report

@@ -18,7 +18,7 @@ import torch
 from cqs_attention import kernels as _registry
 from cqs_attention.engine.schedule import Call
 from cqs_attention.kernels import select_kernel
-from cqs_attention.kernels.base import BlockMask
+from cqs_attention.kernels.base import BlockMask, mask_category, scale_breaks_masking
 
 __all__ = ["Compute", "Staged", "call_hook"]
 
@@ -84,14 +84,14 @@ class Compute:
 
     def kernel(self, q: torch.Tensor, k: torch.Tensor, mask: BlockMask | None,
                needs_grad: bool) -> Any:
-        cat = ("none" if mask is None or mask.is_full else
-               "causal" if mask.dense is None else "dense")
+        cat = mask_category(mask)
         key = (cat, q.dtype, q.shape[-1], q.shape[1] != k.shape[1], needs_grad, self.device,
                self.backend, _registry.VERSION[0])
-        if (self.scale <= 0 and cat != "none" and self.backend == "auto"
+        if (cat != "none" and scale_breaks_masking(self.scale) and self.backend == "auto"
                 and self.device.type == "cuda"):
-            # cuDNN and the flash kernels break masking for non-positive scales (issue 13,
-            # item 7); the reference kernel is right for every scale
+            # cuDNN and the flash kernels break masking for scales that are not positive in
+            # float32 (issue 13, item 7; a tiny positive scale rounds to 0 there); the
+            # reference kernel is right for every scale
             from cqs_attention.kernels.reference import ReferenceKernel
 
             return _REFERENCE.setdefault("k", ReferenceKernel())

@@ -124,7 +124,7 @@ class Driver:
         self.q_next: Side | None = None
         self.kv_next: Side | None = None
         self._counts: dict[str, int] = {}
-        self._task_ooms: dict[int, int] = {}
+        self._task_ooms: dict[int, int] = {}  # per task, for the task hooks (testing.py)
 
     # -- sides ----------------------------------------------------------------------------
     def _stage_q(self, rows: tuple[Range, ...]) -> Side:
@@ -259,13 +259,14 @@ class Driver:
         for part in halves:
             if not part:
                 continue
+            inherit = {"lineage": step.lineage + step.failures, "last_split": axis}
             if axis == "q":
                 out.append(Step(step.task_id, merge_ranges((c.q0, c.q1) for c in part)
                                 if self.stationary == "kv" else step.q_rows,
-                                step.kv_rows, part))
+                                step.kv_rows, part, **inherit))
             else:
                 kv = merge_ranges(r for c in part for r in c.key_ranges)
-                out.append(Step(step.task_id, step.q_rows, kv, part))
+                out.append(Step(step.task_id, step.q_rows, kv, part, **inherit))
         return out
 
     # -- the loop ---------------------------------------------------------------------------
@@ -342,13 +343,15 @@ class Driver:
     def _on_oom(self, step: Step, queue: deque[Step], exc: BaseException) -> None:
         rep = self.report
         rep.oom_retries += 1
+        rep.oom_events.append((step.task_id, self._task_ooms.get(step.task_id, 0)))
         self._task_ooms[step.task_id] = self._task_ooms.get(step.task_id, 0) + 1
+        step.failures += 1
         unmerged = [c for c in step.calls if c.id not in self.merged]
-        key = unmerged[0].id if unmerged else -1
-        rep.oom_events.append((step.task_id, self.guard.attempts.get(key, 0)))
         self._evict()
-        act = self.guard.on_oom(key, can_split_q=any(c.lq > 1 for c in unmerged),
-                                can_split_k=any(c.lk > 1 for c in unmerged))
+        act = self.guard.on_oom(failures=step.failures, lineage=step.lineage,
+                                rows=max((c.lq for c in unmerged), default=1),
+                                keys=max((c.lk for c in unmerged), default=1),
+                                last=step.last_split)
         if act == "retry":
             return
         if act == "fail":

@@ -103,6 +103,11 @@ class Step:
     q_rows: tuple[Range, ...]
     kv_rows: tuple[Range, ...]
     calls: list[Call]
+    #: out-of-memory errors of this step, of the steps it was split from, and the axis
+    #: ("q" or "k") its lineage was last split along (see engine.guard)
+    failures: int = 0
+    lineage: int = 0
+    last_split: str | None = None
 
     @property
     def q_tokens(self) -> int:
@@ -196,7 +201,7 @@ def _calls(q0: int, q1: int, key_ranges: Iterable[Range], spec: MaskSpec,
             full.append((s, e))
             continue
         m = c.mask
-        if (band is None and m.dense is None and m.causal_offset is not None
+        if (band is None and m.band_only and m.causal_offset is not None
                 and m.causal_offset >= -1):
             band = ((s, e), m.causal_offset)
         else:
@@ -208,8 +213,9 @@ def _calls(q0: int, q1: int, key_ranges: Iterable[Range], spec: MaskSpec,
         calls.append(Call(q0, q1, (*full_m, band[0]), BlockMask(causal_offset=band[1] + n_full)))
     elif full_m:
         calls.append(Call(q0, q1, full_m, None))
-    if len(masked) == 1:
-        calls.append(Call(q0, q1, (masked[0][0],), masked[0][1]))
+    if len(masked) == 1 or (masked and all(m.dense is None for _, m in masked)):
+        # analytic masks (window edges) stay analytic: one call per block, no tensor
+        calls.extend(Call(q0, q1, (rg,), m) for rg, m in masked)
     elif masked:
         lq = q1 - q0
         parts = [block_mask_tensor(m, lq, e - s, device) for (s, e), m in masked]
@@ -271,7 +277,7 @@ def split_call(call: Call, axis: Literal["q", "k"]) -> list[Call]:
     >>> [(x.q0, x.q1, x.key_ranges, x.mask.causal_offset) for x in split_call(c, "q")]
     [(0, 2, ((0, 6),), 2), (2, 4, ((0, 6),), 4)]
     >>> [(x.key_ranges, x.mask) for x in split_call(c, "k")]  # the left half is all allowed
-    [(((0, 3),), None), (((3, 6),), BlockMask(causal_offset=-1))]
+    [(((0, 3),), None), (((3, 6),), BlockMask(causal_offset=-1, lower_offset=None))]
     """
     m = call.mask
     if axis == "q":
@@ -288,7 +294,8 @@ def split_call(call: Call, axis: Literal["q", "k"]) -> list[Call]:
                 if dense is not None and dense.shape[-2] != 1:
                     dense = dense[..., off:off + b - a, :]
                 co = None if m.causal_offset is None else m.causal_offset + off
-                mm = BlockMask(causal_offset=co, dense=dense)
+                lo = None if m.lower_offset is None else m.lower_offset + off
+                mm = _simplified(co, lo, dense, b - a, call.lk)
             out.append(Call(a, b, call.key_ranges, mm))
         return out
     lk = call.lk
@@ -316,13 +323,23 @@ def split_call(call: Call, axis: Literal["q", "k"]) -> list[Call]:
             mm = m
         else:
             co = None if m.causal_offset is None else m.causal_offset - start
+            lo = None if m.lower_offset is None else m.lower_offset - start
             dense = None if m.dense is None else m.dense[..., start:start + n]
-            if co is not None and co >= n - 1 and dense is None:
-                mm = None
-            else:
-                mm = BlockMask(causal_offset=co, dense=dense)
+            mm = _simplified(co, lo, dense, call.lq, n)
         out.append(Call(call.q0, call.q1, tuple(ranges), mm))
     return out
+
+
+def _simplified(co: int | None, lo: int | None, dense: torch.Tensor | None, lq: int,
+                lk: int) -> BlockMask | None:
+    """The mask of a ``lq x lk`` part, with band edges that no longer cut it dropped."""
+    if co is not None and co >= lk - 1:
+        co = None
+    if lo is not None and lq - 1 + lo <= 0:
+        lo = None
+    if co is None and lo is None and dense is None:
+        return None
+    return BlockMask(causal_offset=co, dense=dense, lower_offset=lo)
 
 
 def call_pairs(call: Call) -> int:

@@ -261,8 +261,8 @@ class BshdKernel:
         hd = self._head_dim_reason(head_dim)
         if hd:
             reasons.append(hd)
-        if mask is not None and mask.dense is not None:
-            reasons.append("dense (partial) masks are not supported; use flex")
+        if mask is not None and not mask.band_only:
+            reasons.append("window edges and dense (partial) masks are not supported; use flex")
         return reasons
 
     def fwd(self, q, k, v, *, scale, mask=None):

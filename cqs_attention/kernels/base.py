@@ -26,7 +26,22 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BlockMask", "Kernel"]
+__all__ = ["FLOAT32_TINY", "BlockMask", "Kernel", "mask_category", "scale_breaks_masking"]
+
+#: the smallest normal float32
+FLOAT32_TINY = 1.1754943508222875e-38
+
+
+def scale_breaks_masking(scale: float) -> bool:
+    """Whether fast kernels may mask wrongly with this score scale: it is not positive, or it
+    is positive but rounds to zero or a subnormal in float32, the precision in which the
+    kernels apply it (``scale=3.7e-236`` is 0 there). Such calls belong to the reference
+    kernel, which is right for every scale.
+
+    >>> scale_breaks_masking(0.125), scale_breaks_masking(0.0), scale_breaks_masking(3.7e-236)
+    (False, True, True)
+    """
+    return not scale >= FLOAT32_TINY
 
 
 @dataclass(frozen=True)
@@ -39,17 +54,45 @@ class BlockMask:
         If not None, query ``i`` may attend key ``j`` only when ``j <= i + causal_offset``
         (``0`` is the square causal diagonal; bottom-right alignment of a ``Lq x Lk`` block is
         ``Lk - Lq``).
+    lower_offset
+        If not None, query ``i`` may attend key ``j`` only when ``j >= i + lower_offset`` (the
+        left edge of a sliding window). Together with ``causal_offset`` it describes any band
+        analytically, so a window mask never needs a ``Lq x Lk`` tensor.
     dense
         Optional boolean tensor broadcastable to ``(B, H, Lq, Lk)``; ``True`` = may attend.
-        Combined (AND) with ``causal_offset``.
+        Combined (AND) with the offsets.
+
+    >>> BlockMask(causal_offset=0).band_only, BlockMask(lower_offset=-3).band_only
+    (True, False)
     """
 
     causal_offset: int | None = None
     dense: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    lower_offset: int | None = None
 
     @property
     def is_full(self) -> bool:
-        return self.causal_offset is None and self.dense is None
+        return self.causal_offset is None and self.dense is None and self.lower_offset is None
+
+    @property
+    def band_only(self) -> bool:
+        """True when the mask is at most a causal diagonal (``causal_offset``): what kernels
+        with only a causal flag can run, cut into rectangles."""
+        return self.dense is None and self.lower_offset is None
+
+
+def mask_category(mask: BlockMask | None) -> str:
+    """``"none"``, ``"causal"`` (a causal offset only) or ``"dense"`` (a lower band or a
+    boolean tensor): the kinds of call the kernels declare support for.
+
+    >>> mask_category(None), mask_category(BlockMask(causal_offset=2))
+    ('none', 'causal')
+    >>> mask_category(BlockMask(causal_offset=2, lower_offset=-1))
+    'dense'
+    """
+    if mask is None or mask.is_full:
+        return "none"
+    return "causal" if mask.band_only else "dense"
 
 
 @runtime_checkable

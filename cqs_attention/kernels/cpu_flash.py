@@ -17,8 +17,9 @@ Calls the op gets wrong are routed, whole, to the reference kernel
 (:func:`~cqs_attention.kernels.reference.reference_fwd` / ``reference_bwd``, which compute in
 float32 and are exact for them), so every call this kernel accepts is answered correctly:
 
-* ``scale <= 0``: the op's causal masking breaks for non-positive scales (NaN rows); scale is
-  not part of ``not_supported``'s arguments, so the call is routed rather than refused.
+* ``scale <= 0``, or a positive scale that is 0 or subnormal in float32 (the op applies it in
+  float32): the op's causal masking breaks (NaN rows); scale is not part of
+  ``not_supported``'s arguments, so the call is routed rather than refused.
 * a non-finite value in q, k or v, or finite inputs whose scores could overflow
   (``max|q| * max|k| * D * |scale|`` beyond 1e37): for a row whose only visible key in a piece
   scores ``-inf`` the op returns ``out = 0, lse = 0`` (a phantom key of logit 0) where the
@@ -49,6 +50,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from cqs_attention.kernels._gpu_common import mask_pieces, run_pieces_bwd, run_pieces_fwd
+from cqs_attention.kernels.base import scale_breaks_masking
 from cqs_attention.kernels.reference import reference_bwd, reference_fwd
 
 if TYPE_CHECKING:
@@ -82,7 +84,7 @@ _SCORE_BOUND = 1e37
 def _op_is_wrong(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> bool:
     """Whether the CPU op may answer this call wrongly (see the module docstring): a
     non-positive scale, a non-finite input, or scores that could overflow."""
-    if scale <= 0:
+    if scale_breaks_masking(scale):
         return True
     if q.numel() == 0 or k.numel() == 0:
         return False
@@ -144,8 +146,9 @@ class CpuFlashKernel:
             reasons.append(f"needs the CPU, got {device}")
         if dtype not in self.dtypes:
             reasons.append(f"dtype {dtype} not in (float32, bfloat16)")
-        if mask is not None and mask.dense is not None:
-            reasons.append("dense (partial) masks are not supported; use reference")
+        if mask is not None and not mask.band_only:
+            reasons.append("window edges and dense (partial) masks are not supported; use "
+                           "reference")
         return reasons
 
     def fwd(self, q, k, v, *, scale, mask=None):

@@ -61,29 +61,52 @@ def _call_flex(fn, q, k, v, block_mask, scale, gqa):
     return fn(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa, return_lse=True)
 
 
-def _mask_mod(mask: BlockMask, lq: int, lk: int):
-    offset = mask.causal_offset
+def _mask_mod(mask: BlockMask, lq: int, lk: int, device: torch.device):
+    """The ``mask_mod`` of a :class:`BlockMask` for a ``lq x lk`` call.
+
+    The kernel evaluates it on whole tiles, so positions past ``lq``/``lk`` (the padding of a
+    partial last tile) reach it too: they are masked out, and a dense tensor is read at
+    clamped indices only, never out of range. The offsets and lengths travel in one captured
+    int32 tensor rather than as Python constants, so calls that differ only in them reuse the
+    compiled kernel instead of recompiling.
+    """
+    import torch
+
+    no_hi, no_lo = lk, -lq  # offsets that never cut a lq x lk block
+    hi = mask.causal_offset if mask.causal_offset is not None else no_hi
+    lo = mask.lower_offset if mask.lower_offset is not None else no_lo
     dense = mask.dense
-    if dense is not None:
-        while dense.dim() < 4:
-            dense = dense.unsqueeze(0)
-        db, dh = dense.shape[0], dense.shape[1]
-        dense = dense.expand(db, dh, lq, lk).contiguous()
+    if dense is None:
+        params = torch.tensor([hi, lo, lq, lk], dtype=torch.int32, device=device)
 
-    def mask_mod(b, h, q_idx, kv_idx):
-        ok = kv_idx >= 0
-        if offset is not None:
-            ok = ok & (kv_idx <= q_idx + offset)
-        if dense is not None:
-            ok = ok & dense[b if db > 1 else 0, h if dh > 1 else 0, q_idx, kv_idx]
-        return ok
+        def band_mod(b, h, q_idx, kv_idx):
+            return ((q_idx < params[2]) & (kv_idx < params[3]) & (kv_idx <= q_idx + params[0])
+                    & (kv_idx >= q_idx + params[1]))
 
-    return mask_mod
+        return band_mod
+    dense = dense.to(device=device, dtype=torch.bool)
+    while dense.dim() < 4:
+        dense = dense.unsqueeze(0)
+    dense = dense.expand(dense.shape[0], dense.shape[1], lq, lk).contiguous()
+    params = torch.tensor([hi, lo, lq, lk, int(dense.shape[0] > 1), int(dense.shape[1] > 1)],
+                          dtype=torch.int32, device=device)
+
+    def dense_mod(b, h, q_idx, kv_idx):
+        q_in, k_in = q_idx < params[2], kv_idx < params[3]
+        qi = torch.where(q_in, q_idx, params[2] - 1)  # in range even on padding
+        ki = torch.where(k_in, kv_idx, params[3] - 1)
+        inside = q_in & k_in
+        band = (kv_idx <= q_idx + params[0]) & (kv_idx >= q_idx + params[1])
+        return inside & band & dense[b * params[4], h * params[5], qi, ki]
+
+    return dense_mod
 
 
 def flex_block_mask(mask: BlockMask | None, b: int, h: int, lq: int, lk: int, device,
                     *, compiled: bool = True):
     """A FlexAttention block mask for a :class:`BlockMask` (None for a full block)."""
+    import torch
+
     if mask is None or mask.is_full:
         return None
     fa = _flex_module()[0]
@@ -92,8 +115,10 @@ def flex_block_mask(mask: BlockMask | None, b: int, h: int, lq: int, lk: int, de
     if dense is not None:
         shape = (1,) * (4 - dense.dim()) + tuple(dense.shape)
         db, dh = shape[0], shape[1]
-    return fa.create_block_mask(_mask_mod(mask, lq, lk), b if db > 1 else None,
-                                h if dh > 1 else None, lq, lk, device=device, _compile=compiled)
+    return fa.create_block_mask(_mask_mod(mask, lq, lk, torch.device(device)),
+                                b if db > 1 else None,
+                                h if dh > 1 else None, lq, lk, device=device,
+                                _compile=compiled)
 
 
 class FlexKernel:

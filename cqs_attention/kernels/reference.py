@@ -39,14 +39,21 @@ def block_mask_tensor(mask: BlockMask | None, lq: int, lk: int,
 
     >>> block_mask_tensor(BlockMask(causal_offset=0), 2, 2, torch.device("cpu"))[0, 0].tolist()
     [[True, False], [True, True]]
+    >>> m = BlockMask(causal_offset=0, lower_offset=0)  # the diagonal only
+    >>> block_mask_tensor(m, 2, 2, torch.device("cpu"))[0, 0].tolist()
+    [[True, False], [False, True]]
     """
     if mask is None or mask.is_full:
         return None
     allowed = None
-    if mask.causal_offset is not None:
+    if mask.causal_offset is not None or mask.lower_offset is not None:
         a = torch.arange(lq, device=device).view(-1, 1)
         c = torch.arange(lk, device=device).view(1, -1)
-        allowed = (c <= a + mask.causal_offset).view(1, 1, lq, lk)
+        if mask.causal_offset is not None:
+            allowed = (c <= a + mask.causal_offset).view(1, 1, lq, lk)
+        if mask.lower_offset is not None:
+            low = (c >= a + mask.lower_offset).view(1, 1, lq, lk)
+            allowed = low if allowed is None else allowed & low
     if mask.dense is not None:
         d = mask.dense.to(device=device, dtype=torch.bool)
         while d.dim() < 4:
@@ -113,7 +120,10 @@ def _masked_pv(p: torch.Tensor, vf: torch.Tensor, allowed: torch.Tensor,
     for s in range(0, len(idx), step):
         sel = idx[s:s + step]
         pb = p.index_select(-1, sel)  # (B, Hkv, G, Lq, n)
+        # only the non-finite rows: a head whose row at this key is finite has it in `clean`
+        # already (the keys are the union over heads and batches)
         vb = vf.index_select(-2, sel)  # (B, Hkv, 1, n, Dv)
+        vb = torch.where(bad.index_select(-1, sel).unsqueeze(-1), vb, torch.zeros_like(vb))
         contrib = pb.unsqueeze(-1) * vb.unsqueeze(-3)  # (B, Hkv, G, Lq, n, Dv)
         keep = allowed.index_select(-1, sel).unsqueeze(-1)
         out = out + torch.where(keep, contrib, torch.zeros_like(contrib)).sum(-2)

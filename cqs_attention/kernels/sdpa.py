@@ -85,8 +85,8 @@ class _SdpaKernel:
             reasons.append(
                 f"head_dim {head_dim} must be a multiple of 8 and <= {self.max_head_dim}"
             )
-        if mask is not None and mask.dense is not None:
-            reasons.append("dense (partial) masks are not supported; use flex")
+        if mask is not None and not mask.band_only:
+            reasons.append("window edges and dense (partial) masks are not supported; use flex")
         reasons.extend(self._extra_reasons(dtype, needs_grad))
         return reasons
 

@@ -70,7 +70,8 @@ def test_band_blocks_are_analytic_without_dense_masks():
     c = spec.classify(50, 60, 45, 60)
     assert c.kind == "partial"
     assert c.mask.causal_offset == 5
-    assert c.mask.dense is not None  # the left edge of the window needs a dense mask
+    # the left edge of the window is analytic too: no L x L tensor for a window mask
+    assert (c.mask.lower_offset, c.mask.dense) == (-5, None)
     c2 = make_mask_spec(100, 100, batch=1, heads=1, causal=True).classify(50, 60, 50, 60)
     assert c2.mask.dense is None
     assert c2.mask.causal_offset == 0
