@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_bytes"]
+__all__ = ["format_bytes", "parse_bytes"]
 
 _UNITS = {
     "": 1, "b": 1,
@@ -67,3 +67,18 @@ def parse_bytes(value: int | float | str | None) -> int | None:
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"memory_budget must be a finite size >= 0 bytes, got {value!r}")
     return round(number * _UNITS[unit])
+
+
+def format_bytes(n: int | float) -> str:
+    """A size for people, in binary units with four significant digits (so that two
+    different sizes are told apart: ``2122112`` is ``2.024 MiB``, ``2 MiB`` is ``2 MiB``).
+
+    >>> format_bytes(2122112), format_bytes(2 << 20), format_bytes(512)
+    ('2.024 MiB', '2 MiB', '512 B')
+    """
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.4g} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    raise AssertionError("unreachable")

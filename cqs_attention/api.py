@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from cqs_attention._bytes import parse_bytes
+from cqs_attention._bytes import format_bytes, parse_bytes
 from cqs_attention.autograd import CQSAttentionFunction
 from cqs_attention.engine.placement import Choice, CostModel, Dims, choose
 from cqs_attention.engine.run import RunContext, run_forward
@@ -34,7 +34,7 @@ from cqs_attention.errors import (
     PlanMismatchError,
 )
 from cqs_attention.kernels import available_kernels, select_kernel
-from cqs_attention.kernels.base import BlockMask
+from cqs_attention.kernels.base import BlockMask, scale_breaks_masking
 from cqs_attention.masks import MaskMod, make_mask_spec
 from cqs_attention.merge import accumulator_dtype
 from cqs_attention.reference import as_tensor, check_qkv
@@ -212,21 +212,45 @@ def _probe_kernels(backend: str, dev: torch.device, q: torch.Tensor, gqa: bool,
                           mask=probes[cat], gqa=gqa, needs_grad=grad)
 
 
+def plan_kernels(spec: Any, backend: str, dev: torch.device, q: torch.Tensor, gqa: bool,
+                 scale: float, *, needs_grad: bool) -> list[Any]:
+    """The kernels a run may call: one per kind of call the mask can make (none, a causal
+    offset, a window edge or dense mask), for the footprint model. Kinds no kernel can run
+    are left out here (the probe before the run reports them)."""
+    probes: list[BlockMask | None] = [None]
+    if spec.causal or spec.window is not None:
+        probes.append(BlockMask(causal_offset=0))
+    if spec.q_doc is not None or spec.mask_mod is not None or (
+            spec.window is not None and spec.window[0] is not None):
+        probes.append(BlockMask(causal_offset=0, lower_offset=0))
+    out = []
+    for mask in probes:
+        try:
+            out.append(select_kernel(backend, device=dev, dtype=q.dtype, head_dim=q.shape[-1],
+                                     mask=mask, gqa=gqa, needs_grad=needs_grad))
+        except KernelUnavailableError:
+            continue
+    if len(probes) > 1 and dev.type == "cuda" and scale_breaks_masking(scale):
+        from cqs_attention.kernels.reference import ReferenceKernel
+
+        out.append(ReferenceKernel())  # masked calls with such a scale go there
+    return out
+
+
 def plan_run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, spec: Any, plan: Any,
              budget: int | None, dev: torch.device, streamed: bool, backward: bool,
-             kernel: Any, dist_opts: Any = None) -> Choice:
+             kernels: list[Any], home_is_device: bool, dist_opts: Any = None) -> Choice:
     """The planner's choice for one direction of a call (see :func:`choose`)."""
     b, h, lq, d = q.shape
     dims = Dims(b, h, k.shape[1], lq, k.shape[2], d, q.dtype, v.shape[-1])
-    band_only = spec.q_doc is None and spec.mask_mod is None and (
-        spec.window is None or spec.window[0] is None)
     # distributed ranks must choose identically: the uncalibrated model then
     model = (CostModel() if dist_opts is not None else
              CostModel.for_device(dev, q.dtype, d))
     return choose(dims, budget=budget, streamed=streamed, backward=backward,
-                  causal=spec.causal, window=spec.window, band_only=band_only,
-                  masked=not spec.is_empty_spec, plan=plan, kernel=kernel, model=model,
-                  allow_whole_call=dist_opts is None,
+                  causal=spec.causal, window=spec.window,
+                  dense_masks=spec.dense_bytes_per_pair(),
+                  masked=not spec.is_empty_spec, plan=plan, kernels=kernels, model=model,
+                  allow_whole_call=dist_opts is None, home_is_device=home_is_device,
                   min_tasks=1 if dist_opts is None else 4 * dist_opts.world_size)
 
 
@@ -363,8 +387,8 @@ def attention(
         if needs_grad:
             raise AttentionInputError("out= cannot be used when q, k or v require grad")
     gqa = h != k.shape[1]
-    kernel = select_kernel(backend, device=dev, dtype=q.dtype, head_dim=d, mask=None, gqa=gqa,
-                           needs_grad=needs_grad)
+    select_kernel(backend, device=dev, dtype=q.dtype, head_dim=d, mask=None, gqa=gqa,
+                  needs_grad=needs_grad)  # a forced backend that cannot run fails here
     home = out.device if out is not None else q.device
     report = RunReport(memory_budget=memory_budget)
     if lq == 0 or lk == 0:
@@ -385,16 +409,29 @@ def attention(
     if dist_opts is not None:
         budget = dist_opts.shared_budget(budget)
 
-    def decide(backward: bool) -> Choice | Exception:
+    def decide(backward: bool) -> Choice | MemoryBudgetError:
+        kernels = plan_kernels(spec, backend, dev, q, gqa, scale, needs_grad=backward)
         try:
             return plan_run(q, k, v, spec=spec, plan=given, budget=budget, dev=dev,
-                            streamed=streamed, backward=backward, kernel=kernel,
-                            dist_opts=dist_opts)
+                            streamed=streamed, backward=backward, kernels=kernels,
+                            home_is_device=home == dev, dist_opts=dist_opts)
         except MemoryBudgetError as exc:
             return exc
 
     choice = decide(False)
     bwd_choice = decide(True) if needs_grad else None
+    failed = [c for c in (choice, bwd_choice) if isinstance(c, MemoryBudgetError)]
+    if needs_grad and failed:  # name the budget that runs the forward AND the backward
+        need = max(c.minimum or 0 for c in failed)
+        which = ("forward and backward" if len(failed) == 2 else
+                 "backward" if failed[0] is bwd_choice else "forward")
+        err = MemoryBudgetError(
+            f"memory_budget={budget} bytes is too small for the {which} of this call "
+            f"(q, k or v require grad, so the backward runs under the same budget): pass "
+            f"memory_budget >= {need} ({format_bytes(need)}) to run both; {failed[0]}",
+            minimum=need)
+        choice = err if isinstance(choice, MemoryBudgetError) else choice
+        bwd_choice = err if isinstance(bwd_choice, MemoryBudgetError) else bwd_choice
     if dist_opts is not None:
         first = choice if isinstance(choice, Choice) else None
         if first is not None:
@@ -426,7 +463,7 @@ def attention(
                       default_budget=memory_budget is None and budget is not None)
     ctx = RunContext(device=dev, home=home, streamed=streamed, spec=spec, scale=scale,
                      backend=backend, report=report, progress=progress, journal=journal,
-                     dist=dist_opts, positions=positions)
+                     dist=dist_opts, positions=positions, budget=budget)
     out_target = out if isinstance(out, torch.Tensor) and out.device == home else None
     if (fast is not None and choice.accumulators == "none" and not streamed
             and (bwd_choice is None or isinstance(bwd_choice, Choice))):

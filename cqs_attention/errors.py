@@ -33,7 +33,13 @@ class PlanMismatchError(ValueError):
 
 
 class MemoryBudgetError(ValueError):
-    """``memory_budget`` is too small for every plan; the message says the smallest that works."""
+    """``memory_budget`` is too small for any plan (or invalid). ``minimum`` is the smallest
+    budget that runs the call (its backward included when gradients are needed), when known.
+    """
+
+    def __init__(self, message: str, minimum: int | None = None) -> None:
+        super().__init__(message)
+        self.minimum = minimum
 
 
 class KernelUnavailableError(RuntimeError):

@@ -81,6 +81,26 @@ class MaskSpec:
         return (not self.causal and self.window is None and self.q_doc is None
                 and self.mask_mod is None)
 
+    def dense_bytes_per_pair(self) -> int:
+        """Bytes of a dense mask per (query, key) pair: the batches and heads document ids
+        and ``mask_mod`` tell apart (0 when the mask is a band at most, which needs none).
+
+        >>> make_mask_spec(4, 4, batch=2, heads=3, causal=True).dense_bytes_per_pair()
+        0
+        >>> make_mask_spec(4, 4, batch=2, heads=3,
+        ...                mask_mod=lambda b, h, q, k: k <= q + h).dense_bytes_per_pair()
+        3
+        """
+        if self.q_doc is None and self.mask_mod is None:
+            return 0
+        bm = 1 if self.q_doc is None else self.q_doc.shape[0]
+        hm = 1
+        if self.mask_mod is not None:
+            m = _eval_mask_mod(self.mask_mod, self.batch, self.heads, 0, 1, 0, 1,
+                               torch.device("cpu"))
+            bm, hm = max(bm, m.shape[0]), m.shape[1]
+        return bm * hm
+
     # -- analytic bounds ------------------------------------------------------------------
     def _hi_shift(self) -> int | None:
         """Row ``i`` may attend keys ``j <= i + offset + shift`` (None: unbounded)."""

@@ -87,9 +87,6 @@ class Residency:
         a = self.local(g0)
         return [t[:, :, a:a + g1 - g0] for t in self.tensors]
 
-    def nbytes(self) -> int:
-        return 0 if self.global_view else sum(t.numel() * t.element_size()
-                                              for t in self.tensors)
 
 
 class RowStore:
@@ -138,14 +135,20 @@ class RowStore:
         h = self._home[i]
         return tuple(h.shape) if isinstance(h, torch.Tensor) else tuple(h[0])
 
+    def home_tensor(self, i: int) -> torch.Tensor:
+        """Home tensor ``i``, allocated on first use when given as ``(shape, dtype, pin)``
+        (a forward whose rows all go straight to the output never allocates its float32
+        ``out`` at home)."""
+        h = self._home[i]
+        if not isinstance(h, torch.Tensor):
+            shape, dtype, pin = h
+            h = self._home[i] = torch.empty(shape, dtype=dtype, pin_memory=pin)
+        return h
+
     @property
     def home(self) -> list[torch.Tensor]:
-        """The home tensors, allocated on first use when given as ``(shape, dtype, pin)``."""
-        for i, h in enumerate(self._home):
-            if not isinstance(h, torch.Tensor):
-                shape, dtype, pin = h
-                self._home[i] = torch.empty(shape, dtype=dtype, pin_memory=pin)
-        return self._home  # type: ignore[return-value]
+        """Every home tensor (allocating those not allocated yet; see :meth:`home_tensor`)."""
+        return [self.home_tensor(i) for i in range(len(self._home))]
 
     # -- open / close ----------------------------------------------------------------------
     def open(self, rows: Sequence[Range]) -> Residency:
@@ -161,17 +164,18 @@ class RowStore:
                                    "are still being accumulated")
         shapes = [self._shape(i) for i in range(len(self._home))]
         dtypes = [h.dtype if isinstance(h, torch.Tensor) else h[1] for h in self._home]
-        bufs = [self.tr.fill((*sh[:2], n, *sh[3:]), dt, v)
+        bufs = [self.tr.alloc((*sh[:2], n, *sh[3:]), dt, fill=v)
                 for sh, dt, v in zip(shapes, dtypes, self.inits, strict=True)]
         pieces = []
         for (s, e), pos in zip(rows, local_offsets(rows), strict=True):
             for a, b, w in _runs(self.written[s:e], s):
                 if w:
                     pieces.append((a, b, pos + a - s))
-        ready = None
         if pieces:
             waits = [ev for r, ev in self._writes if _overlap(r, rows)]
             ready = self.tr.load(bufs, self.home, pieces, wait=waits)
+        else:
+            ready = self.tr.ready()  # the fill, on the transport's stream
         res = Residency(rows, bufs, global_view=False, ready=ready)
         self._open.append(res)
         return res
@@ -182,6 +186,12 @@ class RowStore:
         if res.global_view:
             return None
         self._open = [r for r in self._open if r is not res]
+        try:
+            return self._write_back(res, final_ok=final_ok)
+        finally:
+            self.tr.release(res.tensors)  # after the write-back was queued
+
+    def _write_back(self, res: Residency, *, final_ok: bool) -> Any:
         if not res.dirty:
             return None
         finals: list[tuple[int, int, int]] = []
@@ -199,8 +209,8 @@ class RowStore:
             for a, b, _ in backs:
                 self.written[a:b] = True
         if finals:
-            dst = [f if f is not None else h for f, h in zip(self.finalize_to, self.home,
-                                                                strict=True)]
+            dst = [f if f is not None else self.home_tensor(i)
+                   for i, f in enumerate(self.finalize_to)]
             ev = self.tr.scatter(dst, [(a, b) for a, b, _ in finals], res.tensors,
                                  local=[p for _, _, p in finals])
             for a, b, _ in finals:

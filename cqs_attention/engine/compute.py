@@ -67,9 +67,6 @@ class Staged:
             return t[:, :, locs[0][0]:locs[0][0] + sum(n for _, n in locs)]
         return torch.cat([t[:, :, a:a + n] for a, n in locs], dim=2)
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors)
-
 
 class Compute:
     """Kernel dispatch and the calls themselves for one run."""

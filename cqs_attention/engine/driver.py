@@ -137,8 +137,13 @@ class Driver:
         return Side(rows, Staged(rows, bufs, ev), acc)
 
     def _close(self, side: Side | None, store: RowStore | None, *, final_ok: bool) -> None:
-        if side is not None and side.acc is not None and store is not None:
+        """Write a side's accumulator rows back and hand its buffers to the transport, which
+        frees them once no stream uses them any more."""
+        if side is None:
+            return
+        if side.acc is not None and store is not None:
             store.close(side.acc, final_ok=final_ok)
+        self.tr.release(side.inputs.tensors)
 
     def _acquire(self, step: Step, queue: deque[Step]) -> tuple[Side, Side]:
         """The step's sides: reused, taken from the prefetch slot, or staged now."""
@@ -162,6 +167,7 @@ class Driver:
             return cur
         if cur is not None:
             self._close(cur, store, final_ok=not any(_overlaps(cur.rows, r) for r in later))
+            setattr(self, f"{which}_side", None)
         nxt: Side | None = getattr(self, f"{which}_next")
         setattr(self, f"{which}_next", None)
         if nxt is not None and nxt.rows == rows:
@@ -217,7 +223,12 @@ class Driver:
                 hook(step.task_id, self._task_ooms.get(step.task_id, 0))
         qs, kvs = self._acquire(step, queue)
         self.tr.wait(qs.events() + kvs.events())
+        self._compute(step, qs, kvs)
+        # staged after this step's kernels are queued: the transport first waits for the
+        # buffers the previous step released, so at most two of the streaming side are held
         self._prefetch(nxt)
+
+    def _compute(self, step: Step, qs: Side, kvs: Side) -> None:
         for call in step.calls:
             if call.id in self.merged:
                 continue

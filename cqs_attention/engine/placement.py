@@ -12,7 +12,7 @@ fastest predicted one that fits the budget.
 >>> dims = Dims(batch=1, heads=2, kv_heads=2, q_len=64, kv_len=64, head_dim=8,
 ...             dtype=torch.float32)
 >>> choice = choose(dims, budget=None, streamed=False, backward=False, causal=True,
-...                 window=None, band_only=True)
+...                 window=None)
 >>> choice.kind, choice.accumulators
 ('whole', 'none')
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,8 @@ from cqs_attention.engine.schedule import PlanRects, plan_rectangles, stationary
 from cqs_attention.errors import MemoryBudgetError
 from cqs_attention.merge import accumulator_dtype
 
-__all__ = ["FORCE", "Choice", "CostModel", "Dims", "choose", "footprint", "predict"]
+__all__ = ["FORCE", "SLAB_BYTES", "Choice", "CostModel", "Dims", "call_memory", "choose",
+           "conversion_slab_bytes", "footprint", "predict"]
 
 #: overrides for tests (:func:`cqs_attention.testing.force_placement`): keys "accumulators",
 #: "prefetch"
@@ -105,73 +107,128 @@ def _groups(r: PlanRects) -> tuple[np.ndarray, ...]:
     return g_task, (g_q1 - g_q0).astype(np.float64), lk, kv_task, q_task
 
 
-def _kernel_ws(kernel: Any, d: Dims, lq: float, lk: float) -> float:
-    fn = getattr(kernel, "workspace_bytes", None)
-    return 0.0 if fn is None else float(fn(d.batch, d.heads, d.kv_heads, int(lq), int(lk),
-                                            d.head_dim, d.dtype))
+#: bytes of the merge's temporaries per (query row, head), in units of the accumulator
+#: element: the new lse, a safe copy, two exponent arguments and two weights (and a bool)
+MERGE_TEMPS = 8
+
+
+def call_memory(kernels: Sequence[Any], d: Dims, lq: Any, lk: Any, *, backward: bool,
+                masked: bool) -> Any:
+    """The largest of the ``kernels``' memory models (``memory_bytes``, see
+    :class:`~cqs_attention.kernels._gpu_common.CallMemory`) for calls of ``lq x lk``; a
+    kernel without a model is assumed to materialise its scores like the reference kernel."""
+    from cqs_attention.kernels._gpu_common import CallMemory
+    from cqs_attention.kernels.reference import ReferenceKernel
+
+    m = CallMemory(batch=d.batch, heads=d.heads, kv_heads=d.kv_heads, lq=lq, lk=lk,
+                   head_dim=d.head_dim, v_dim=d.dv, elem=d.e, acc=d.a)
+    pieces = 2 if masked else 1  # a causal offset may cut a call into two pieces
+    best: Any = 0
+    for kernel in kernels or [ReferenceKernel()]:
+        fn = getattr(kernel, "memory_bytes", None)
+        if fn is None:
+            fn = ReferenceKernel().memory_bytes
+        best = np.maximum(best, fn(m, backward=backward, pieces=pieces))
+    return best
 
 
 def footprint(rects: PlanRects, d: Dims, *, stationary: str, streamed: bool,
               accumulators: Literal["device", "host", "none"], backward: bool,
-              prefetch: bool, band_only: bool = True, masked: bool = True,
-              kernel: Any = None) -> int:
-    """Upper bound of the device bytes a run holds at once (see the module docstring).
+              prefetch: bool, masked: bool = True, dense_masks: int = 0,
+              kernels: Sequence[Any] = (), home_is_device: bool | None = None,
+              slab: int | None = None) -> int:
+    """Upper bound of the device bytes a run of ``rects`` holds at once (the measured peak of
+    ``torch.cuda.max_memory_allocated`` over the run, minus what was allocated before).
 
-    ``accumulators="device"`` counts the whole accumulators (they stay on the device for the
-    run); ``"host"`` counts the accumulator rows of the open and prefetched residencies;
-    ``"none"`` is the single-call run (the kernel's output is the result). ``band_only``: the
-    mask is causal/window without a left window bound (no dense masks); ``masked``: there is
-    a mask at all.
+    Per step of the driver, the bound adds:
+
+    * the **stationary side** of its task (the task's key/value rows, or for query blocks its
+      query rows), with its accumulator rows when they live at home;
+    * the **streaming side** of the step (query rows with ``q`` and, backward, ``dout``,
+      ``out`` and ``lse``; or a key/value block) and, with prefetching, a second one of the
+      largest: the transport frees a released buffer only after the streams that use it have
+      finished, and before it allocates the next, so no more than two are ever held;
+    * the **call**: the kernel's own allocations (outputs and workspace, from the kernels'
+      memory models ``memory_bytes``; the largest over ``kernels``, the kernels of the mask
+      kinds the run makes) for a call over the step's rows and keys, the merge's temporaries,
+      keys concatenated when a call's ranges are not contiguous, and dense masks
+      (``dense_masks`` bytes per (query, key) pair: the masks of a task and of the next are
+      classified ahead, and a call builds a few temporaries of its own); or, if larger,
+      converting the rows a closing side writes into the output dtype;
+    * accumulators kept on the device for the run (``accumulators="device"``), and what the
+      end of the run converts: the whole result when it stays on the device
+      (``home_is_device``), else a slab of ``slab`` bytes at a time.
+
+    ``accumulators="none"`` is the single kernel call (its output is the result).
     """
     if len(rects) == 0:
         return 0
     b, h, hk, e, a = d.batch, d.heads, d.kv_heads, d.e, d.a
+    home_is_device = (not streamed) if home_is_device is None else home_is_device
     g_task, lq, lk, kv_task, q_task = _groups(rects)
     if stationary == "q":  # one call per rectangle: a key/value block against the task's rows
         g_task = np.repeat(np.arange(len(rects), dtype=np.int64), np.diff(rects.ptr))
         lq = (rects.q1 - rects.q0).astype(np.float64)
         lk = (rects.k1 - rects.k0).astype(np.float64)
-    two = 2.0 if (prefetch and streamed) else 1.0
+    host = accumulators == "host"
     if backward:
-        q_in = b * h * (3 * d.head_dim * e + a)
-        q_acc = b * h * d.head_dim * a
-        kv_in = b * hk * (d.head_dim + d.dv) * e
-        kv_acc = b * hk * (d.head_dim + d.dv) * a
+        q_in = b * h * (d.head_dim * e + 2 * d.dv * e + a)  # q, dout, out, lse
+        q_acc = b * h * d.head_dim * a  # dq
+        kv_acc = b * hk * (d.head_dim + d.dv) * a  # dk, dv
+        q_conv, kv_conv = 0, b * hk * (d.head_dim + d.dv) * e  # dk, dv written as final
     else:
         q_in = b * h * d.head_dim * e
-        q_acc = b * h * (d.dv + 1) * a
-        kv_in = b * hk * (d.head_dim + d.dv) * e
+        q_acc = b * h * (d.dv + 1) * a  # out, lse
         kv_acc = 0
-    host = accumulators == "host"
-    # per call: results, merge temporaries (forward: out converted, weighted term, weights)
-    if backward:  # the kernel's dq, dk, dv (at most float32), added in place
-        call = lq * b * h * d.head_dim * a + lk * b * hk * (d.head_dim + d.dv) * a
-        call = call + lk * b * h * (d.head_dim + d.dv) * e * (h // hk > 1)  # GQA expansion
-    else:  # the kernel's out and lse, and the merge weights (the merge itself is in place)
-        call = lq * b * h * (d.dv * e + a) + lq * b * h * 4 * a
-    if masked and not band_only:
-        call = call + lq * lk  # a dense bool mask
-    elif masked and getattr(kernel, "band_mask_free", False) is False:
-        call = call + lq * np.minimum(lk, lq + 2 * lk.max())
+        q_conv, kv_conv = b * h * d.dv * e, 0  # out rows written as final
+    kv_in = b * hk * (d.head_dim + d.dv) * e
+    call = call_memory(kernels, d, lq, lk, backward=backward, masked=masked)
+    if not backward:  # the merge's temporaries while the call's out and lse are held
+        call = call + lq * b * h * MERGE_TEMPS * a
+    if dense_masks:
+        pairs = lq * lk
+        per_task = np.bincount(g_task, weights=pairs, minlength=len(rects))
+        call = call + dense_masks * (4 * pairs + 2 * per_task.max())
     if stationary == "kv":  # keys of one call concatenated when not contiguous in the buffer
         call = call + lk * kv_in * (kv_task[g_task] > lk)
-    big = int(np.argmax(lq * lk))
-    ws = _kernel_ws(kernel, d, lq[big], lk[big])
-    # the side that streams within a task is prefetched (two of it), the stationary one not
     if stationary == "q":
-        q_side = q_task[g_task] * (q_in * streamed + q_acc * host)
-        kv_side = lk * (kv_in * streamed + kv_acc * host)
-        step = q_side + kv_side * two + call
+        station = q_task[g_task] * (q_in * streamed + q_acc * host)
+        stream = lk * (kv_in * streamed + kv_acc * host)
+        conv = q_task[g_task] * q_conv * host
     else:
-        kv_side = kv_task[g_task] * (kv_in * streamed + kv_acc * host)
-        q_side = lq * (q_in * streamed + q_acc * host)
-        step = kv_side + q_side * two + call
+        station = kv_task[g_task] * (kv_in * streamed + kv_acc * host)
+        stream = lq * (q_in * streamed + q_acc * host)
+        conv = np.maximum(lq * q_conv, kv_task[g_task] * kv_conv) * host
+    second = stream.max() if (prefetch and streamed) else 0.0
+    step = station + stream + second + np.maximum(call, conv)
     resident = 0.0
     if accumulators == "device":
         resident = d.accumulator_bytes(backward)
-        if not backward:  # the result converted to the output dtype at the end
-            resident += b * h * d.q_len * d.dv * e
-    return int(np.max(step) + ws + resident)
+    if accumulators in ("device", "none") and (accumulators == "device" or backward):
+        # the result leaves the float32 accumulators (or, for one backward call, the kernel's
+        # gradients when they are not in the inputs' dtype: the reference kernel's float32)
+        out_e = (b * h * d.q_len * d.head_dim
+                 + b * hk * d.kv_len * (d.head_dim + d.dv)) * e if backward else \
+            b * h * d.q_len * d.dv * e
+        conv_end = out_e if home_is_device else min(out_e, slab or SLAB_BYTES)
+        resident = resident + conv_end
+    return int(np.max(step) + resident)
+
+
+#: bytes of one conversion slab (device -> host results with a dtype change), at most
+SLAB_BYTES = 256 << 20
+
+
+def conversion_slab_bytes(budget: int | None) -> int:
+    """The slab of a device -> host conversion under ``budget``: at most 1/8 of it (and at
+    most :data:`SLAB_BYTES`, at least 1 MiB), so converting never needs much of the budget.
+
+    >>> conversion_slab_bytes(None), conversion_slab_bytes(64 << 20)
+    (268435456, 8388608)
+    """
+    if budget is None:
+        return SLAB_BYTES
+    return int(min(SLAB_BYTES, max(1 << 20, budget // 8)))
 
 
 # -- the cost model ----------------------------------------------------------------------------
@@ -401,16 +458,19 @@ def _candidates(d: Dims, *, backward: bool, causal: bool, window: Any) -> list[t
 
 
 def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causal: bool,
-           window: Any, band_only: bool, masked: bool | None = None, plan: Any = None,
-           kernel: Any = None, model: CostModel | None = None,
+           window: Any, dense_masks: int = 0, masked: bool | None = None, plan: Any = None,
+           kernels: Sequence[Any] = (), model: CostModel | None = None,
            allow_whole_call: bool = True, force_accumulators: str | None = None,
-           min_tasks: int = 1) -> Choice:
+           min_tasks: int = 1, home_is_device: bool | None = None) -> Choice:
     """The fastest predicted run that fits ``budget`` (see the module docstring).
 
     ``plan`` forces the plan (a given :class:`~cqs_design.plans.Plan`); only the accumulator
-    placement and prefetching are chosen then. ``min_tasks``: plans with fewer tasks are
-    only used when no other fits (a distributed run wants a task per rank). Raises
-    :class:`MemoryBudgetError` naming the smallest footprint found when nothing fits.
+    placement and prefetching are chosen then. ``kernels``: the kernels of the kinds of call
+    the run makes, whose memory models :func:`footprint` uses; ``dense_masks``: bytes of dense
+    mask per (query, key) pair (document ids, ``mask_mod``). ``min_tasks``: plans with fewer
+    tasks are only used when no other fits (a distributed run wants a task per rank). Raises
+    :class:`MemoryBudgetError` naming the smallest footprint found when nothing fits (its
+    ``minimum``).
     """
     model = model if model is not None else CostModel()
     masked = (causal or window is not None) if masked is None else masked
@@ -420,8 +480,9 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
     frac = 0.5 if causal else 1.0
     forced_key = (*tuple(sorted(forced.items())), force_accumulators)
     key = (d, streamed, backward, causal, None if window is None else tuple(window),
-           band_only, masked, getattr(kernel, "name", None), model.source, allow_whole_call,
-           min_tasks, forced_key, id(plan) if plan is not None else None)
+           dense_masks, masked, tuple(getattr(k, "name", None) for k in kernels),
+           model.source, allow_whole_call, min_tasks, forced_key, home_is_device,
+           id(plan) if plan is not None else None)
     if plan is None:
         hit = _CHOICES.get(key)
         if hit is not None:
@@ -462,7 +523,9 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
             for prefetch in pre:
                 fp = footprint(rects, d, stationary=stationary, streamed=streamed,
                                accumulators=acc, backward=backward, prefetch=prefetch,
-                               band_only=band_only, masked=masked, kernel=kernel)
+                               masked=masked, dense_masks=dense_masks, kernels=kernels,
+                               home_is_device=home_is_device,
+                               slab=conversion_slab_bytes(budget))
                 label = f"{name} {_describe(p)} acc={acc}{' prefetch' if prefetch else ''}"
                 if smallest is None or fp < smallest[0]:
                     smallest = (fp, label)
@@ -481,16 +544,17 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
             break  # nothing beats one call when it fits
     if best is None and min_tasks > 1 and plan is None:
         return choose(d, budget=budget, streamed=streamed, backward=backward, causal=causal,
-                      window=window, band_only=band_only, masked=masked, kernel=kernel,
-                      model=model, allow_whole_call=allow_whole_call,
-                      force_accumulators=force_accumulators)
+                      window=window, dense_masks=dense_masks, masked=masked,
+                      kernels=kernels, model=model, allow_whole_call=allow_whole_call,
+                      force_accumulators=force_accumulators, home_is_device=home_is_device)
     if best is None:
         fp, label = smallest if smallest is not None else (0, "no plan")
         what = "the given plan" if plan is not None else "any plan"
         raise MemoryBudgetError(
-            f"memory_budget={budget} bytes is too small for {what}: the smallest footprint "
-            f"found is {fp} bytes ({label}); pass memory_budget >= {fp}"
-            + (" or a finer plan" if plan is not None else ""))
+            f"memory_budget={budget} bytes is too small for {what}"
+            f"{' (backward)' if backward else ''}: the smallest footprint found is {fp} "
+            f"bytes ({label}); pass memory_budget >= {fp}"
+            + (" or a finer plan" if plan is not None else ""), minimum=fp)
     best.candidates = sorted(tried, key=lambda x: x[2])[:8]
     if plan is None:
         _CHOICES[key] = (budget, best)
@@ -538,6 +602,8 @@ def decision_table(cases: list[tuple[int, bool, bool, float | None, bool]] | Non
     | 4K | causal | device | - | forward | whole (one kernel call) | none | no |
     """
     cases = TABLE_CASES if cases is None else cases
+    from cqs_attention.kernels.fa4 import Fa4Kernel  # its memory model: the GPU path
+
     lines = ["| L | mask | inputs | budget (of Q+K+V) | pass | schedule | accumulators | "
              "prefetch |", "|---|---|---|---|---|---|---|---|"]
     for L, causal, resident, frac, backward in cases:
@@ -545,7 +611,7 @@ def decision_table(cases: list[tuple[int, bool, bool, float | None, bool]] | Non
         qkv = 3 * L * 16 * 128 * 2
         budget = None if frac is None else int(qkv * frac)
         c = choose(d, budget=budget, streamed=not resident, backward=backward, causal=causal,
-                   window=None, band_only=True, model=model)
+                   window=None, model=model, kernels=[Fa4Kernel()])
         what = ("whole (one kernel call)" if c.kind == "whole" and len(c.rects) == 1
                 else f"{c.kind} {_describe(c.plan)}")
         size = f"{L >> 20}M" if L >= 1 << 20 else f"{L >> 10}K"

@@ -22,7 +22,7 @@ import torch
 from cqs_attention.engine.accumulate import RowStore
 from cqs_attention.engine.compute import Compute, Staged
 from cqs_attention.engine.driver import Driver
-from cqs_attention.engine.placement import Choice
+from cqs_attention.engine.placement import SLAB_BYTES, Choice, conversion_slab_bytes
 from cqs_attention.engine.schedule import PlanRects, merge_ranges, task_steps
 from cqs_attention.engine.transport import Transport
 from cqs_attention.masks import MaskSpec
@@ -46,6 +46,7 @@ class RunContext:
     journal: Any = None  # cqs_attention.checkpoint.Journal
     dist: Any = None  # cqs_attention._collectives.DistributedOptions
     positions: list[int] | None = None  # this rank's tasks (plan positions)
+    budget: int | None = None  # the device memory budget in force (None: unbounded)
 
 
 def _row_counts(rects: PlanRects, positions: list[int], n: int, side: str) -> np.ndarray:
@@ -105,13 +106,14 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
         if call is not None:
             try:
                 res = _whole_forward(q, k, v, call, tr, comp, ctx, out_target)
+                tr.close()
                 rep.tasks, rep.accumulator_device = 1, "none (one kernel call)"
                 _peak_end(ctx, rep)
                 rep.add_time("total", time.perf_counter() - t_start)
                 return res
             except torch.cuda.OutOfMemoryError:
                 rep.oom_retries += 1
-                tr.drain()
+                tr.close()
                 if ctx.device.type == "cuda":
                     torch.cuda.empty_cache()
         choice = dataclasses.replace(choice, accumulators="host" if ctx.streamed else "device")
@@ -146,8 +148,8 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
                          placement="host", full=full,
                          finalize_to=None if full else [final_out, None], remaining=remaining)
         if initial is not None:
-            store.home[0].copy_(initial[0])
-            store.home[1].copy_(initial[1])
+            store.home_tensor(0).copy_(initial[0])
+            store.home_tensor(1).copy_(initial[1])
     order = [] if complete else [p for p in positions if int(rects.ids[p]) not in done]
     rep.accumulator_device = (str(ctx.device) if placement == "device" else
                               f"{ctx.home} (merged on {ctx.device})")
@@ -166,28 +168,24 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
     if ctx.journal is not None:
         ctx.journal.finish(snapshot)
         rep.add_time("checkpoint", ctx.journal.seconds)
-    tr.drain()
+    tr.close()
     if ctx.dist is not None:
         from cqs_attention._collectives import collective_merge_, guarded
 
         t0 = time.perf_counter()
-        guarded("merge (forward)", ctx.dist.rank, collective_merge_, store.home[0],
-                store.home[1], group=ctx.dist.group, dst=ctx.dist.dst)
+        guarded("merge (forward)", ctx.dist.rank, collective_merge_, store.home_tensor(0),
+                store.home_tensor(1), group=ctx.dist.group, dst=ctx.dist.dst)
         rep.add_time("collective", time.perf_counter() - t0)
     # assemble the result on the home device
     if placement == "device":
-        res_out = _to_home(acc_out, q.dtype, ctx.home, out_target)
+        res_out = _to_home(acc_out, q.dtype, ctx.home, out_target, budget=ctx.budget)
         res_lse = acc_lse.to(ctx.home)
     else:
-        res_lse = store.home[1]
+        res_lse = store.home_tensor(1)
         if full:
-            _convert_into(final_out, store.home[0])
+            _convert_into(final_out, store.home_tensor(0))
         else:
-            for s, e in store.pending_rows():
-                _convert_into(final_out[:, :, s:e], store.home[0][:, :, s:e])
-            for s, e in store.unwritten_rows():
-                final_out[:, :, s:e].zero_()
-                res_lse[:, :, s:e].fill_(float("-inf"))
+            _finish_rows(store, [final_out, res_lse], [None, float("-inf")])
         res_out = final_out
     _peak_end(ctx, rep)
     rep.add_time("total", time.perf_counter() - t_start)
@@ -207,28 +205,46 @@ def _whole_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: Any,
     return res, lse.to(ctx.home)
 
 
+def _finish_rows(store: RowStore, finals: list[torch.Tensor],
+                 empty: list[float | None]) -> None:
+    """After a run with rows finalised on their last visit: rows merged at home but never
+    finalised are converted into ``finals``; rows nothing was merged into get ``empty``
+    (``None``: zeros) in ``finals`` (for the tensors with a home only where given)."""
+    for s, e in store.pending_rows():
+        for i, f in enumerate(finals):
+            if f is not store.home_tensor(i):
+                _convert_into(f[:, :, s:e], store.home_tensor(i)[:, :, s:e])
+    for s, e in store.unwritten_rows():
+        for f, value in zip(finals, empty, strict=True):
+            if value is None:
+                f[:, :, s:e].zero_()
+            else:
+                f[:, :, s:e].fill_(value)
+
+
 def _to_home(t: torch.Tensor, dtype: torch.dtype, home: torch.device,
-             target: torch.Tensor | None) -> torch.Tensor:
+             target: torch.Tensor | None, *, budget: int | None = None) -> torch.Tensor:
+    slab = conversion_slab_bytes(budget)
     if target is not None:
-        _convert_into(target, t)
+        _convert_into(target, t, slab)
         return target
     if t.device == home:
         return t.to(dtype)
     res = torch.empty(t.shape, dtype=dtype, device=home,
                       pin_memory=home.type == "cpu" and t.device.type == "cuda")
-    _convert_into(res, t)
+    _convert_into(res, t, slab)
     return res
 
 
-def _convert_into(dst: torch.Tensor, src: torch.Tensor, slab_bytes: int = 256 << 20) -> None:
+def _convert_into(dst: torch.Tensor, src: torch.Tensor, slab_bytes: int = SLAB_BYTES) -> None:
     """``dst.copy_(src)`` across devices and dtypes, converting on ``src``'s device slab by
     slab (a device -> host copy with a dtype change would first build a full-size host
-    temporary in ``src``'s dtype)."""
+    temporary in ``src``'s dtype; a slab of the converted rows is all the device holds)."""
     if src.device == dst.device or src.dtype == dst.dtype or src.dim() < 3:
         dst.copy_(src)
         return
     rows = src.shape[2]
-    per_row = max(1, src[:, :, :1].numel() * src.element_size())
+    per_row = max(1, src[:, :, :1].numel() * dst.element_size())
     step = max(1, slab_bytes // per_row)
     for s in range(0, rows, step):
         dst[:, :, s:s + step].copy_(src[:, :, s:s + step].to(dst.dtype))
@@ -248,28 +264,35 @@ def run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     positions = list(range(len(rects))) if ctx.positions is None else list(ctx.positions)
     full = ctx.dist is not None
     out = out.to(q.dtype)
+    lq, lk = q.shape[2], k.shape[2]
     _peak_start(ctx)
-    if (not full and ctx.device.type != "cpu") or not ctx.streamed:
-        call = _single_call(rects, ctx, q.shape[2], k.shape[2]) if not full else None
-        if call is not None and choice.accumulators != "host":
+    if choice.accumulators == "none" and not full:
+        call = _single_call(rects, ctx, lq, lk)
+        if call is not None:
             try:
-                (qd, dod, od, ld), ev_q = tr.gather([q, dout, out, lse], ((0, q.shape[2]),))
-                kv, ev_kv = tr.gather([k, v], ((0, k.shape[2]),))
+                (qd, dod, od, ld), ev_q = tr.gather([q, dout, out, lse], ((0, lq),))
+                kv, ev_kv = tr.gather([k, v], ((0, lk),))
                 tr.wait([ev_q, ev_kv])
-                grads = comp.backward(call, Staged(((0, q.shape[2]),), [qd, dod, od, ld], ev_q),
-                                      Staged(((0, k.shape[2]),), kv, ev_kv))
-                rep.tasks, rep.accumulator_device = 1, "none (one kernel call)"
-                res = tuple(_to_home(g, t.dtype, ctx.home, None)
+                grads = comp.backward(call, Staged(((0, lq),), [qd, dod, od, ld], ev_q),
+                                      Staged(((0, lk),), kv, ev_kv))
+                del qd, dod, od, ld, kv
+                res = tuple(_to_home(g, t.dtype, ctx.home, None, budget=ctx.budget)
                             for g, t in zip(grads, (q, k, v), strict=True))
+                del grads
+                tr.close()
+                rep.tasks, rep.accumulator_device = 1, "none (one kernel call)"
                 _peak_end(ctx, rep)
                 rep.add_time("total", time.perf_counter() - t_start)
                 return res  # type: ignore[return-value]
             except torch.cuda.OutOfMemoryError:
                 rep.oom_retries += 1
-                tr.drain()
+                tr.close()
                 if ctx.device.type == "cuda":
                     torch.cuda.empty_cache()
+        choice = dataclasses.replace(choice, accumulators="host" if ctx.streamed else "device")
     placement = "host" if choice.accumulators == "host" else "device"
+    finals: list[torch.Tensor] = []
+    remaining_kv = None
     if placement == "device":
         dq = torch.zeros(q.shape, dtype=acc_dt, device=ctx.device)
         dk = torch.zeros(k.shape, dtype=acc_dt, device=ctx.device)
@@ -278,35 +301,50 @@ def run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
         kv_store = RowStore([dk, dvv], inits=[0.0, 0.0], transport=tr, placement="device")
     else:
         pin = _pin(ctx)
-        def mk(t):
-            return (torch.empty(t.shape, dtype=acc_dt, pin_memory=pin))
-        q_store = RowStore([mk(q)], inits=[0.0], transport=tr, placement="host", full=full)
-        kv_store = RowStore([mk(k), mk(v)], inits=[0.0, 0.0], transport=tr,
-                            placement="host", full=full)
+
+        def lazy(t: torch.Tensor) -> Any:  # float32 at home, allocated on first write-back
+            return (tuple(t.shape), acc_dt, pin)
+
+        q_store = RowStore([lazy(q) if not full else torch.empty(q.shape, dtype=acc_dt,
+                                                                  pin_memory=pin)],
+                           inits=[0.0], transport=tr, placement="host", full=full)
+        if full:
+            kv_store = RowStore([torch.empty(t.shape, dtype=acc_dt, pin_memory=pin)
+                                 for t in (k, v)], inits=[0.0, 0.0], transport=tr,
+                                placement="host", full=True)
+        else:
+            # dk, dv rows go straight into the gradients on their last visit (a key/value
+            # block's task is usually its only one): no float32 copy of them at home
+            finals = [torch.empty(t.shape, dtype=t.dtype, pin_memory=pin) for t in (k, v)]
+            remaining_kv = _row_counts(rects, positions, lk, "k")
+            kv_store = RowStore([lazy(k), lazy(v)], inits=[0.0, 0.0], transport=tr,
+                                placement="host", finalize_to=finals, remaining=remaining_kv)
     rep.accumulator_device = (str(ctx.device) if placement == "device" else
                               f"{ctx.home} (merged on {ctx.device})")
     driver = Driver(direction="backward", rects=rects, order=positions, spec=ctx.spec,
                     stationary=choice.stationary, transport=tr, compute=comp,
                     q_inputs=[q, dout, out, lse], kv_inputs=[k, v], q_store=q_store,
                     kv_store=kv_store, report=rep, prefetch=choice.prefetch,
-                    progress=ctx.progress)
+                    progress=ctx.progress, remaining_kv=remaining_kv)
     driver.run()
-    tr.drain()
-    grads = [q_store.home[0], kv_store.home[0], kv_store.home[1]]
+    tr.close()
     if placement == "host" and not full:
-        for store in (q_store, kv_store):
-            for s, e in store.unwritten_rows():
-                for t in store.home:
-                    t[:, :, s:e].zero_()
-    if ctx.dist is not None:
-        from cqs_attention._collectives import _all_reduce_sum_, guarded
+        for s0, e0 in q_store.unwritten_rows():
+            q_store.home_tensor(0)[:, :, s0:e0].zero_()
+        _finish_rows(kv_store, finals, [None, None])
+        dq_acc = q_store.home_tensor(0)
+        res = (_to_home(dq_acc, q.dtype, ctx.home, None, budget=ctx.budget), *finals)
+    else:
+        grads = [q_store.home_tensor(0), kv_store.home_tensor(0), kv_store.home_tensor(1)]
+        if ctx.dist is not None:
+            from cqs_attention._collectives import _all_reduce_sum_, guarded
 
-        t0 = time.perf_counter()
-        guarded("gradient sum (backward)", ctx.dist.rank, _all_reduce_sum_, grads,
-                ctx.dist.group)
-        rep.add_time("collective", time.perf_counter() - t0)
-    res = tuple(_to_home(g, t.dtype, ctx.home, None) for g, t in zip(grads, (q, k, v),
-                                                                      strict=True))
+            t0 = time.perf_counter()
+            guarded("gradient sum (backward)", ctx.dist.rank, _all_reduce_sum_, grads,
+                    ctx.dist.group)
+            rep.add_time("collective", time.perf_counter() - t0)
+        res = tuple(_to_home(g, t.dtype, ctx.home, None, budget=ctx.budget)
+                    for g, t in zip(grads, (q, k, v), strict=True))
     _peak_end(ctx, rep)
     rep.add_time("total", time.perf_counter() - t_start)
     return res  # type: ignore[return-value]

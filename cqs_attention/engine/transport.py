@@ -10,6 +10,16 @@ device, ordered with streams and events (a synchronous shim when the device is t
   once the D2H event has fired (:meth:`poll` / :meth:`drain`).
 * Every copy is counted in the run report (``bytes_to_device``, ``bytes_from_device``).
 
+**Memory the run holds is what the footprint model counts, never more.** The staging and
+accumulator buffers of a streamed run are allocated by the transport itself
+(:meth:`Transport.alloc`, from the H2D stream's pool on CUDA) and stay referenced by it until
+:meth:`Transport.release` hands them back; :meth:`Transport.reclaim`, which runs before every
+new allocation, waits for the work of every stream queued up to each release and only then
+drops the buffers. So a buffer is never reused while a copy or a kernel may still touch it (no
+``record_stream``), and a freed buffer never lingers in the allocator while new ones are
+allocated: the host cannot run ahead of the device by more than the buffers the driver holds
+(the current step's sides and the prefetched next side).
+
 The CPU shim (compute device ``cpu:0`` with inputs on ``cpu``, as tests use) copies rows into
 separate buffers exactly as the GPU path does, synchronously, so the streaming logic runs and
 is tested on a machine without a GPU.
@@ -77,6 +87,47 @@ class Transport:
         self.h2d = torch.cuda.Stream(self.device) if self.cuda and streamed else None
         self.d2h = torch.cuda.Stream(self.device) if self.cuda and streamed else None
         self._pending: deque[tuple[Any, Callable[[], None]]] = deque()
+        #: buffers handed out by alloc() and not released yet, by id
+        self._owned: dict[int, torch.Tensor] = {}
+        #: released buffers with the events after which no stream touches them any more
+        self._retired: list[tuple[list[torch.Tensor], list[Any]]] = []
+
+    # -- buffers ----------------------------------------------------------------------------
+    def alloc(self, shape: Sequence[int], dtype: torch.dtype,
+              fill: float | None = None) -> torch.Tensor:
+        """A device buffer owned by the transport until :meth:`release` (filled with ``fill``
+        on the H2D stream when given). Released buffers are reclaimed first."""
+        self.reclaim()
+        with self._h2d_ctx():
+            if fill is None:
+                t = torch.empty(tuple(shape), dtype=dtype, device=self.device)
+            else:
+                t = torch.full(tuple(shape), fill, dtype=dtype, device=self.device)
+        if self.h2d is not None:
+            self._owned[id(t)] = t
+        return t
+
+    def release(self, tensors: Sequence[torch.Tensor | None]) -> None:
+        """Hand back buffers from :meth:`alloc` that the run no longer uses; every kernel and
+        copy that uses them must be queued already."""
+        if self.h2d is None:
+            return
+        held = [self._owned.pop(id(t)) for t in tensors if t is not None and id(t) in self._owned]
+        if held:
+            events = [self.event(s) for s in (None, self.h2d, self.d2h)]
+            self._retired.append((held, events))
+
+    def reclaim(self) -> None:
+        """Wait until no stream uses a released buffer any more, then free them all."""
+        if not self._retired:
+            return
+        for _bufs, events in self._retired:
+            for ev in events:
+                ev.synchronize()
+        self._retired.clear()
+
+    def _h2d_ctx(self) -> Any:
+        return torch.cuda.stream(self.h2d) if self.h2d is not None else _null()
 
     # -- events ------------------------------------------------------------------------------
     def event(self, stream: Any = None) -> Any:
@@ -114,20 +165,17 @@ class Transport:
                            torch.cat(parts, dim=2) if parts else t[:, :, 0:0])
             return out, None
         n = sum(e - s for s, e in rows)
-        bufs = [torch.empty((*t.shape[:2], n, *t.shape[3:]), dtype=t.dtype, device=self.device)
-                for t in tensors]
+        bufs = [self.alloc((*t.shape[:2], n, *t.shape[3:]), t.dtype) for t in tensors]
         pieces = [(s, e, pos) for (s, e), pos in zip(rows, local_offsets(rows), strict=True)]
         return bufs, self.load(bufs, tensors, pieces, wait=wait)
 
     def load(self, bufs: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor],
              pieces: Sequence[tuple[int, int, int]], *, wait: Sequence[Any] = ()) -> Any:
-        """Copy rows ``[s, e)`` of each home tensor to row ``pos`` of its device buffer, for
-        every ``(s, e, pos)`` in ``pieces``, on the H2D stream after ``wait`` and the compute
-        stream's work so far; returns the completion event (None on the CPU)."""
-        if self.h2d is not None:
-            self.h2d.wait_stream(torch.cuda.current_stream(self.device))
-        ctx = torch.cuda.stream(self.h2d) if self.h2d is not None else _null()
-        with ctx:
+        """Copy rows ``[s, e)`` of each home tensor to row ``pos`` of its device buffer (from
+        :meth:`alloc`), for every ``(s, e, pos)`` in ``pieces``, on the H2D stream after
+        ``wait`` (and after whatever the H2D stream did before, such as filling the buffers);
+        returns the completion event (None on the CPU)."""
+        with self._h2d_ctx():
             self.wait(wait, self.h2d)
             for buf, t in zip(bufs, tensors, strict=True):
                 for s, e, pos in pieces:
@@ -136,17 +184,12 @@ class Transport:
                     self._count("bytes_to_device", nbytes)
                     if staged and self.report is not None:
                         self.report.add_profile("host_copy", staged)
-            ev = self.event(self.h2d)
-        if self.cuda:
-            cur = torch.cuda.current_stream(self.device)
-            for b in bufs:
-                b.record_stream(self.h2d)
-                b.record_stream(cur)
-        return ev
+            return self.event(self.h2d)
 
-    def fill(self, shape: Sequence[int], dtype: torch.dtype, value: float) -> torch.Tensor:
-        """A new device tensor filled with ``value`` (on the compute stream)."""
-        return torch.full(tuple(shape), value, dtype=dtype, device=self.device)
+    def ready(self) -> Any:
+        """An event after everything queued on the H2D stream so far (buffers filled there
+        are complete after it); None on the CPU or without streams."""
+        return self.event(self.h2d) if self.h2d is not None else None
 
     # -- device -> home ------------------------------------------------------------------------
     def scatter(self, dsts: Sequence[torch.Tensor], rows: Sequence[Range],
@@ -177,10 +220,10 @@ class Transport:
         self.wait([after], self.d2h)
         with torch.cuda.stream(self.d2h):
             for dst, src in zip(dsts, srcs, strict=True):
-                src.record_stream(self.d2h)
+                # src is a transport buffer (freed only after this stream's work, see
+                # release); a converted copy comes from this stream's own pool
                 if src.dtype != dst.dtype:  # convert on the device, then copy
                     src = src.to(dst.dtype)
-                    src.record_stream(self.d2h)
                 pinned = dst.is_pinned()
                 for (s, e), pos in zip(rows, offs, strict=True):
                     piece = src[:, :, pos:pos + e - s]
@@ -212,10 +255,16 @@ class Transport:
             self._pending.popleft()
 
     def drain(self) -> None:
-        """Wait for every copy and host copy of this transport."""
+        """Wait for every copy and host copy of this transport; released buffers are freed."""
         self.poll(block=True)
         if self.cuda:
             torch.cuda.synchronize(self.device)
+        self._retired.clear()
+
+    def close(self) -> None:
+        """The end of the run: wait for everything, free every buffer the transport holds."""
+        self.drain()
+        self._owned.clear()
 
 
 class _null:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BshdKernel",
+    "CallMemory",
     "Piece",
     "causal_pieces",
     "expand_kv",
@@ -207,6 +208,52 @@ def run_pieces_bwd(
     return dq.to(q.dtype), dk.to(k.dtype), dvv.to(v.dtype)
 
 
+class CallMemory:
+    """Sizes of one kernel call, for the memory models (``lq``/``lk`` may be numpy arrays, one
+    entry per call; every method then returns an array). Bytes of ``rows`` rows of a
+    ``(B, heads, rows, width)`` tensor of ``size``-byte elements: :meth:`rows`.
+
+    Every kernel's ``memory_bytes(m: CallMemory, *, backward, mask, pieces)`` bounds the
+    device bytes ONE call allocates while it runs, its outputs included and its inputs
+    excluded: the engine's footprint model adds them to the staged rows and accumulators.
+    """
+
+    def __init__(self, *, batch: int, heads: int, kv_heads: int, lq: Any, lk: Any,
+                 head_dim: int, v_dim: int, elem: int, acc: int) -> None:
+        self.batch, self.heads, self.kv_heads = batch, heads, kv_heads
+        self.lq, self.lk = lq, lk
+        self.d, self.dv, self.e, self.a = head_dim, v_dim, elem, acc
+
+    def rows(self, n: Any, width: float, size: int, heads: int | None = None) -> Any:
+        return n * self.batch * (self.heads if heads is None else heads) * width * size
+
+    @staticmethod
+    def up(n: Any, multiple: int) -> Any:
+        """``n`` rounded up to a multiple (kernels pad rows and head dims to their tiles)."""
+        return -(-n // multiple) * multiple
+
+    def outputs(self) -> Any:
+        """``out`` in the inputs' dtype and a float32 ``lse``, as every kernel returns them,
+        with the temporaries :func:`fix_lse` makes (a mask, a fill and the result)."""
+        return self.rows(self.lq, self.dv, self.e) + self.rows(self.lq, 3, self.a) \
+            + self.rows(self.lq, 1, 1)
+
+    def grads(self, size: int | None = None) -> Any:
+        """``dq, dk, dv`` (``dk, dv`` with the key/value heads)."""
+        size = self.e if size is None else size
+        return self.rows(self.lq, self.d, size) + self.rows(self.lk, self.d + self.dv, size,
+                                                            self.kv_heads)
+
+    def pieces(self, backward: bool, pieces: int) -> Any:
+        """What :func:`run_pieces_fwd` / :func:`run_pieces_bwd` add to assemble a call made
+        of several pieces: the whole block's outputs (forward) or float32 gradient sums."""
+        if pieces <= 1:
+            return 0
+        if backward:
+            return self.grads(self.a)
+        return self.rows(self.lq, self.dv, self.e) + self.rows(self.lq, 1, self.a)
+
+
 def cuda_capability(device: torch.device) -> tuple[int, int] | None:
     """``(major, minor)`` of a CUDA device, or None for other devices / no CUDA."""
     import torch
@@ -227,6 +274,10 @@ class BshdKernel:
 
     #: causal offsets run as rectangle pieces (no dense band mask is built)
     band_mask_free = True
+    #: the backend copies the (B, L, H, D) views it is given into contiguous tensors
+    copies_inputs = False
+    #: the backward sums the gradients of GQA key/value heads in float32 workspaces
+    gqa_fp32_workspace = True
 
     name = "bshd"
     dtypes: tuple[str, ...] = ("float16", "bfloat16")
@@ -264,6 +315,28 @@ class BshdKernel:
         if mask is not None and not mask.band_only:
             reasons.append("window edges and dense (partial) masks are not supported; use flex")
         return reasons
+
+    def memory_bytes(self, m: CallMemory, *, backward: bool, mask: str = "none",
+                     pieces: int = 1) -> Any:
+        """Device bytes one call allocates (see :class:`CallMemory`). Forward: ``out`` and
+        ``lse``. Backward (``_flash_attn_bwd`` of FA4, FA2/FA3 alike): ``dq, dk, dv``, a
+        float32 ``dq`` accumulator over rows padded to 128 and a head dim padded to 64, two
+        float32 row vectors (``dpsum``, ``lse * log2 e``), for GQA float32 ``dk``/``dv``
+        accumulators, and the contiguous ``lse`` slice."""
+        q_in = m.rows(m.lq, m.d, m.e)
+        kv_in = m.rows(m.lk, m.d + m.dv, m.e, m.kv_heads)
+        copies = (q_in + kv_in) if self.copies_inputs else 0
+        if not backward:
+            return copies + m.outputs() + m.pieces(False, pieces)
+        lq_r, lk_r = m.up(m.lq, 128), m.up(m.lk, 128)
+        d_r, dv_r = m.up(m.d, 64), m.up(m.dv, 64)
+        ws = m.rows(lq_r, d_r, 4) + m.rows(lq_r, 2, 4) + m.rows(m.lq, 1, m.a)
+        if m.heads != m.kv_heads:
+            ws = ws + (m.rows(lk_r, d_r + dv_r, 4, m.kv_heads) if self.gqa_fp32_workspace
+                       else m.rows(m.lk, m.d + m.dv, m.e))
+        if self.copies_inputs:  # dout and out as well
+            copies = copies + m.rows(m.lq, 2 * m.dv, m.e)
+        return copies + m.grads() + ws + m.pieces(True, pieces)
 
     def fwd(self, q, k, v, *, scale, mask=None):
         pieces = mask_pieces(mask, q.shape[2], k.shape[2], square_only=False)

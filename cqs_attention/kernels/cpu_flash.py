@@ -45,7 +45,7 @@ call materialises its block's scores in float32, as the reference kernel does.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -150,6 +150,19 @@ class CpuFlashKernel:
             reasons.append("window edges and dense (partial) masks are not supported; use "
                            "reference")
         return reasons
+
+    def memory_bytes(self, m: Any, *, backward: bool, mask: str = "none",
+                     pieces: int = 1) -> Any:
+        """Bytes one call allocates (see
+        :class:`~cqs_attention.kernels._gpu_common.CallMemory`): contiguous copies of the
+        pieces' inputs, the op's outputs, and the merge of pieces that share rows."""
+        q_in = m.rows(m.lq, m.d, m.e)
+        kv_in = m.rows(m.lk, m.d + m.dv, m.e, m.kv_heads)
+        if not backward:
+            merge = m.rows(m.lq, 4 * m.dv + 4, m.a) if pieces > 1 else 0
+            return q_in + kv_in + m.outputs() + m.pieces(False, pieces) + merge
+        return (q_in + kv_in + m.rows(m.lq, 2 * m.dv, m.e) + m.rows(m.lq, 2, m.a)
+                + m.grads() + m.pieces(True, pieces))
 
     def fwd(self, q, k, v, *, scale, mask=None):
         return cpu_flash_fwd(q, k, v, scale=scale, mask=mask)

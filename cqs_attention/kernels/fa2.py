@@ -47,6 +47,8 @@ class Fa2Kernel(BshdKernel):
     name = "fa2"
     priority = 30
     min_capability = (8, 0)
+    copies_inputs = True  # .contiguous() on the (B, L, H, D) views
+    gqa_fp32_workspace = False  # GQA: dk, dv expanded to the query heads, then summed
 
     def _available(self) -> str | None:
         return _interface()[1]

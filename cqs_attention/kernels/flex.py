@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cqs_attention.kernels._gpu_common import cuda_capability
 
@@ -159,6 +159,21 @@ class FlexKernel:
         if head_dim % 16 != 0 or not 16 <= head_dim <= 256:
             reasons.append(f"head_dim {head_dim} must be a multiple of 16 in [16, 256]")
         return reasons
+
+    def memory_bytes(self, m: Any, *, backward: bool, mask: str = "none",
+                     pieces: int = 1) -> Any:
+        """Device bytes one call allocates (see
+        :class:`~cqs_attention.kernels._gpu_common.CallMemory`); a dense mask tensor is
+        counted by the footprint model itself. Forward: the block mask's tile tables, ``out``
+        (twice: rows with no key are zeroed into a copy) and ``lse``. Backward: the forward
+        recomputed under autograd, the float32 temporaries of :func:`grads_from_local`, and
+        the gradients (with a float32 allowance for the kernel's own accumulators)."""
+        tiles = 4 * 4 * m.batch * m.heads * m.up(m.lq, 128) // 128 * (m.up(m.lk, 128) // 128)
+        fwd = tiles + m.outputs() + m.rows(m.lq, m.dv, m.e)
+        if not backward:
+            return fwd
+        temps = m.rows(m.lq, 5 * m.dv + 4, m.a) + m.rows(m.lq, m.dv, m.e)
+        return fwd + temps + m.grads() + m.grads(m.a)
 
     def _forward(self, q, k, v, scale, mask):
         bm = flex_block_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device,

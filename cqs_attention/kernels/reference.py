@@ -20,6 +20,8 @@ backward (a masked pair contributes exactly nothing, never ``0 * inf``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from cqs_attention.kernels.base import BlockMask
@@ -171,11 +173,20 @@ class ReferenceKernel:
             return [f"dtype {dtype} is not one of float16, bfloat16, float32, float64"]
         return []
 
-    def workspace_bytes(self, batch: int, heads: int, kv_heads: int, lq: int, lk: int,
-                        head_dim: int, dtype: torch.dtype) -> int:
-        """Scores, probabilities and their gradient are materialised: ~3 score matrices."""
-        size = 8 if dtype == torch.float64 else 4
-        return 3 * batch * heads * lq * lk * size
+    def memory_bytes(self, m: Any, *, backward: bool, mask: str = "none",
+                     pieces: int = 1) -> Any:
+        """Device bytes one call allocates (see
+        :class:`~cqs_attention.kernels._gpu_common.CallMemory`): the scores are materialised
+        in the accumulation dtype, up to 4 score matrices at once in the forward (scores,
+        masked scores, shifted scores, probabilities) and 7 in the backward (with ``dP``,
+        ``dS`` and its masked copy), plus the boolean mask and the inputs converted."""
+        scores = m.lq * m.lk * m.batch * m.heads
+        inputs = m.rows(m.lq, m.d, m.a) + m.rows(m.lk, m.d + m.dv, m.a, m.kv_heads)
+        if not backward:
+            return 4 * scores * m.a + 2 * scores + inputs + m.rows(m.lq, m.dv, m.a) \
+                + m.outputs()
+        return (7 * scores * m.a + 2 * scores + inputs + m.rows(m.lq, 2 * m.dv + 2, m.a)
+                + m.grads(m.a))
 
     def fwd(self, q, k, v, *, scale, mask=None):
         return reference_fwd(q, k, v, scale=scale, mask=mask)

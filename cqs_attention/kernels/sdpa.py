@@ -23,9 +23,10 @@ repeating key/value heads and summing their gradients.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cqs_attention.kernels._gpu_common import (
+    CallMemory,
     cuda_capability,
     expand_kv,
     fix_lse,
@@ -93,6 +94,32 @@ class _SdpaKernel:
     def _extra_reasons(self, dtype: torch.dtype, needs_grad: bool) -> list[str]:
         return []
 
+    def memory_bytes(self, m: CallMemory, *, backward: bool, mask: str = "none",
+                     pieces: int = 1) -> Any:
+        """Device bytes one call allocates (see
+        :class:`~cqs_attention.kernels._gpu_common.CallMemory`): GQA key/value heads
+        repeated, contiguous copies of the pieces' slices, the op's outputs and a float32
+        workspace row per query row (output accumulator, ``dq`` accumulator), and for calls
+        of several pieces (square causal blocks) their merge or float32 gradient sums."""
+        kv_full = m.rows(m.lk, m.d + m.dv, m.e)  # keys and values with every query head
+        expand = kv_full if m.heads != m.kv_heads else 0
+        if not backward:
+            merge = 0
+            if pieces > 1:  # pieces share rows: merge_partials in float32
+                merge = m.rows(m.lq, 2 * m.dv, m.e) + m.rows(m.lq, 4 * m.dv + 4, m.a)
+            return (expand + m.rows(m.lq, m.d, m.e) + kv_full + m.outputs()
+                    + m.rows(m.lq, m.dv + 1, m.a) + m.pieces(False, pieces) + merge)
+        copies = m.rows(m.lq, m.d + 2 * m.dv, m.e) + kv_full + m.rows(m.lq, 2, m.a)
+        grads_full = m.rows(m.lq, m.d, m.e) + kv_full
+        ws = m.rows(m.up(m.lq, 128), m.up(m.d, 64), 4) + m.rows(m.up(m.lq, 128), 2, 4)
+        sums = 0
+        if m.heads != m.kv_heads:
+            sums = m.rows(m.lk, m.d + m.dv, m.e, m.kv_heads)
+        accs = 0
+        if pieces > 1:  # float32 sums with every query head (keys were repeated first)
+            accs = m.rows(m.lq, m.d, m.a) + m.rows(m.lk, m.d + m.dv, m.a)
+        return expand + copies + grads_full + ws + sums + accs
+
     # -- one piece: (B, H, Lq, D) with equal heads; causal pieces are square ------------------
     def _fwd_piece(self, q, k, v, causal: bool, scale: float):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -150,6 +177,13 @@ class CudnnKernel(_SdpaKernel):
     priority: ClassVar[int] = 40
     op_name: ClassVar[str] = "_scaled_dot_product_cudnn_attention"
     max_head_dim: ClassVar[int] = 128
+    #: cuDNN's own workspace, allocated through PyTorch (an allowance, not a measurement)
+    WORKSPACE = 64 << 20
+
+    def memory_bytes(self, m: CallMemory, *, backward: bool, mask: str = "none",
+                     pieces: int = 1) -> Any:
+        return super().memory_bytes(m, backward=backward, mask=mask,
+                                    pieces=pieces) + self.WORKSPACE
 
     def _fwd_piece(self, q, k, v, causal, scale):
         import torch

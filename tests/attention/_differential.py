@@ -177,15 +177,15 @@ class FaultKernel:
             return ["no other kernel supports this call"]
         return []
 
-    def workspace_bytes(self, batch: int, heads: int, kv_heads: int, lq: int, lk: int,
-                        head_dim: int, dtype: torch.dtype) -> int:
-        """The workspace of the kernel an unmasked call of ``dtype`` delegates to (so that
-        budgets size plans as they would without the injector)."""
+    def memory_bytes(self, m: Any, *, backward: bool, mask: str = "none",
+                     pieces: int = 1) -> Any:
+        """The memory model of the kernel an unmasked call delegates to (so that budgets
+        size plans as they would without the injector)."""
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        kernel = self._delegate(device=device, dtype=dtype, head_dim=head_dim, mask=None,
-                                gqa=heads != kv_heads, needs_grad=False)
-        fn = getattr(kernel, "workspace_bytes", None)
-        return 0 if fn is None else fn(batch, heads, kv_heads, lq, lk, head_dim, dtype)
+        dtype = {2: torch.bfloat16, 4: torch.float32, 8: torch.float64}[m.e]
+        kernel = self._delegate(device=device, dtype=dtype, head_dim=m.d, mask=None,
+                                gqa=m.heads != m.kv_heads, needs_grad=backward)
+        return kernel.memory_bytes(m, backward=backward, mask=mask, pieces=pieces)
 
     def fwd(self, q, k, v, *, scale, mask=None):
         self._count()

@@ -185,7 +185,7 @@ def test_plan_shard_runs_only_its_tasks_and_shards_merge_exactly(make_qkv):
         shard = PlanShard(plan, share)
         assert [t.id for t in shard.tasks] == [plan.task_ids[i] for i in share]
         choice = choose(Dims(1, 2, 2, 61, 61, 8, q.dtype), budget=None, streamed=False,
-                        backward=False, causal=True, window=None, band_only=True, plan=plan,
+                        backward=False, causal=True, window=None, plan=plan,
                         force_accumulators="device")
         ctx = RunContext(device=torch.device("cpu"), home=torch.device("cpu"), streamed=False,
                          spec=spec, scale=8 ** -0.5, backend="auto", report=RunReport(),

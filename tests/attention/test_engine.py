@@ -29,6 +29,7 @@ from cqs_attention.engine.schedule import (
 )
 from cqs_attention.errors import MemoryBudgetError, PlanMismatchError
 from cqs_attention.kernels.base import BlockMask, mask_category
+from cqs_attention.kernels.fa4 import Fa4Kernel
 from cqs_attention.kernels.reference import reference_fwd
 from cqs_attention.masks import make_mask_spec
 from cqs_attention.merge import merge_partials
@@ -244,6 +245,11 @@ def test_given_plans_are_validated():
 
 
 def test_validation_is_cached_by_content(monkeypatch):
+    import collections
+
+    import cqs_attention.api as api
+
+    monkeypatch.setattr(api, "_VALIDATED", collections.OrderedDict())  # no earlier test's
     p = make_plan(49, design=2, causal=True)
     q = torch.randn(1, 1, 49, 4, dtype=torch.float64)
     calls = []
@@ -382,7 +388,7 @@ def test_persistent_oom_fails_with_a_clear_error():
 def test_footprint_grows_with_prefetch_and_home_accumulators_fit_smaller_budgets():
     d = Dims(1, 16, 16, 4096, 4096, 128, torch.bfloat16)
     rects = plan_rectangles(make_plan(4096, design=4, causal=True))
-    kw = {"stationary": "kv", "streamed": True, "backward": False, "band_only": True}
+    kw = {"stationary": "kv", "streamed": True, "backward": False, "kernels": [Fa4Kernel()]}
     dev = footprint(rects, d, accumulators="device", prefetch=False, **kw)
     host = footprint(rects, d, accumulators="host", prefetch=False, **kw)
     host2 = footprint(rects, d, accumulators="host", prefetch=True, **kw)
@@ -394,12 +400,12 @@ def test_footprint_grows_with_prefetch_and_home_accumulators_fit_smaller_budgets
 def test_planner_runs_one_call_when_it_fits_and_refuses_hopeless_budgets():
     d = Dims(1, 2, 2, 256, 256, 16, torch.float32)
     c = choose(d, budget=None, streamed=True, backward=False, causal=True, window=None,
-               band_only=True)
+               kernels=[Fa4Kernel()])
     assert c.kind == "whole"
     assert c.accumulators == "none"
     with pytest.raises(MemoryBudgetError, match="smallest footprint found is"):
         choose(d, budget=100, streamed=True, backward=False, causal=True, window=None,
-               band_only=True)
+               kernels=[Fa4Kernel()])
 
 
 @pytest.mark.parametrize("backward", [False, True])
@@ -407,7 +413,7 @@ def test_planner_respects_the_budget(backward):
     d = Dims(1, 4, 4, 2048, 2048, 32, torch.float32)
     total = 3 * 4 * 2048 * 32 * 4
     c = choose(d, budget=total // 4, streamed=True, backward=backward, causal=True,
-               window=None, band_only=True)
+               window=None, kernels=[Fa4Kernel()])
     assert c.footprint <= total // 4
     assert c.candidates
     assert all(fp <= total // 4 for _, fp, _ in c.candidates)
