@@ -245,7 +245,7 @@ def plan_run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, spec: Any, pl
     dims = Dims(b, h, k.shape[1], lq, k.shape[2], d, q.dtype, v.shape[-1])
     # distributed ranks must choose identically: the uncalibrated model then
     model = (CostModel() if dist_opts is not None else
-             CostModel.for_device(dev, q.dtype, d))
+             CostModel.for_device(dev, q.dtype, d, budget=budget))
     return choose(dims, budget=budget, streamed=streamed, backward=backward,
                   causal=spec.causal, window=spec.window,
                   dense_masks=spec.dense_bytes_per_pair(),
