@@ -256,6 +256,7 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
         rec["gpu_fwd_tflops"] = _tflops(L, heads, head_dim, causal, ms)
         rec["gpu_fwd_peak_gib"] = D.peak_gib(base)
         rec["gpu_report"] = _summary(rep)
+        rec["gpu_predicted_over_measured"] = rep.predicted_seconds * 1e3 / ms
         rec["gpu_vs_mono_rel_err"] = _rel(keep.pop("out"), mono_out, dev)
         rec["ratio_on_gpu"] = rec["gpu_fwd_tflops"] / rec["mono_fwd_tflops"]
 
@@ -290,12 +291,18 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
         rec["streamed_fwd_ms"] = ms
         rec["streamed_fwd_tflops"] = _tflops(L, heads, head_dim, causal, ms)
         rec["streamed_peak_gib"] = D.peak_gib(base)
+        peak = D.peak_bytes(base)
+        rec["streamed_peak_bytes"] = peak
+        rec["streamed_peak_over_budget"] = None if peak is None else peak / budget
+        rec["streamed_footprint_bytes"] = rep.task_bytes_estimate
+        rec["streamed_oom_retries"] = rep.oom_retries
         rec["streamed_report"] = _summary(rep)
         rec["streamed_schedule"] = rep.schedule
         rec["schedule"] = rep.schedule
         rec["streamed_accumulators"] = rep.accumulators
         rec["streamed_chosen_because"] = rep.chosen_because
         rec["streamed_predicted_ms"] = rep.predicted_seconds * 1e3
+        rec["streamed_predicted_over_measured"] = rep.predicted_seconds * 1e3 / ms
         rec["streamed_vs_mono_rel_err"] = _rel(keep.pop("out"), mono_out, dev)
         rec["ratio_streamed"] = rec["streamed_fwd_tflops"] / rec["mono_fwd_tflops"]
 
@@ -348,6 +355,13 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
         rec["streamed_bwd_tflops"] = _tflops(L, heads, head_dim, causal, bwd_ms,
                                              backward=True)
         rec["streamed_bwd_peak_gib"] = D.peak_gib(base)
+        peak = D.peak_bytes(base)  # over the forward and the backward
+        rec["streamed_bwd_peak_bytes"] = peak
+        rec["streamed_bwd_peak_over_budget"] = None if peak is None else peak / budget
+        rec["streamed_bwd_footprint_bytes"] = rep.task_bytes_estimate
+        rec["streamed_bwd_oom_retries"] = rep.oom_retries
+        rec["streamed_bwd_predicted_ms"] = rep.predicted_seconds * 1e3
+        rec["streamed_bwd_predicted_over_measured"] = rep.predicted_seconds * 1e3 / bwd_ms
         rec["streamed_bwd_report"] = _summary(rep)
         rec["streamed_bwd_schedule"] = rep.schedule
         rec["streamed_bwd_accumulators"] = rep.accumulators
@@ -476,7 +490,10 @@ def _row(r: dict) -> str:
             f"{f('streamed_fwd_tflops', '7.1f')} {f('baseline_fwd_tflops', '7.1f')} "
             f"{f('ratio_on_gpu', '6.3f')} {f('ratio_streamed', '6.3f')} "
             f"{f('ratio_baseline', '6.3f')} {f('streamed_vs_baseline', '6.3f')} "
-            f"{f('ratio_backward', '6.3f')} {f('ratio_backward_streamed', '6.3f')}")
+            f"{f('ratio_backward', '6.3f')} {f('ratio_backward_streamed', '6.3f')} "
+            f"{f('budget_fraction', '6.3f')} {f('streamed_peak_over_budget', '6.3f')} "
+            f"{f('streamed_bwd_peak_over_budget', '6.3f')} "
+            f"{f('streamed_predicted_over_measured', '6.3f')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -524,8 +541,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_attention: needs a CUDA device (or --device cpu for a smoke test)",
               file=sys.stderr)
         return 2
+    import os
+
     meta = {"argv": sys.argv[1:] if argv is None else list(argv),
-            "gpu": _Device(args.device).name(), "torch": torch.__version__}
+            "gpu": _Device(args.device).name(), "torch": torch.__version__,
+            "commit": os.environ.get("CQS_COMMIT"), "kernels_asked": args.kernels,
+            "date": time.strftime("%Y-%m-%d")}
     records: list[dict] = []
 
     def save(partial: dict | None = None) -> None:
@@ -557,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     print(f"{'L':>8} {'mask':>6} {'mono':>6} {'fwd':>7} {'gpu':>7} {'stream':>7} {'base':>7} "
-          f"{'r_gpu':>6} {'r_str':>6} {'r_base':>6} {'s/b':>6} {'r_bwd':>6} {'r_sbwd':>6}")
+          f"{'r_gpu':>6} {'r_str':>6} {'r_base':>6} {'s/b':>6} {'r_bwd':>6} {'r_sbwd':>6} "
+          f"{'frac':>6} {'pk/b':>6} {'bpk/b':>6} {'pr/ms':>6}")
     for r in records:
         print(_row(r) if "mono_fwd_tflops" in r else r)
     measured = [r for r in records if "mono_fwd_tflops" in r]

@@ -93,7 +93,8 @@ def plan(args: argparse.Namespace) -> dict:
     acc = L * h * (d + 1) * 4
     flop = causal_flops(L, h, d, args.causal)
     avail = mem_available_bytes()
-    host_need = 4 * tensor + HOST_MARGIN
+    # forward: q, k, v, out; backward: q, k, v, dout, out, dq, dk, dv and dq's float32 sums
+    host_need = (10 if getattr(args, "backward", False) else 4) * tensor + HOST_MARGIN
     budget = int(args.budget_gib * GIB)
     return {
         "L": L, "B": 1, "H": h, "D": d, "causal": args.causal, "dtype": "bfloat16",
@@ -122,7 +123,7 @@ def print_plan(p: dict) -> None:
     print(f"Q, K, V, O: {p['tensor_bytes'] / 1e9:.2f} GB each, {p['qkvo_gb']:.1f} GB together "
           f"(GPU: {p['gpu_memory_gb']:.0f} GB; exceeds it: {p['exceeds_gpu_memory']})")
     avail = p["host_mem_available_bytes"]
-    print(f"host: need {p['host_need_bytes'] / GIB:.1f} GiB (four tensors + "
+    print(f"host: need {p['host_need_bytes'] / GIB:.1f} GiB (the tensors + "
           f"{HOST_MARGIN / GIB:.0f} GiB), MemAvailable "
           f"{'unknown' if avail is None else f'{avail / GIB:.1f} GiB'}")
     print(f"memory_budget {p['budget_gib']:g} GiB; float32 accumulators "
@@ -136,6 +137,55 @@ def print_plan(p: dict) -> None:
     print(f"projection at {pr['rate_tflops']:.0f} TFLOP/s: {pr['hours_causal']:.0f} H100 hours "
           f"(causal), {pr['hours_full']:.0f} (full) for fwd+bwd over 1e9 tokens, 1 head, "
           f"D={pr['head_dim']}")
+
+
+# -- host memory ---------------------------------------------------------------------------------
+def _status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` field in KiB (VmRSS, VmHWM), or None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class HostMemory:
+    """Peak resident memory of this process (``VmHWM``) and the lowest ``MemAvailable`` of
+    the machine, sampled every ``interval`` seconds while the run goes."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        import threading
+
+        self.interval = interval
+        self.min_available: int | None = mem_available_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            avail = mem_available_bytes()
+            if avail is not None and (self.min_available is None or avail < self.min_available):
+                self.min_available = avail
+
+    def __enter__(self) -> HostMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def rss_bytes() -> int | None:
+        kib = _status_kib("VmRSS")
+        return None if kib is None else kib * 1024
+
+    @staticmethod
+    def peak_rss_bytes() -> int | None:
+        kib = _status_kib("VmHWM")
+        return None if kib is None else kib * 1024
 
 
 # -- host tensors --------------------------------------------------------------------------------
@@ -249,6 +299,9 @@ def run(args: argparse.Namespace, p: dict, t0: float) -> dict:
     if cuda:
         res["gpu_total_bytes"] = torch.cuda.get_device_properties(dev).total_memory
     tensors = []
+    if cuda:
+        torch.cuda.init()
+    res["host_rss_before_inputs_bytes"] = HostMemory.rss_bytes()
     try:
         for i, name in enumerate(("q", "k", "v")):
             t = host_tensor(shape, pin)
@@ -264,12 +317,15 @@ def run(args: argparse.Namespace, p: dict, t0: float) -> dict:
             torch.cuda.reset_peak_memory_stats(dev)
             base = torch.cuda.memory_allocated(dev)
         log(f"attention: memory_budget {args.budget_gib:g} GiB", t0)
-        t1 = time.perf_counter()
-        attention(q, k, v, causal=args.causal, device=dev,
-                  memory_budget=int(args.budget_gib * GIB), out=out, progress=args.progress)
-        if cuda:
-            torch.cuda.synchronize(dev)
-        secs = time.perf_counter() - t1
+        with HostMemory() as hm:
+            t1 = time.perf_counter()
+            attention(q, k, v, causal=args.causal, device=dev,
+                      memory_budget=int(args.budget_gib * GIB), out=out,
+                      progress=args.progress)
+            if cuda:
+                torch.cuda.synchronize(dev)
+            secs = time.perf_counter() - t1
+        _host_fields(res, hm, io_bytes=4 * q.numel() * q.element_size())
         rep = last_run_stats()
         res["forward_s"] = secs
         res["tflops"] = causal_flops(L, h, d, args.causal) / secs / 1e12
@@ -304,6 +360,172 @@ def run(args: argparse.Namespace, p: dict, t0: float) -> dict:
     return res
 
 
+def reference_dq_rows(q: Any, k: Any, v: Any, dout: Any, head: int, rows: list[int], *,
+                      causal: bool, scale: float, device: Any, slab_rows: int) -> Any:
+    """float32 ``dq`` of query ``rows`` of ``head`` (batch 0): the rows' log-sum-exp and
+    output from a first pass over the keys (streamed in slabs), then
+    ``dq_i = scale * sum_j P_ij (dO_i . v_j - dO_i . o_i) k_j`` in a second; ``(n, D)``."""
+    import torch
+
+    L = k.shape[2]
+    r = torch.tensor(rows, dtype=torch.long)
+    qg = q[0, head].index_select(0, r).to(device).float()
+    dog = dout[0, head].index_select(0, r).to(device).float()
+    r_dev = r.to(device)
+    end = max(rows) + 1 if causal else L
+
+    def scores(s0: int, s1: int) -> tuple[Any, Any, Any]:
+        ks = k[0, head, s0:s1].to(device).float()
+        vs = v[0, head, s0:s1].to(device).float()
+        s = (qg @ ks.T) * scale
+        if causal:
+            cols = torch.arange(s0, s1, device=device)
+            s.masked_fill_(cols[None, :] > r_dev[:, None], float("-inf"))
+        return s, ks, vs
+
+    m = torch.full((len(rows),), float("-inf"), device=device)
+    den = torch.zeros(len(rows), device=device)
+    acc = torch.zeros(len(rows), v.shape[-1], device=device)
+    for s0 in range(0, end, slab_rows):
+        s, _, vs = scores(s0, min(end, s0 + slab_rows))
+        m_new = torch.maximum(m, s.max(dim=1).values)
+        alpha = torch.exp(m - m_new)
+        p = torch.exp(s - m_new[:, None])
+        acc = acc * alpha[:, None] + p @ vs
+        den = den * alpha + p.sum(dim=1)
+        m = m_new
+    lse = m + torch.log(den)
+    delta = (dog * (acc / den[:, None])).sum(1)
+    dq = torch.zeros_like(qg)
+    for s0 in range(0, end, slab_rows):
+        s, ks, vs = scores(s0, min(end, s0 + slab_rows))
+        p = torch.exp(s - lse[:, None])
+        ds = p * (dog @ vs.T - delta[:, None])
+        dq += (ds @ ks) * scale
+    return dq
+
+
+def dq_spot_check(q: Any, k: Any, v: Any, dout: Any, dq: Any, *, n: int, seed: int,
+                  causal: bool, device: Any, slab_rows: int) -> dict:
+    """Compare ``n`` seeded random (head, row) rows of ``dq`` with :func:`reference_dq_rows`."""
+    import torch
+
+    _, H, L, D = q.shape
+    g = torch.Generator().manual_seed(seed)
+    heads = torch.randint(0, H, (n,), generator=g).tolist()
+    rows = torch.randint(0, L, (n,), generator=g).tolist()
+    by_head: dict[int, list[int]] = {}
+    for hh, rr in zip(heads, rows, strict=True):
+        by_head.setdefault(hh, []).append(rr)
+    num = den = max_rel = 0.0
+    for hh, rs in sorted(by_head.items()):
+        ref = reference_dq_rows(q, k, v, dout, hh, rs, causal=causal, scale=D ** -0.5,
+                                device=device, slab_rows=slab_rows)
+        got = dq[0, hh].index_select(0, torch.tensor(rs)).to(device).float()
+        row_rel = (got - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)
+        max_rel = max(max_rel, float(row_rel.max()))
+        num += float((got - ref).double().norm() ** 2)
+        den += float(ref.double().norm() ** 2)
+    return {"pairs": n, "seed": seed, "max_row_rel_err": max_rel,
+            "rel_err": math.sqrt(num / den) if den else 0.0, "tolerance": 2e-2}
+
+
+def run_backward(args: argparse.Namespace, p: dict, t0: float) -> dict:
+    """Forward and backward with q, k, v, dout in host memory: times, TFLOP/s (the backward
+    counted as 2.5x the forward's FLOPs), device and host memory peaks, and a spot check of
+    dq rows against a float32 reference computed row by row."""
+    import torch
+
+    from cqs_attention import attention
+    from cqs_attention.report import last_run_stats
+
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    pin = args.pin if cuda else "none"
+    L, h, d = args.seq, args.heads, args.head_dim
+    shape = (1, h, L, d)
+    tensor = L * h * d * 2
+    budget = (int(args.budget_fraction * 3 * tensor) if args.budget_fraction is not None
+              else int(args.budget_gib * GIB))
+    res: dict = {"mode": "backward", "plan": p, "pin": pin, "torch": torch.__version__,
+                 "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu",
+                 "budget_bytes": budget, "budget_fraction_of_qkv": budget / (3 * tensor)}
+    if cuda:
+        torch.cuda.init()
+    res["host_rss_before_inputs_bytes"] = HostMemory.rss_bytes()
+    tensors = []
+    try:
+        for i, name in enumerate(("q", "k", "v", "dout")):
+            t = host_tensor(shape, pin)
+            tensors.append(t)
+            fill_randn(t, seed=args.seed + i, device=dev, slab_rows=args.slab_rows)
+            log(f"{name} ready ({t.numel() * 2 / 1e9:.2f} GB, pinned={t.is_pinned()})", t0)
+        q, k, v, dout = tensors
+        qg, kg, vg = (t.requires_grad_(True) for t in (q, k, v))
+        res["setup_s"] = time.perf_counter() - t0
+        log(f"attention forward + backward: memory_budget {budget / GIB:.2f} GiB", t0)
+        with HostMemory() as hm:
+            t1 = time.perf_counter()
+            out = attention(qg, kg, vg, causal=args.causal, device=dev, memory_budget=budget,
+                            progress=args.progress)
+            if cuda:
+                torch.cuda.synchronize(dev)
+            fwd_s = time.perf_counter() - t1
+            fwd = last_run_stats()
+            t2 = time.perf_counter()
+            out.backward(dout)
+            if cuda:
+                torch.cuda.synchronize(dev)
+            bwd_s = time.perf_counter() - t2
+            bwd = last_run_stats()
+        _host_fields(res, hm, io_bytes=8 * tensor)  # q, k, v, dout, out, dq, dk, dv
+        flop = causal_flops(L, h, d, args.causal)
+        res.update({
+            "forward_s": fwd_s, "forward_tflops": flop / fwd_s / 1e12,
+            "backward_s": bwd_s, "backward_tflops": 2.5 * flop / bwd_s / 1e12,
+            "timing": "one run each, no warm-up, wall clock, synchronized",
+            "forward_peak_device_bytes": fwd.peak_device_bytes,
+            "backward_peak_device_bytes": bwd.peak_device_bytes,
+            "forward_peak_over_budget": (fwd.peak_device_bytes or 0) / budget,
+            "backward_peak_over_budget": (bwd.peak_device_bytes or 0) / budget,
+            "forward_report": fwd.to_dict(), "backward_report": bwd.to_dict()})
+        log(f"forward {fwd_s:.1f} s ({res['forward_tflops']:.0f} TFLOP/s), backward "
+            f"{bwd_s:.1f} s ({res['backward_tflops']:.0f} TFLOP/s); device peaks "
+            f"{res['forward_peak_over_budget']:.3f} / {res['backward_peak_over_budget']:.3f} "
+            f"of the budget; host extra {res.get('host_extra_over_inputs_outputs')}", t0)
+        save(args, res)
+        res["spot_check"] = spot_check(q, k, v, out.detach(), n=args.check_rows,
+                                       seed=args.seed + 99, causal=args.causal, device=dev,
+                                       slab_rows=args.slab_rows)
+        res["dq_spot_check"] = dq_spot_check(q, k, v, dout, qg.grad, n=args.check_rows,
+                                             seed=args.seed + 98, causal=args.causal,
+                                             device=dev, slab_rows=args.slab_rows)
+        res["spot_check_passed"] = (
+            res["spot_check"]["max_row_rel_err"] <= res["spot_check"]["tolerance"]
+            and res["dq_spot_check"]["max_row_rel_err"] <= res["dq_spot_check"]["tolerance"])
+        log(f"spot checks: out {res['spot_check']['max_row_rel_err']:.2e}, dq "
+            f"{res['dq_spot_check']['max_row_rel_err']:.2e} "
+            f"({'ok' if res['spot_check_passed'] else 'FAILED'})", t0)
+    finally:
+        for t in tensors:
+            unregister(t, pin)
+    res["total_s"] = time.perf_counter() - t0
+    return res
+
+
+def _host_fields(res: dict, hm: HostMemory, *, io_bytes: int) -> None:
+    """Host memory of the run: peak RSS against the inputs and outputs it must hold."""
+    peak = HostMemory.peak_rss_bytes()
+    before = res.get("host_rss_before_inputs_bytes")
+    res["host_inputs_outputs_bytes"] = io_bytes
+    res["host_peak_rss_bytes"] = peak
+    res["host_min_mem_available_bytes"] = hm.min_available
+    if peak is not None and before is not None:
+        extra = peak - before - io_bytes
+        res["host_extra_bytes"] = extra
+        res["host_extra_over_inputs_outputs"] = extra / io_bytes
+
+
 def save(args: argparse.Namespace, res: dict) -> None:
     if args.json:
         with open(args.json, "w") as fh:
@@ -318,6 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", dest="causal", action="store_false",
                     help="no causal mask (default causal)")
     ap.add_argument("--budget-gib", type=float, default=60.0, help="memory_budget in GiB")
+    ap.add_argument("--budget-fraction", type=float, default=None,
+                    help="memory_budget as a fraction of the Q+K+V bytes (instead of GiB)")
+    ap.add_argument("--backward", action="store_true",
+                    help="forward and backward with q, k, v, dout in host memory")
     ap.add_argument("--pin", choices=["register", "torch", "none"], default="register",
                     help="how host tensors are page-locked (see the module docstring)")
     ap.add_argument("--check-rows", type=int, default=64, help="(head, row) pairs checked")
@@ -339,8 +565,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_headline: --{name.replace('_', '-')} must be positive",
                   file=sys.stderr)
             return 2
-    if args.budget_gib <= 0:
-        print("bench_headline: --budget-gib must be positive", file=sys.stderr)
+    if args.budget_gib <= 0 or (args.budget_fraction is not None and args.budget_fraction <= 0):
+        print("bench_headline: --budget-gib and --budget-fraction must be positive",
+              file=sys.stderr)
         return 2
     if args.gpu_mem_gb is None:
         args.gpu_mem_gb = 80.0
@@ -368,11 +595,12 @@ def main(argv: list[str] | None = None) -> int:
               f" GiB needed for Q, K, V, O ({p['tensor_bytes'] / GIB:.1f} GiB each) + "
               f"{HOST_MARGIN / GIB:.0f} GiB; pass a smaller --seq", file=sys.stderr)
         return 2
-    res = run(args, p, t0)
+    res = run_backward(args, p, t0) if args.backward else run(args, p, t0)
     save(args, res)
-    print(json.dumps({k: res.get(k) for k in ("gpu", "forward_s", "tflops", "design_v",
-                                               "design_k", "peak_device_bytes",
-                                               "spot_check_passed", "total_s")}), flush=True)
+    print(json.dumps({k: res.get(k) for k in (
+        "gpu", "mode", "forward_s", "tflops", "forward_tflops", "backward_s", "backward_tflops",
+        "peak_device_bytes", "forward_peak_over_budget", "backward_peak_over_budget",
+        "host_extra_over_inputs_outputs", "spot_check_passed", "total_s")}), flush=True)
     return 0 if res.get("spot_check_passed") else 1
 
 

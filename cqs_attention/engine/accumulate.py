@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cqs_attention.engine.transport import Transport, local_offsets
+from cqs_attention.engine.transport import Transport, host_empty, local_offsets
 
 __all__ = ["Residency", "RowStore"]
 
@@ -142,7 +142,7 @@ class RowStore:
         h = self._home[i]
         if not isinstance(h, torch.Tensor):
             shape, dtype, pin = h
-            h = self._home[i] = torch.empty(shape, dtype=dtype, pin_memory=pin)
+            h = self._home[i] = host_empty(shape, dtype, pin=pin)
         return h
 
     @property

@@ -201,7 +201,7 @@ class Driver:
         self._close(self.q_side, self.q_store, final_ok=final_ok)
         self._close(self.kv_side, self.kv_store, final_ok=final_ok)
         self.q_side = self.kv_side = self.q_next = self.kv_next = None
-        self.tr.drain()
+        self.tr.close()  # no side is open: every transport buffer can go
 
     def _evict(self) -> None:
         """After an out-of-memory error: write open accumulator rows back (never as final)

@@ -24,7 +24,7 @@ from cqs_attention.engine.compute import Compute, Staged
 from cqs_attention.engine.driver import Driver
 from cqs_attention.engine.placement import SLAB_BYTES, Choice, conversion_slab_bytes
 from cqs_attention.engine.schedule import PlanRects, merge_ranges, task_steps
-from cqs_attention.engine.transport import Transport
+from cqs_attention.engine.transport import Transport, host_empty
 from cqs_attention.masks import MaskSpec
 from cqs_attention.merge import accumulator_dtype
 
@@ -106,16 +106,16 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
         if call is not None:
             try:
                 res = _whole_forward(q, k, v, call, tr, comp, ctx, out_target)
-                tr.close()
                 rep.tasks, rep.accumulator_device = 1, "none (one kernel call)"
                 _peak_end(ctx, rep)
                 rep.add_time("total", time.perf_counter() - t_start)
                 return res
             except torch.cuda.OutOfMemoryError:
                 rep.oom_retries += 1
-                tr.close()
                 if ctx.device.type == "cuda":
                     torch.cuda.empty_cache()
+            finally:  # no buffer is freed while a copy or kernel may still use it
+                tr.close()
         choice = dataclasses.replace(choice, accumulators="host" if ctx.streamed else "device")
     placement = "device" if choice.accumulators in ("device", "none") else "host"
     done: set[int] = set()
@@ -138,11 +138,11 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
         if out_target is not None:
             final_out = out_target
         else:
-            final_out = torch.empty(b, h, lq, dv, dtype=q.dtype, pin_memory=pin)
-        lse_home = torch.empty(b, h, lq, dtype=acc_dt, pin_memory=pin)
+            final_out = host_empty((b, h, lq, dv), q.dtype, pin=pin)
+        lse_home = host_empty((b, h, lq), acc_dt, pin=pin)
         out_home: Any = ((b, h, lq, dv), acc_dt, pin)  # allocated on first write-back
         if full:
-            out_home = torch.empty(b, h, lq, dv, dtype=acc_dt, pin_memory=pin)
+            out_home = host_empty((b, h, lq, dv), acc_dt, pin=pin)
         remaining = None if full else _row_counts(rects, positions, lq, "q")
         store = RowStore([out_home, lse_home], inits=[0.0, float("-inf")], transport=tr,
                          placement="host", full=full,
@@ -164,7 +164,10 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
 
     if ctx.journal is not None:
         driver.on_commit = lambda tid: ctx.journal.commit(tid, snapshot)
-    driver.run()
+    try:
+        driver.run()
+    finally:  # on any error too: no buffer is freed while a copy or kernel may still use it
+        tr.close()
     if ctx.journal is not None:
         ctx.journal.finish(snapshot)
         rep.add_time("checkpoint", ctx.journal.seconds)
@@ -230,8 +233,8 @@ def _to_home(t: torch.Tensor, dtype: torch.dtype, home: torch.device,
         return target
     if t.device == home:
         return t.to(dtype)
-    res = torch.empty(t.shape, dtype=dtype, device=home,
-                      pin_memory=home.type == "cpu" and t.device.type == "cuda")
+    res = host_empty(t.shape, dtype, pin=t.device.type == "cuda") if home.type == "cpu" else \
+        torch.empty(t.shape, dtype=dtype, device=home)
     _convert_into(res, t, slab)
     return res
 
@@ -275,20 +278,21 @@ def run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                 tr.wait([ev_q, ev_kv])
                 grads = comp.backward(call, Staged(((0, lq),), [qd, dod, od, ld], ev_q),
                                       Staged(((0, lk),), kv, ev_kv))
+                tr.release([qd, dod, od, ld, *kv])
                 del qd, dod, od, ld, kv
                 res = tuple(_to_home(g, t.dtype, ctx.home, None, budget=ctx.budget)
                             for g, t in zip(grads, (q, k, v), strict=True))
                 del grads
-                tr.close()
                 rep.tasks, rep.accumulator_device = 1, "none (one kernel call)"
                 _peak_end(ctx, rep)
                 rep.add_time("total", time.perf_counter() - t_start)
                 return res  # type: ignore[return-value]
             except torch.cuda.OutOfMemoryError:
                 rep.oom_retries += 1
-                tr.close()
                 if ctx.device.type == "cuda":
                     torch.cuda.empty_cache()
+            finally:  # no buffer is freed while a copy or kernel may still use it
+                tr.close()
         choice = dataclasses.replace(choice, accumulators="host" if ctx.streamed else "device")
     placement = "host" if choice.accumulators == "host" else "device"
     finals: list[torch.Tensor] = []
@@ -305,17 +309,15 @@ def run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
         def lazy(t: torch.Tensor) -> Any:  # float32 at home, allocated on first write-back
             return (tuple(t.shape), acc_dt, pin)
 
-        q_store = RowStore([lazy(q) if not full else torch.empty(q.shape, dtype=acc_dt,
-                                                                  pin_memory=pin)],
+        q_store = RowStore([lazy(q) if not full else host_empty(q.shape, acc_dt, pin=pin)],
                            inits=[0.0], transport=tr, placement="host", full=full)
         if full:
-            kv_store = RowStore([torch.empty(t.shape, dtype=acc_dt, pin_memory=pin)
-                                 for t in (k, v)], inits=[0.0, 0.0], transport=tr,
-                                placement="host", full=True)
+            kv_store = RowStore([host_empty(t.shape, acc_dt, pin=pin) for t in (k, v)],
+                                inits=[0.0, 0.0], transport=tr, placement="host", full=True)
         else:
             # dk, dv rows go straight into the gradients on their last visit (a key/value
             # block's task is usually its only one): no float32 copy of them at home
-            finals = [torch.empty(t.shape, dtype=t.dtype, pin_memory=pin) for t in (k, v)]
+            finals = [host_empty(t.shape, t.dtype, pin=pin) for t in (k, v)]
             remaining_kv = _row_counts(rects, positions, lk, "k")
             kv_store = RowStore([lazy(k), lazy(v)], inits=[0.0, 0.0], transport=tr,
                                 placement="host", finalize_to=finals, remaining=remaining_kv)
@@ -326,8 +328,10 @@ def run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                     q_inputs=[q, dout, out, lse], kv_inputs=[k, v], q_store=q_store,
                     kv_store=kv_store, report=rep, prefetch=choice.prefetch,
                     progress=ctx.progress, remaining_kv=remaining_kv)
-    driver.run()
-    tr.close()
+    try:
+        driver.run()
+    finally:  # on any error too: no buffer is freed while a copy or kernel may still use it
+        tr.close()
     if placement == "host" and not full:
         for s0, e0 in q_store.unwritten_rows():
             q_store.home_tensor(0)[:, :, s0:e0].zero_()

@@ -48,9 +48,46 @@ import torch
 
 from cqs_attention._copies import copy_rows_in, copy_rows_out
 
-__all__ = ["Transport", "local_offsets"]
+__all__ = ["Transport", "host_empty", "local_offsets"]
 
 Range = tuple[int, int]
+
+
+#: host tensors at least this large are page-locked with cudaHostRegister, at their size
+REGISTER_BYTES = 64 << 20
+
+
+def host_empty(shape: Sequence[int], dtype: torch.dtype, *, pin: bool) -> torch.Tensor:
+    """An uninitialised host tensor, page-locked when ``pin``.
+
+    PyTorch's pinned allocator rounds every allocation up to a power of two (a 17 GB float32
+    tensor takes 32 GB). Large tensors are therefore ordinary host memory page-locked with
+    ``cudaHostRegister`` at their exact size, and unregistered when their memory is freed.
+
+    >>> host_empty((2, 3), torch.float32, pin=False).shape
+    torch.Size([2, 3])
+    """
+    import math
+
+    import numpy as np
+
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if not pin or nbytes < REGISTER_BYTES:
+        return torch.empty(tuple(shape), dtype=dtype, pin_memory=pin)
+    import weakref
+
+    page = 4096
+    raw = np.empty(nbytes + page, dtype=np.uint8)
+    start = (-raw.ctypes.data) % page
+    buf = raw[start:start + nbytes]  # page-aligned
+    cudart = torch.cuda.cudart()
+    ptr = buf.ctypes.data
+    err = int(cudart.cudaHostRegister(ptr, nbytes, 0))
+    if err != 0:  # fall back to PyTorch's allocator rather than fail
+        return torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+    # the numpy buffer outlives every tensor viewing it; unregister just before it is freed
+    weakref.finalize(raw, cudart.cudaHostUnregister, ptr)
+    return torch.from_numpy(buf).view(dtype).view(tuple(shape))
 
 
 def local_offsets(rows: Sequence[Range]) -> list[int]:

@@ -299,6 +299,22 @@ def test_bench_headline_cpu_smoke(bench_headline, tmp_path):
     assert res["projection"]["hours_causal"] > 0
 
 
+def test_bench_headline_backward_cpu_smoke(bench_headline, tmp_path):
+    out = tmp_path / "hb.json"
+    rc = bench_headline.main(["--device", "cpu", "--seq", "300", "--heads", "2",
+                              "--head-dim", "8", "--budget-fraction", "1.0", "--backward",
+                              "--slab-rows", "128", "--check-rows", "8", "--no-progress",
+                              "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["mode"] == "backward"
+    assert res["spot_check_passed"] is True
+    assert res["dq_spot_check"]["max_row_rel_err"] < 1e-4  # float32 CPU run
+    assert res["backward_tflops"] > 0
+    assert res["backward_report"]["direction"] == "backward"
+    assert res["host_inputs_outputs_bytes"] == 8 * 300 * 2 * 8 * 2
+
+
 def test_streamed_results_plot(tmp_path):
     import importlib.util
     from pathlib import Path
