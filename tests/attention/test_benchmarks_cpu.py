@@ -309,7 +309,7 @@ def test_bench_headline_backward_cpu_smoke(bench_headline, tmp_path):
     res = json.loads(out.read_text())
     assert res["mode"] == "backward"
     assert res["spot_check_passed"] is True
-    assert res["dq_spot_check"]["max_row_rel_err"] < 1e-4  # float32 CPU run
+    assert res["dq_spot_check"]["max_row_rel_err"] < 2e-2  # bf16 inputs and gradients
     assert res["backward_tflops"] > 0
     assert res["backward_report"]["direction"] == "backward"
     assert res["host_inputs_outputs_bytes"] == 8 * 300 * 2 * 8 * 2
