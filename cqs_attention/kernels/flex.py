@@ -42,12 +42,25 @@ def _flex_module():
     return fa, None
 
 
+#: recompilations of the compiled flex_attention allowed before dynamo falls back to eager
+#: (which would materialise the scores): masks, GQA, dtypes and shapes each add a few
+RECOMPILE_LIMIT = 64
+
+
 @lru_cache(maxsize=2)
 def _flex_fn(compiled: bool):
     import torch
 
     fa = _flex_module()[0]
-    return torch.compile(fa.flex_attention) if compiled else fa.flex_attention
+    if not compiled:
+        return fa.flex_attention
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    if getattr(cfg, name, RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
+        setattr(cfg, name, RECOMPILE_LIMIT)
+    return torch.compile(fa.flex_attention)
 
 
 def _call_flex(fn, q, k, v, block_mask, scale, gqa):

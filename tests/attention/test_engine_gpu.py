@@ -214,8 +214,8 @@ def test_budget_sweep_holds(L, causal, fraction):
 def _kernel_cases():
     cases = []
     for kernel in available_kernels():
-        dtypes = {"flex": (torch.bfloat16,), "reference": (torch.float32,)}.get(
-            kernel.name, (torch.bfloat16, torch.float32))
+        dtypes = {"efficient": (torch.bfloat16, torch.float32),
+                  "reference": (torch.float32,)}.get(kernel.name, (torch.bfloat16,))
         for dtype in dtypes:
             for mask in ("none", "causal", "dense"):
                 for hkv in (2, 8):
