@@ -416,11 +416,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _register_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="run benchmarks/bench_attention.py (needs a GPU)",
+        "bench", help="run benchmarks/bench_attention.py (a GPU; --device cpu: a smoke test)",
         description="Run the attention benchmark (benchmarks/bench_attention.py of a source "
                     "checkout, $CQS_BENCH_SCRIPT, or --script PATH). Arguments after the ones "
                     "below are passed to the benchmark (e.g. --lengths 65536 --masks causal); "
-                    "cqs-attention bench -- --help lists them.",
+                    "cqs-attention bench -- --help lists them. It prints a line per measured "
+                    "part; Ctrl-C stops it with what was measured so far (exit 130). "
+                    "--device cpu runs a small smoke test (L=1024, 4 heads, D=64).",
     )
     p.add_argument("--script", type=Path, help="path of bench_attention.py (default: found "
                                                "next to the installed package or in ./benchmarks)")
