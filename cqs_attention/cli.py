@@ -183,7 +183,8 @@ def _resolve_demo_options(args: argparse.Namespace) -> dict[str, Any]:
     else:
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise CLIError("--device cuda: no CUDA device is available here (use --device cpu)")
+            raise CLIError(f"--device {requested}: no CUDA device is available here (use "
+                           "--device cpu)")
         if device.type == "cuda" and device.index is not None and \
                 device.index >= torch.cuda.device_count():
             raise CLIError(f"--device {requested}: only {torch.cuda.device_count()} CUDA "
