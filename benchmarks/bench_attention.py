@@ -41,17 +41,26 @@ names, bytes moved and the per-stage profiles (``streamed_report.profile``,
 ``baseline_report.profile``: h2d, compute, d2h, merge, idle seconds). The JSON file is rewritten
 after every measured part, so a run cut short keeps what it measured. ``--plot JSON PNG`` turns
 a results file into a PNG (runs without a GPU).
+
+``--device cpu`` is a smoke test of this script with small CPU defaults (L = 1024, 4 heads,
+D = 64, 3 repetitions: well under a minute on a 2-core machine). Each measured part prints
+one line as it completes (``--quiet``: none). Ctrl-C stops between two timed calls (each is
+short on the CPU defaults): what was measured so far is printed as the table (and saved to
+``--json``), and the exit code is 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import signal
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +70,13 @@ from _common import BenchDevice, report_summary, tflops
 
 #: from this length on, ``--reps`` defaults to 1 and only the fastest monolithic kernel is timed
 LONG = 1 << 20
+
+#: default sizes per device kind: the GPU benchmark, and a CPU smoke test sized to finish in
+#: well under a minute on a 2-core machine
+DEFAULTS = {
+    "cuda": {"lengths": [65536, 262144], "heads": 16, "head_dim": 128, "reps": None},
+    "cpu": {"lengths": [1024], "heads": 4, "head_dim": 64, "reps": 3},
+}
 
 
 def _tflops(L: int, h: int, d: int, causal: bool, ms: float, backward: bool = False) -> float:
@@ -187,11 +203,10 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
                  "mono_kernels_timed": [k.name for k in kernels]}
 
     def update(part: str) -> None:
-        if progress:
-            print(part, json.dumps({k: v for k, v in rec.items() if not isinstance(v, dict)}),
-                  flush=True)
-        if on_update is not None:
+        if on_update is not None:  # first: the caller holds the record before it is shown
             on_update(rec)
+        if progress:
+            print(part_line(part, rec, time.perf_counter() - _STARTED[0]), flush=True)
 
     g = torch.Generator(device=dev).manual_seed(L + causal)
     q, k, v, dout = (torch.randn(1, heads, L, head_dim, device=dev, dtype=dt, generator=g)
@@ -411,6 +426,54 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
     return out_recs
 
 
+#: when this run started (reset by :func:`main`): the seconds shown on each part's line
+_STARTED = [time.perf_counter()]
+
+#: per part: (label, the keys its line shows as (key, unit))
+_PART_KEYS = {
+    "mono": ("monolithic", (("mono_kernel", ""), ("mono_fwd_ms", "ms fwd"),
+                            ("mono_fwd_tflops", "TFLOP/s"), ("mono_bwd_ms", "ms bwd"))),
+    "gpu": ("attention on device", (("gpu_fwd_ms", "ms fwd"), ("gpu_fwd_tflops", "TFLOP/s"),
+                                    ("ratio_on_gpu", "x mono"))),
+    "gpu_bwd": ("attention on device bwd", (("gpu_bwd_ms", "ms bwd"),
+                                            ("ratio_backward", "x mono"))),
+    "streamed": ("attention streamed", (("streamed_fwd_ms", "ms fwd"),
+                                        ("streamed_schedule", "schedule"),
+                                        ("ratio_streamed", "x mono"))),
+    "baseline": ("out-of-core baseline", (("baseline_fwd_ms", "ms fwd"),
+                                          ("ratio_baseline", "x mono"))),
+    "streamed_bwd": ("attention streamed bwd", (("streamed_bwd_ms", "ms bwd"),
+                                                ("ratio_backward_streamed", "x mono"))),
+}
+
+
+def part_line(part: str, rec: dict, elapsed: float) -> str:
+    """One line saying what the part just measured (or its error) and the seconds so far.
+
+    >>> part_line("gpu", {"L": 1024, "causal": True, "gpu_fwd_ms": 1.5, "gpu_fwd_tflops": 0.1,
+    ...                   "ratio_on_gpu": 0.9}, 2.0)
+    'L=1024 causal  attention on device: 1.500 ms fwd, 0.1 TFLOP/s, 0.900 x mono  [2.0 s]'
+    """
+    label, keys = _PART_KEYS.get(part, (part, ()))
+    head = f"L={rec.get('L')} {'causal' if rec.get('causal') else 'full'}"
+    if "budget_fraction" in rec and part in ("streamed", "baseline", "streamed_bwd"):
+        head += f" budget {rec['budget_fraction']:g}"
+    err = rec.get("errors", {}).get(part)
+    if err is not None:
+        body = f"error: {err}"
+    else:
+        shown = []
+        for key, unit in keys:
+            val = rec.get(key)
+            if val is None:
+                continue
+            if isinstance(val, float):
+                val = f"{val:.1f}" if unit == "TFLOP/s" else f"{val:.3f}"
+            shown.append(f"{val} {unit}".strip() if unit != "schedule" else f"schedule {val}")
+        body = ", ".join(shown) or "done"
+    return f"{head}  {label}: {body}  [{elapsed:.1f} s]"
+
+
 SERIES = [("mono_fwd_tflops", "fastest monolithic fwd"), ("gpu_fwd_tflops", "attention fwd"),
           ("streamed_fwd_tflops", "attention streamed fwd"),
           ("baseline_fwd_tflops", "out-of-core baseline fwd"),
@@ -496,21 +559,80 @@ def _row(r: dict) -> str:
             f"{f('streamed_predicted_over_measured', '6.3f')}")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (no usage block)
+        self.exit(2, f"bench_attention: error: {message}\n")
+
+
+@contextlib.contextmanager
+def interrupt_on_sigint() -> Iterator[None]:
+    """Ctrl-C raises :class:`KeyboardInterrupt` in the main thread, even where the process was
+    started with SIGINT ignored (e.g. a background job); the previous handler comes back after.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_table(records: list[dict]) -> None:
+    print(f"{'L':>8} {'mask':>6} {'mono':>6} {'fwd':>7} {'gpu':>7} {'stream':>7} {'base':>7} "
+          f"{'r_gpu':>6} {'r_str':>6} {'r_base':>6} {'s/b':>6} {'r_bwd':>6} {'r_sbwd':>6} "
+          f"{'frac':>6} {'pk/b':>6} {'bpk/b':>6} {'pr/ms':>6}", flush=True)
+    for r in records:
+        print(_row(r) if "mono_fwd_tflops" in r else r, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lengths", type=int, nargs="+", default=[65536, 262144])
+    p = _Parser(description=__doc__.splitlines()[0])
+    cuda, cpu = DEFAULTS["cuda"], DEFAULTS["cpu"]
+    p.add_argument("--lengths", type=_positive, nargs="+", default=None,
+                   help=f"sequence lengths (default {' '.join(map(str, cuda['lengths']))}; "
+                        f"with --device cpu {' '.join(map(str, cpu['lengths']))})")
     p.add_argument("--masks", nargs="+", choices=["full", "causal"], default=["full", "causal"])
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--reps", type=int, default=None,
-                   help=f"timed repetitions after one warm-up (default 5, 1 from L={LONG})")
+    p.add_argument("--heads", type=_positive, default=None,
+                   help=f"heads (default {cuda['heads']}; with --device cpu {cpu['heads']})")
+    p.add_argument("--head-dim", type=_positive, default=None,
+                   help=f"head dimension (default {cuda['head_dim']}; with --device cpu "
+                        f"{cpu['head_dim']})")
+    p.add_argument("--reps", type=_positive, default=None,
+                   help=f"timed repetitions after one warm-up (default 5, 1 from L={LONG}; "
+                        f"with --device cpu {cpu['reps']})")
     p.add_argument("--kernels", nargs="+", default=["fa4", "fa3", "cudnn", "fa2", "sdpa_flash"],
                    help="monolithic kernels to time, fastest first")
     p.add_argument("--mono-only-fastest", action="store_true",
                    help="time only the first kernel of --kernels that runs, at every length")
-    p.add_argument("--mono-only-fastest-from", type=int, default=LONG, metavar="L",
+    p.add_argument("--mono-only-fastest-from", type=_positive, default=LONG, metavar="L",
                    help="time only the first runnable kernel of --kernels from this length on")
-    p.add_argument("--plan", type=int, default=None,
+    p.add_argument("--plan", type=_positive, default=None,
                    help="Singer design order q for the on-GPU runs (default: attention's choice)")
     p.add_argument("--no-backward", action="store_true", help="no backward pass at all")
     p.add_argument("--no-gpu", action="store_true", help="skip attention on GPU tensors")
@@ -518,12 +640,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-streamed-backward", action="store_true",
                    help="skip the streamed backward")
     p.add_argument("--no-baseline", action="store_true", help="skip the out-of-core baseline")
-    p.add_argument("--budget-fraction", type=float, nargs="+", default=[0.25],
+    p.add_argument("--budget-fraction", type=_fraction, nargs="+", default=[0.25],
                    help="memory_budget of the streamed and baseline runs, as fractions of the "
                         "Q+K+V bytes (default 1/4; several values: one record each)")
     p.add_argument("--device", default="cuda",
-                   help="'cuda' (default); 'cpu' runs tiny smoke tests of this script")
+                   help="'cuda' (default); 'cpu' runs a small smoke test of this script (sizes "
+                        "above)")
     p.add_argument("--json", help="write the records here (rewritten after every part)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no line per measured part (the table at the end is printed)")
     p.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), help="only plot a results file")
     args = p.parse_args(argv)
     if args.plot:
@@ -533,11 +658,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_attention: error: {exc}", file=sys.stderr)
             return 2
         return 0
+    kind = "cpu" if args.device == "cpu" else "cuda"
+    if kind == "cuda" and not args.device.startswith("cuda"):
+        print(f"bench_attention: error: --device must be cuda, cuda:N or cpu, got "
+              f"{args.device!r}", file=sys.stderr)
+        return 2
+    for name in ("lengths", "heads", "head_dim", "reps"):
+        if getattr(args, name) is None:
+            setattr(args, name, DEFAULTS[kind][name])
     import torch
 
     if args.device == "cpu" and args.kernels == p.get_default("kernels"):
         args.kernels = ["cpu_flash", "reference"]  # the kernels that run on a CPU
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available():
         print("bench_attention: needs a CUDA device (or --device cpu for a smoke test)",
               file=sys.stderr)
         return 2
@@ -548,40 +681,56 @@ def main(argv: list[str] | None = None) -> int:
             "commit": os.environ.get("CQS_COMMIT"), "kernels_asked": args.kernels,
             "date": time.strftime("%Y-%m-%d")}
     records: list[dict] = []
+    current: dict = {}
+    _STARTED[0] = time.perf_counter()
 
     def save(partial: dict | None = None) -> None:
+        current["rec"] = partial
         if args.json:
             rows = records + ([partial] if partial is not None else [])
             with open(args.json, "w") as fh:
                 json.dump({"meta": meta, "records": rows}, fh, indent=1)
 
-    for L in args.lengths:
-        reps = args.reps if args.reps is not None else (1 if L >= LONG else 5)
-        for m in args.masks:
-            try:
-                recs = measure(L, m == "causal", heads=args.heads, head_dim=args.head_dim,
-                              reps=reps, kernel_names=args.kernels,
-                              backward=not args.no_backward, streamed=not args.no_streamed,
-                              progress=True, plan=args.plan,
-                              mono_only_fastest=(args.mono_only_fastest
-                                                 or L >= args.mono_only_fastest_from),
-                              gpu=not args.no_gpu, baseline=not args.no_baseline,
-                              streamed_backward=not args.no_streamed_backward,
-                              device=args.device, budget_fraction=args.budget_fraction[0],
-                              more_fractions=tuple(args.budget_fraction[1:]), on_update=save)
-            except Exception as exc:
-                recs = [{"L": L, "causal": m == "causal",
-                         "error": f"{type(exc).__name__}: {exc}"}]
-                print("error", json.dumps(recs[0]), flush=True)
-            records.extend(recs)
-            save()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-    print(f"{'L':>8} {'mask':>6} {'mono':>6} {'fwd':>7} {'gpu':>7} {'stream':>7} {'base':>7} "
-          f"{'r_gpu':>6} {'r_str':>6} {'r_base':>6} {'s/b':>6} {'r_bwd':>6} {'r_sbwd':>6} "
-          f"{'frac':>6} {'pk/b':>6} {'bpk/b':>6} {'pr/ms':>6}")
-    for r in records:
-        print(_row(r) if "mono_fwd_tflops" in r else r)
+    if not args.quiet:
+        print(f"bench_attention on {meta['gpu']}: lengths {args.lengths}, masks {args.masks}, "
+              f"H={args.heads}, D={args.head_dim}; one line per measured part (Ctrl-C stops "
+              "and prints what was measured)", flush=True)
+    try:
+        with interrupt_on_sigint():
+            for L in args.lengths:
+                reps = args.reps if args.reps is not None else (1 if L >= LONG else 5)
+                for m in args.masks:
+                    try:
+                        recs = measure(
+                            L, m == "causal", heads=args.heads, head_dim=args.head_dim,
+                            reps=reps, kernel_names=args.kernels,
+                            backward=not args.no_backward, streamed=not args.no_streamed,
+                            progress=not args.quiet, plan=args.plan,
+                            mono_only_fastest=(args.mono_only_fastest
+                                               or L >= args.mono_only_fastest_from),
+                            gpu=not args.no_gpu, baseline=not args.no_baseline,
+                            streamed_backward=not args.no_streamed_backward,
+                            device=args.device, budget_fraction=args.budget_fraction[0],
+                            more_fractions=tuple(args.budget_fraction[1:]), on_update=save)
+                    except Exception as exc:
+                        recs = [{"L": L, "causal": m == "causal",
+                                 "error": f"{type(exc).__name__}: {exc}"}]
+                        print("error", json.dumps(recs[0]), flush=True)
+                    records.extend(recs)
+                    current["rec"] = None
+                    save()
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+    except KeyboardInterrupt:
+        partial = current.get("rec")
+        if partial is not None and "mono_fwd_tflops" in partial:
+            records.append({**partial, "interrupted": True})
+        save()
+        print(f"bench_attention: interrupted; {len(records)} record(s) measured so far"
+              + (f" (saved to {args.json})" if args.json else ""), file=sys.stderr, flush=True)
+        _print_table(records)
+        return 130
+    _print_table(records)
     measured = [r for r in records if "mono_fwd_tflops" in r]
     if not measured:
         print("bench_attention: every measurement failed (see the errors above)",

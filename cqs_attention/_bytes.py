@@ -37,7 +37,9 @@ def parse_bytes(value: int | float | str | None) -> int | None:
     Raises
     ------
     ValueError
-        If ``value`` is negative, not a number, or has an unknown unit.
+        If ``value`` is negative, infinite, not a number, or has an unknown unit (the message
+        says "> 0": every memory budget must be positive; ``0`` itself parses to ``0`` and the
+        callers refuse it).
 
     Examples
     --------
@@ -54,7 +56,8 @@ def parse_bytes(value: int | float | str | None) -> int | None:
     if isinstance(value, (int, float)):
         number, unit = float(value), ""
     elif isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        match = re.fullmatch(r"\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*",
+                             value)
         if match is None:
             raise ValueError(f"memory_budget {value!r} is not a size; write bytes or e.g. '256MiB'")
         number, unit = float(match.group(1)), match.group(2).lower()
@@ -65,7 +68,8 @@ def parse_bytes(value: int | float | str | None) -> int | None:
         raise ValueError(f"memory_budget {value!r} has unknown unit {unit!r}; use one of "
                          "B, kB, MB, GB, KiB, MiB, GiB")
     if not number >= 0 or number == float("inf"):
-        raise ValueError(f"memory_budget must be a finite size >= 0 bytes, got {value!r}")
+        # 0 parses (to 0), but every caller refuses it: say what is valid for them
+        raise ValueError(f"memory_budget must be a finite size > 0 bytes, got {value!r}")
     return round(number * _UNITS[unit])
 
 

@@ -81,7 +81,7 @@ def _positive(name: str):
 def _window(text: str) -> tuple[int | None, int | None]:
     parts = text.split(",")
     if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"--window must be LEFT,RIGHT (e.g. 512,0 or 512,none), "
+        raise argparse.ArgumentTypeError(f"must be LEFT,RIGHT (e.g. 512,0 or 512,none), "
                                          f"got {text!r}")
     out: list[int | None] = []
     for p in parts:
@@ -92,10 +92,10 @@ def _window(text: str) -> tuple[int | None, int | None]:
         try:
             value = int(p)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--window sides must be integers >= 0 or 'none', "
+            raise argparse.ArgumentTypeError(f"sides must be integers >= 0 or 'none', "
                                              f"got {p!r}") from None
         if value < 0:
-            raise argparse.ArgumentTypeError(f"--window sides must be >= 0, got {value}")
+            raise argparse.ArgumentTypeError(f"sides must be >= 0, got {value}")
         out.append(value)
     return out[0], out[1]
 
@@ -142,24 +142,49 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo)
 
 
-def _resolve_demo_options(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+_DEVICE_RE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
 
-    from cqs_attention.module import parse_bytes
+
+def _early_demo_checks(args: argparse.Namespace) -> int | None:
+    """The checks that need neither torch nor memory (so a typo is reported at once); returns
+    the budget in bytes (None: the device's default)."""
+    from cqs_attention._bytes import parse_bytes
+
+    if not _DEVICE_RE.fullmatch(args.device):
+        raise CLIError(f"--device {args.device!r} is not a device here; use auto, cpu, cuda "
+                       "or cuda:N")
+    if args.heads is not None and args.kv_heads is not None and args.heads % args.kv_heads:
+        raise CLIError(f"--kv-heads {args.kv_heads} must divide --heads {args.heads}")
+    budget = None
+    if args.budget is not None:
+        try:
+            budget = parse_bytes(args.budget)
+        except ValueError as exc:
+            raise CLIError(str(exc).replace("memory_budget", "--budget")) from None
+        if budget is not None and budget <= 0:
+            raise CLIError(f"--budget must be > 0, got {args.budget!r}")
+    if args.tolerance is not None and (not args.tolerance > 0 or math.isinf(args.tolerance)):
+        raise CLIError(f"--tolerance must be a finite number > 0, got {args.tolerance!r}")
+    if args.check_rows is not None and args.seq_len is not None and \
+            args.check_rows > args.seq_len:
+        raise CLIError(f"--check-rows {args.check_rows} exceeds --seq-len {args.seq_len}")
+    if args.window is not None and not args.causal and args.window == (None, None):
+        raise CLIError("--window none,none is no window; leave --window out")
+    return budget
+
+
+def _resolve_demo_options(args: argparse.Namespace) -> dict[str, Any]:
+    budget = _early_demo_checks(args)
+    import torch
 
     requested = args.device
     if requested == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        try:
-            device = torch.device(requested)
-        except (RuntimeError, ValueError):
-            raise CLIError(f"--device {requested!r} is not a device; use auto, cpu, cuda or "
-                           "cuda:N") from None
-        if device.type not in ("cpu", "cuda"):
-            raise CLIError(f"--device {requested!r}: only cpu and cuda are supported")
+        device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise CLIError("--device cuda: no CUDA device is available here (use --device cpu)")
+            raise CLIError(f"--device {requested}: no CUDA device is available here (use "
+                           "--device cpu)")
         if device.type == "cuda" and device.index is not None and \
                 device.index >= torch.cuda.device_count():
             raise CLIError(f"--device {requested}: only {torch.cuda.device_count()} CUDA "
@@ -174,34 +199,86 @@ def _resolve_demo_options(args: argparse.Namespace) -> dict[str, Any]:
     head_dim = args.head_dim or defaults[3]
     dtype_name = _DTYPES[args.dtype or defaults[4]]
     dtype = getattr(torch, dtype_name)
-    try:
-        budget = parse_bytes(args.budget if args.budget is not None else defaults[5])
-    except ValueError as exc:
-        raise CLIError(f"--budget: {exc}") from None
-    if budget is not None and budget <= 0:
-        raise CLIError(f"--budget must be > 0, got {args.budget!r}")
+    if args.budget is None:
+        from cqs_attention._bytes import parse_bytes
+
+        budget = parse_bytes(defaults[5])
     tolerance = args.tolerance if args.tolerance is not None else _TOLERANCE[dtype_name]
-    if not tolerance > 0 or math.isinf(tolerance):
-        raise CLIError(f"--tolerance must be a finite number > 0, got {args.tolerance!r}")
     if args.check_rows is None:
         check_rows = min(_DEFAULT_CHECK_ROWS, seq_len)
     elif args.check_rows > seq_len:
         raise CLIError(f"--check-rows {args.check_rows} exceeds --seq-len {seq_len}")
     else:
         check_rows = args.check_rows
-    if args.window is not None and not args.causal and args.window == (None, None):
-        raise CLIError("--window none,none is no window; leave --window out")
     opts = {"device": device, "seq_len": seq_len, "heads": heads, "kv_heads": kv_heads,
             "head_dim": head_dim, "dtype": dtype, "dtype_name": dtype_name, "budget": budget,
-            "tolerance": tolerance, "check_rows": check_rows}
-    _check_host_memory(opts, batch=args.batch)
+            "tolerance": tolerance, "check_rows": check_rows,
+            "element_size": torch.empty((), dtype=dtype).element_size()}
+    _check_host_memory(opts, batch=args.batch, run_bytes=None)
     return opts
+
+
+def _demo_plan(args: argparse.Namespace, seq_len: int) -> Any:
+    """The plan of ``--design``/``--levels`` (None: the planner's choice)."""
+    if args.design is None and args.levels is None:
+        return None
+    from cqs_design.plans import make_plan
+
+    plan_kwargs: dict[str, Any] = {"causal": args.causal, "window": args.window}
+    if args.design is not None:
+        plan_kwargs["design"] = args.design
+    if args.levels is not None:
+        plan_kwargs["levels"] = args.levels
+    return make_plan(seq_len, **plan_kwargs)
+
+
+def _dry_run(args: argparse.Namespace, opts: dict[str, Any], plan: Any) -> int | None:
+    """Plan the demo's call on shapes only (meta tensors: nothing allocated), so a budget too
+    small or a backend that cannot run is reported before any input is drawn. Returns the
+    device bytes the chosen run holds at once (None when it could not be predicted here:
+    the real call then decides)."""
+    import torch
+
+    from cqs_attention import errors
+
+    try:
+        from cqs_attention.api import plan_run
+        from cqs_attention.kernels import select_kernel
+        from cqs_attention.masks import make_mask_spec
+    except ImportError:  # pragma: no cover - the engine's layout changed: no dry run
+        return None
+    dev, dtype = opts["device"], opts["dtype"]
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    b, h, hkv, d, n = args.batch, opts["heads"], opts["kv_heads"], opts["head_dim"], \
+        opts["seq_len"]
+    q = torch.empty(b, h, n, d, dtype=dtype, device="meta")
+    k = torch.empty(b, hkv, n, d, dtype=dtype, device="meta")
+    budget = opts["budget"]
+    if budget is None and dev.type == "cuda":
+        budget = int(0.8 * torch.cuda.mem_get_info(dev)[0])
+    known = (errors.MemoryBudgetError, errors.KernelUnavailableError,
+             errors.AttentionInputError, errors.PlanMismatchError)
+    try:
+        spec = make_mask_spec(n, n, batch=b, heads=h, causal=args.causal, window=args.window)
+        kernel = select_kernel(args.backend, device=dev, dtype=dtype, head_dim=d, mask=None,
+                               gqa=h != hkv, needs_grad=False)
+        choice = plan_run(q, k, k, spec=spec, plan=plan, budget=budget, dev=dev,
+                          streamed=dev.type == "cuda" or budget is not None, backward=False,
+                          kernel=kernel)
+    except known:
+        raise
+    except Exception:  # the engine's internals changed: leave it to the real call
+        return None
+    footprint = getattr(choice, "footprint", None)
+    return int(footprint) if footprint is not None else None
 
 
 def demo_host_bytes(*, batch: int, heads: int, kv_heads: int, seq_len: int, head_dim: int,
                     element_size: int, budget: int | None, on_cpu: bool) -> int:
     """Host memory the demo needs at least: q, k, v and the output, the float32 tensor each
-    input is drawn in, and (on a CPU, where the device is the host) the device budget.
+    input is drawn in, and (on a CPU, where the device is the host) ``budget``: the device
+    bytes the run holds at once (the planner's footprint of the chosen run).
 
     >>> demo_host_bytes(batch=1, heads=2, kv_heads=1, seq_len=10, head_dim=4, element_size=4,
     ...                 budget=1000, on_cpu=True)
@@ -214,44 +291,73 @@ def demo_host_bytes(*, batch: int, heads: int, kv_heads: int, seq_len: int, head
     return resident + drawn + ((budget or 0) if on_cpu else 0)
 
 
-def _check_host_memory(opts: dict[str, Any], *, batch: int) -> None:
-    """CLIError (one line, exit 2) when the demo cannot fit in the host memory available."""
-    import torch
+def _check_host_memory(opts: dict[str, Any], *, batch: int, run_bytes: int | None) -> None:
+    """CLIError (one line, exit 2) when the demo cannot fit in the host memory available.
 
+    ``run_bytes``: the device bytes of the planned run (host memory on a CPU); None before
+    the plan is known (the inputs and output alone are checked)."""
     from cqs_attention.info import host_memory_available
 
     available = host_memory_available()
     if available is None:  # not Linux: nothing to check against
         return
     on_cpu = opts["device"].type == "cpu"
-    sizes = {"batch": batch, "heads": opts["heads"], "kv_heads": opts["kv_heads"],
-             "head_dim": opts["head_dim"],
-             "element_size": torch.empty((), dtype=opts["dtype"]).element_size(),
-             "budget": opts["budget"], "on_cpu": on_cpu}
-    need = demo_host_bytes(seq_len=opts["seq_len"], **sizes)
+    sizes = {"heads": opts["heads"], "kv_heads": opts["kv_heads"],
+             "head_dim": opts["head_dim"], "element_size": opts["element_size"],
+             "budget": run_bytes, "on_cpu": on_cpu}
+    seq_len = opts["seq_len"]
+    need = demo_host_bytes(batch=batch, seq_len=seq_len, **sizes)
     if need <= available:
         return
-    per_token = demo_host_bytes(seq_len=1, **{**sizes, "budget": None})
-    fixed = need - per_token * opts["seq_len"]
-    largest = (available - fixed) // per_token
-    hint = (f"use a smaller --seq-len (q, k, v and output alone fit up to about {largest})"
-            if largest >= 1 else "use a smaller --budget")
+    # q, k, v and output grow with batch x seq_len; the run's own bytes are taken as fixed
+    per_token = demo_host_bytes(batch=1, seq_len=1, **{**sizes, "budget": None})
+    fixed = need - per_token * batch * seq_len
+    tokens = (available - fixed) // per_token  # the largest batch x seq_len that fits
+    hints = []
+    if batch > 1 and tokens // seq_len >= 1:
+        hints.append(f"a smaller --batch (up to about {tokens // seq_len} at --seq-len "
+                     f"{seq_len})")
+    if tokens // batch >= 1:
+        hints.append(f"a smaller --seq-len (up to about {tokens // batch}"
+                     + (f" at --batch {batch})" if batch > 1 else ")"))
+    if not hints:
+        hints.append("smaller --batch, --seq-len, --heads or --head-dim" if tokens < 1 else
+                     "a smaller --budget")
+    run = f", plus {_fmt_bytes(run_bytes)} for the run on the CPU" if on_cpu and run_bytes \
+        else ""
     raise CLIError(
         f"the demo needs at least {_fmt_bytes(need)} of host memory (q, k, v and output of "
-        f"B={batch} H={opts['heads']} (kv {opts['kv_heads']}) L={opts['seq_len']} "
-        f"D={opts['head_dim']} {opts['dtype_name']}"
-        f"{', plus --budget on the CPU' if on_cpu and opts['budget'] else ''}) but "
-        f"{_fmt_bytes(available)} is available here; {hint}")
+        f"B={batch} H={opts['heads']} (kv {opts['kv_heads']}) L={seq_len} "
+        f"D={opts['head_dim']} {opts['dtype_name']}{run}) but "
+        f"{_fmt_bytes(available)} is available here; use {' or '.join(hints)}")
 
 
-def _fmt_bytes(n: int | float | None) -> str:
+def _fmt_bytes(n: int | float | None, digits: int = 1) -> str:
+    """``n`` bytes in the largest binary unit below it, with ``digits`` decimals.
+
+    >>> _fmt_bytes(2122112), _fmt_bytes(2122112, digits=3), _fmt_bytes(512)
+    ('2.0 MiB', '2.024 MiB', '512 B')
+    """
     if n is None:
         return "n/a"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.{digits}f} {unit}"
         n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
+    return f"{n:.{digits}f} TiB"  # pragma: no cover
+
+
+def _distinct_digits(sizes: Sequence[int]) -> int:
+    """The fewest decimals (1 to 6) that print different ``sizes`` differently.
+
+    >>> _distinct_digits([2097152, 2122112]), _distinct_digits([1024, 4096])
+    (2, 1)
+    """
+    distinct = sorted(set(sizes))
+    for digits in range(1, 7):
+        if len({_fmt_bytes(n, digits) for n in distinct}) == len(distinct):
+            return digits
+    return 6
 
 
 def _row_reference(q, k, v, rows, *, causal: bool, window, scale: float):
@@ -313,14 +419,18 @@ def _jsonable(x: Any) -> Any:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    opts = _resolve_demo_options(args)  # argument errors before torch is imported
     import torch
 
     from cqs_attention.api import attention
     from cqs_attention.report import last_run_stats
 
-    opts = _resolve_demo_options(args)
     device, seq_len, dtype = opts["device"], opts["seq_len"], opts["dtype"]
     b, h, hkv, d = args.batch, opts["heads"], opts["kv_heads"], opts["head_dim"]
+    plan = _demo_plan(args, seq_len)
+    run_bytes = _dry_run(args, opts, plan)  # budget and backend errors before any allocation
+    if run_bytes is not None:
+        _check_host_memory(opts, batch=b, run_bytes=run_bytes)
     gen = torch.Generator().manual_seed(args.seed)
     # inputs live in host memory (pinned when streaming to a GPU); only tasks go to the device
     pin = device.type == "cuda"
@@ -332,17 +442,6 @@ def _demo(args: argparse.Namespace) -> int:
     q, k, v = make(h), make(hkv), make(hkv)
     input_bytes = sum(t.numel() * t.element_size() for t in (q, k, v)) + q.numel() * \
         q.element_size()
-    plan = None
-    if args.design is not None or args.levels is not None:
-        from cqs_design.plans import make_plan
-
-        window = args.window
-        plan_kwargs: dict[str, Any] = {"causal": args.causal, "window": window}
-        if args.design is not None:
-            plan_kwargs["design"] = args.design
-        if args.levels is not None:
-            plan_kwargs["levels"] = args.levels
-        plan = make_plan(seq_len, **plan_kwargs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -416,11 +515,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _register_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="run benchmarks/bench_attention.py (needs a GPU)",
+        "bench", help="run benchmarks/bench_attention.py (a GPU; --device cpu: a smoke test)",
         description="Run the attention benchmark (benchmarks/bench_attention.py of a source "
                     "checkout, $CQS_BENCH_SCRIPT, or --script PATH). Arguments after the ones "
                     "below are passed to the benchmark (e.g. --lengths 65536 --masks causal); "
-                    "cqs-attention bench -- --help lists them.",
+                    "cqs-attention bench -- --help lists them. It prints a line per measured "
+                    "part; Ctrl-C stops it with what was measured so far (exit 130). "
+                    "--device cpu runs a small smoke test (L=1024, 4 heads, D=64).",
     )
     p.add_argument("--script", type=Path, help="path of bench_attention.py (default: found "
                                                "next to the installed package or in ./benchmarks)")
@@ -539,8 +640,13 @@ def in_cli_terms(message: str, *, plan_options: str | None = None) -> str:
     omit = "omit --design" if plan_options is None or "--levels" not in plan_options else \
         "omit --design and --levels"
 
+    # the sizes named are printed with enough digits to tell them apart (a budget of 2.0 MiB
+    # is not "use 2.0 MiB or more")
+    digits = _distinct_digits([int(n) for n in re.findall(
+        r"(?:memory_budget=|memory_budget >= )(\d+)", message)] or [0])
+
     def size(n: str) -> str:
-        return "" if int(n) < 1024 else f" ({_fmt_bytes(int(n))})"
+        return "" if int(n) < 1024 else f" ({_fmt_bytes(int(n), digits)})"
 
     rules: list[tuple[str, Any]] = [
         (r"pass memory_budget >= (\d+)( bytes)? or a finer plan",
@@ -573,11 +679,38 @@ def build_parser() -> argparse.ArgumentParser:
                     "also python -m cqs_attention). Exit codes: 0 ok, 1 the demo's check "
                     "failed, 2 bad usage.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _register_demo(sub)
     _register_bench(sub)
     return parser
+
+
+def _version() -> str:
+    from cqs_attention import __version__
+
+    return __version__
+
+
+def _glue_dash_values(argv: list[str], options: tuple[str, ...] = ("--window",)) -> list[str]:
+    """``--window -1,0`` as ``--window=-1,0``: argparse takes a value that starts with "-"
+    for an option and says "expected one argument"; glued, the option's own check explains.
+
+    >>> _glue_dash_values(["demo", "--window", "-1,0", "--quiet"])
+    ['demo', '--window=-1,0', '--quiet']
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in options and i + 1 < len(argv) and argv[i + 1].startswith("-") and \
+                argv[i + 1][1:2].isdigit():
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 TORCH_MISSING = ("needs torch: pip install 'cqs[attention]' (on a machine without a GPU, the "
@@ -594,14 +727,12 @@ def torch_available() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 check failed, 2 bad usage)."""
-    if not torch_available():
-        print(f"cqs-attention: {TORCH_MISSING}", file=sys.stderr)
-        return EXIT_USAGE
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     # everything after a bare "--" belongs to the benchmark
     tail = argv[argv.index("--") + 1:] if "--" in argv else []
-    head = argv[: len(argv) - len(tail) - (1 if "--" in argv else 0)]
+    head = _glue_dash_values(argv[: len(argv) - len(tail) - (1 if "--" in argv else 0)])
+    # --help and --version work without torch (argparse exits 0; bad usage exits 2)
     args, extra = parser.parse_known_args(head)
     if args.command == "bench":
         args.bench_args = [*extra, *tail]
@@ -610,6 +741,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cqs_attention.errors import KernelUnavailableError
 
     try:
+        if args.command == "demo":
+            _early_demo_checks(args)  # a typo is reported even where torch is missing
+        if not torch_available():
+            raise CLIError(TORCH_MISSING)
         return int(args.func(args) or EXIT_OK)
     except (CLIError, ValueError, TypeError, KernelUnavailableError, ImportError) as exc:
         message = str(exc)

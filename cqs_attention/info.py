@@ -94,12 +94,13 @@ def main(argv: Sequence[str] = ()) -> int:
     )
     parser.add_argument("--head-dim", type=_positive_int, default=128,
                         help="head dimension to ask about (default 128)")
-    from cqs_attention.cli import TORCH_MISSING, torch_available
+    from cqs_attention.cli import TORCH_MISSING, _version, torch_available
 
-    if not torch_available():  # like cqs-attention: checked first, --help included
+    parser.add_argument("--version", action="version", version=f"cqs_attention {_version()}")
+    args = parser.parse_args(list(argv))  # --help and --version work without torch
+    if not torch_available():
         print(f"{parser.prog}: {TORCH_MISSING}", file=sys.stderr)
         return 2
-    args = parser.parse_args(list(argv))
     print(describe(args.head_dim))
     return 0
 

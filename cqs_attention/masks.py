@@ -230,11 +230,12 @@ def _as_ids(x: Any, length: int, batch: int, what: str) -> torch.Tensor:
                         f"{type(x).__name__}")
     if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
         raise MaskError(f"{what} must have an integer dtype, got {x.dtype}")
+    given = tuple(x.shape)  # named as passed, before the batch dimension is added
     if x.dim() == 1:
         x = x.unsqueeze(0)
     if x.dim() != 2 or x.shape[1] != length or x.shape[0] not in (1, batch):
         raise MaskError(f"{what} must have shape ({length},) or ({batch}, {length}), got "
-                        f"{tuple(x.shape)}")
+                        f"{given}")
     return x.detach().to(device="cpu", dtype=torch.int64).contiguous()
 
 

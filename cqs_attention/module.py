@@ -280,9 +280,34 @@ class CQSAttention(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attention of ``query`` over ``key, value`` (layout ``(B, H, L, D)``).
 
-        ``enable_gqa`` is accepted for signature compatibility; GQA/MQA (fewer key/value
-        heads dividing the query heads) is always on.
+        Like SDPA, 3-D ``(H, L, D)`` and 2-D ``(L, D)`` inputs are accepted too (the missing
+        leading dimensions are added, and removed from the result); ``enable_gqa`` is accepted
+        for signature compatibility; GQA/MQA (fewer key/value heads dividing the query heads)
+        is always on.
+
+        >>> q = torch.randn(2, 16, 8, dtype=torch.float64)                  # (H, L, D)
+        >>> out = CQSAttention()(q, q, q, is_causal=True)
+        >>> out.shape
+        torch.Size([2, 16, 8])
+        >>> bool(torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(
+        ...     q, q, q, is_causal=True)))
+        True
         """
+        dims = {t.dim() for t in (query, key, value) if isinstance(t, torch.Tensor)}
+        if dims in ({2}, {3}):  # SDPA's unbatched layouts: add (B,) or (B, H), drop them after
+            missing = 4 - dims.pop()
+            lead = (1,) * missing
+            if isinstance(attn_mask, torch.Tensor) and attn_mask.dim() > 2:
+                attn_mask = attn_mask.reshape(*lead, *attn_mask.shape)
+            res = self.forward(
+                query.reshape(*lead, *query.shape), key.reshape(*lead, *key.shape),
+                value.reshape(*lead, *value.shape), attn_mask, dropout_p, is_causal, scale,
+                enable_gqa, causal=causal, window=window, document_ids=document_ids,
+                mask_mod=mask_mod, return_lse=return_lse)
+            if return_lse:
+                out, lse = res
+                return out.reshape(out.shape[missing:]), lse.reshape(lse.shape[missing:])
+            return res.reshape(res.shape[missing:])
         if dropout_p:
             raise NotImplementedError(f"dropout_p={dropout_p!r}: cqs attention has no dropout; "
                                       "use dropout_p=0.0")

@@ -30,7 +30,11 @@ from cqs_design._checks import check_int
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
 
-__all__ = ["DifferenceSet", "NotADifferenceSetError", "is_difference_set"]
+__all__ = ["MAX_V", "DifferenceSet", "NotADifferenceSetError", "is_difference_set"]
+
+#: Largest modulus a :class:`DifferenceSet` takes: residues are int64, and ``x + v`` for a
+#: residue ``x`` must not overflow (every command of ``cqs-design`` has this one limit).
+MAX_V = 1 << 62
 
 #: Chunk of multiplier candidates checked at once by the brute-force fallbacks.
 _CHUNK = 4096
@@ -61,7 +65,14 @@ def _check_int(value: Any, name: str) -> int:
 
 
 def _check_v(v: Any) -> int:
-    return check_int(v, "v", minimum=2)
+    """``v`` as an int in ``[2, MAX_V]``.
+
+    >>> _check_v(2**63 - 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: v must be an integer in [2, 4611686018427387904], got 9223372036854775807
+    """
+    return check_int(v, "v", minimum=2, maximum=MAX_V)
 
 
 def _check_elements(elements: Any, v: int) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ True
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
@@ -170,9 +170,39 @@ class _Timeout(Exception):
     pass
 
 
-def _covers(v: int, k: int, counter: list[int],
-            deadline: float | None = None) -> Iterator[tuple[int, ...]]:
-    """Covers of size ``k`` containing {0, 1} with a3 + ak <= v + 1 (reflections omitted)."""
+class _NodeProgress:
+    """A tqdm status line on stderr for one size being searched: nodes, nodes per second and,
+    with a deadline, the seconds left. Shown at once (so a long search is never silent) and
+    refreshed from the search loop every 1024 nodes (tqdm throttles the redraws)."""
+
+    def __init__(self, v: int, k: int, deadline: float | None) -> None:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        self.deadline = deadline
+        self.bar = tqdm(desc=f"v = {v}, size {k}", unit=" nodes", unit_scale=True,
+                        leave=False, file=sys.stderr, mininterval=0.5)
+        self._set_left()
+
+    def _set_left(self) -> None:
+        if self.deadline is not None:
+            left = max(0.0, self.deadline - time.perf_counter())
+            self.bar.set_postfix_str(f"{left:.0f} s left", refresh=False)
+
+    def __call__(self, nodes: int) -> None:
+        self._set_left()
+        self.bar.update(nodes - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _covers(v: int, k: int, counter: list[int], deadline: float | None = None,
+            tick: Callable[[int], None] | None = None) -> Iterator[tuple[int, ...]]:
+    """Covers of size ``k`` containing {0, 1} with a3 + ak <= v + 1 (reflections omitted).
+
+    Every 1024 nodes the deadline is checked and ``tick(nodes)`` called (progress)."""
     full = (1 << v) - 1
     target = full & ~1  # nonzero residues
     if v == 2:
@@ -187,8 +217,11 @@ def _covers(v: int, k: int, counter: list[int],
 
     def rec(s: int, r: int, covered: int, last: int, top: int) -> Iterator[tuple[int, ...]]:
         counter[0] += 1
-        if deadline is not None and not (counter[0] & 1023) and time.perf_counter() > deadline:
-            raise _Timeout
+        if not (counter[0] & 1023):
+            if tick is not None:
+                tick(counter[0])
+            if deadline is not None and time.perf_counter() > deadline:
+                raise _Timeout
         size = len(chosen)
         need = k - size
         missing = (target & ~covered).bit_count()
@@ -225,11 +258,14 @@ def _canonical(elements: Sequence[int], v: int) -> tuple[int, ...]:
 
 
 def search_cyclic_quorum_sets(v: int, k: int, *, limit: int | None = None,
-                              time_limit: float | None = None) -> QuorumSearchResult:
+                              time_limit: float | None = None,
+                              progress: bool = False) -> QuorumSearchResult:
     """Cyclic quorum sets of size exactly ``k`` (up to translation) and the search statistics.
 
     ``stats.complete`` is False when ``limit`` or ``time_limit`` (seconds) stopped the search
     early; an empty incomplete answer proves nothing.  The result unpacks as ``(sets, stats)``.
+    ``progress`` shows a status line on stderr (nodes, nodes per second, seconds left) from
+    the start of the search.
 
     >>> res = search_cyclic_quorum_sets(7, 3)
     >>> res.sets, res.stats.complete
@@ -241,7 +277,9 @@ def search_cyclic_quorum_sets(v: int, k: int, *, limit: int | None = None,
     if limit is not None:
         check_int(limit, "limit", minimum=1)
     _check_time_limit(time_limit)
-    sets, stats = _search(v, k, limit, time_limit)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+    sets, stats = _search(v, k, limit, time_limit, progress=progress)
     return QuorumSearchResult(tuple(sets), stats)
 
 
@@ -250,16 +288,17 @@ def _check_time_limit(time_limit: float | None) -> None:
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
 
 
-def _search(v: int, k: int, limit: int | None, time_limit: float | None = None
-            ) -> tuple[list[tuple[int, ...]], QuorumSearchStats]:
+def _search(v: int, k: int, limit: int | None, time_limit: float | None = None, *,
+            progress: bool = False) -> tuple[list[tuple[int, ...]], QuorumSearchStats]:
     start = time.perf_counter()
     deadline = None if time_limit is None else start + time_limit
     counter = [0]
     found: set[tuple[int, ...]] = set()
     complete = True
     if k * (k - 1) >= v - 1 and k >= 2:
+        tick = _NodeProgress(v, k, deadline) if progress else None
         try:
-            for sol in _covers(v, k, counter, deadline):
+            for sol in _covers(v, k, counter, deadline, tick):
                 for cand in (sol, tuple(sorted((1 - d) % v for d in sol))):
                     found.add(_canonical(cand, v))
                 if limit is not None and len(found) >= limit:
@@ -267,6 +306,9 @@ def _search(v: int, k: int, limit: int | None, time_limit: float | None = None
                     break
         except _Timeout:
             complete = False
+        finally:
+            if tick is not None:
+                tick.close()
     elif v == 1 or (k == 1 and v == 1):  # pragma: no cover - v >= 2 enforced
         found.add((0,))
     out = sorted(found)[:limit] if limit is not None else sorted(found)
@@ -290,7 +332,9 @@ def minimum_quorum_size(v: int, *, time_limit: float | None = None, progress: bo
         Seconds for the whole search; past it :class:`QuorumTimeout` says which bounds are
         known (it never hangs silently).  None: no limit (can take hours past v = 80).
     progress : bool
-        Print one line per size tried (to stderr): refuted or found, nodes and seconds.
+        Show a status line while each size is searched (nodes, nodes per second, seconds
+        left), from the first second, and print one line per size tried (to stderr): refuted
+        or found, nodes and seconds.
 
     Examples
     --------
@@ -314,7 +358,7 @@ def minimum_quorum_size(v: int, *, time_limit: float | None = None, progress: bo
         left = None if deadline is None else deadline - time.perf_counter()
         if left is not None and left <= 0:
             raise QuorumTimeout(v, k, upper, time.perf_counter() - start)
-        sets, stats = _search(v, k, 1, left)
+        sets, stats = _search(v, k, 1, left, progress=progress)
         if progress:
             import sys
 

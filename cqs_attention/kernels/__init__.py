@@ -152,5 +152,5 @@ def select_kernel(backend: str = "auto", *, device: torch.device, dtype: torch.d
             f"mask={'none' if mask is None or mask.is_full else 'partial'}, gqa={gqa}, "
             f"needs_grad={needs_grad}")
     lines = "; ".join(f"{n}: {', '.join(r)}" for n, r in reasons.items())
-    who = "no kernel" if backend == "auto" else f"backend={backend!r}"
-    raise KernelUnavailableError(f"{who} can run this call ({desc}). Reasons: {lines}")
+    who = "no kernel can" if backend == "auto" else f"backend={backend!r} cannot"
+    raise KernelUnavailableError(f"{who} run this call ({desc}). Reasons: {lines}")

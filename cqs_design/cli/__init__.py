@@ -49,8 +49,15 @@ def emit(payload: Any, *, as_json: bool, text: str) -> None:
         print(text)
 
 
+def _version() -> str:
+    from cqs_design import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cqs-design", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version="%(prog)s " + _version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in _GROUPS:

@@ -18,8 +18,19 @@ modules, each importing only those listed before it:
 (21, True)
 """
 
-from cqs_design.plans.build import MAX_RECTANGLES
-from cqs_design.plans.design import PlanError, _singer, largest_usable_q
+from cqs_design.plans.build import MAX_BLOCKS, MAX_RECTANGLES
+from cqs_design.plans.design import (
+    DEFAULT_MAX_CHUNKS,
+    DEFAULT_MAX_RECTANGLES,
+    DEFAULT_MAX_REFINED_RECTANGLES,
+    MAX_CHUNKS,
+    MAX_REFINED_RECTANGLES,
+    MAX_TOKENS,
+    PlanError,
+    _singer,
+    estimate_rectangles,
+    largest_usable_q,
+)
 from cqs_design.plans.intervals import causal_pairs
 from cqs_design.plans.plan import (
     DEFAULT_MAX_TASK_TOKENS,
@@ -34,8 +45,15 @@ from cqs_design.plans.plan import (
 from cqs_design.plans.serialize import SCHEMA
 
 __all__ = [
+    "DEFAULT_MAX_CHUNKS",
+    "DEFAULT_MAX_RECTANGLES",
+    "DEFAULT_MAX_REFINED_RECTANGLES",
     "DEFAULT_MAX_TASK_TOKENS",
+    "MAX_BLOCKS",
+    "MAX_CHUNKS",
     "MAX_RECTANGLES",
+    "MAX_REFINED_RECTANGLES",
+    "MAX_TOKENS",
     "SCHEDULES",
     "SCHEMA",
     "Plan",
@@ -45,6 +63,7 @@ __all__ = [
     "Schedule",
     "Task",
     "causal_pairs",
+    "estimate_rectangles",
     "largest_usable_q",
     "make_plan",
 ]

@@ -26,8 +26,7 @@ def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv", [["--help"], [], ["demo"], ["demo", "--help"],
-                                  ["bench", "--quiet"]])
+@pytest.mark.parametrize("argv", [["demo"], ["bench", "--quiet"], ["demo", "--seq-len", "64"]])
 def test_cli_without_torch_says_how_to_install_it(argv: list[str]) -> None:
     code = _NO_TORCH + ("from cqs_attention.cli import main\n"
                         "sys.exit(main(sys.argv[1:]))")
@@ -36,16 +35,43 @@ def test_cli_without_torch_says_how_to_install_it(argv: list[str]) -> None:
     assert "pip install 'cqs[attention]'" in line
 
 
-@pytest.mark.parametrize("argv", [["--help"], []])
-def test_info_without_torch_says_how_to_install_it(argv: list[str]) -> None:
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["bench", "--help"],
+                                  ["--version"]])
+def test_cli_help_and_version_work_without_torch(argv: list[str]) -> None:
+    """Issue: ``cqs-attention --help`` failed without torch."""
+    code = _NO_TORCH + ("from cqs_attention.cli import main\n"
+                        "sys.exit(main(sys.argv[1:]))")
+    proc = _run(code, *argv)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    if argv == ["--version"]:
+        assert proc.stdout == "cqs-attention 0.1.0\n"
+    else:
+        assert proc.stdout.startswith("usage: cqs-attention")
+
+
+def test_cli_argument_errors_come_before_the_torch_check() -> None:
+    code = _NO_TORCH + ("from cqs_attention.cli import main\n"
+                        "sys.exit(main(sys.argv[1:]))")
+    line = _one_line_error(_run(code, "demo", "--budget", "lots"))
+    assert line == ("cqs-attention demo: error: --budget 'lots' is not a size; write bytes or "
+                    "e.g. '256MiB'")
+    # no command: argparse's one line, exit 2
+    assert _one_line_error(_run(code)).endswith("the following arguments are required: COMMAND")
+
+
+def test_info_without_torch_says_how_to_install_it() -> None:
     code = _NO_TORCH + ("sys.argv = ['info', *sys.argv[1:]]\n"
                         "runpy.run_module('cqs_attention.info', run_name='__main__')")
-    line = _one_line_error(_run(code, *argv))
+    line = _one_line_error(_run(code))
     assert line.startswith("python -m cqs_attention.info: needs torch")
+    proc = _run(code, "--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: python -m cqs_attention.info")
 
 
 def test_python_m_cqs_attention_without_torch() -> None:
-    code = _NO_TORCH + ("sys.argv = ['cqs-attention', '--help']\n"
+    code = _NO_TORCH + ("sys.argv = ['cqs-attention', 'demo']\n"
                         "runpy.run_module('cqs_attention', run_name='__main__')")
     assert "needs torch" in _one_line_error(_run(code))
 
@@ -106,12 +132,37 @@ def test_demo_memory_check_uses_the_available_memory(monkeypatch, capsys) -> Non
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    # q, k, v, out: 4 x 2*300*8 float32 elements (kv heads default to 2), + the 64 KiB budget
-    assert "needs at least 139.0 KiB of host memory" in err
+    # q, k, v, out: 4 x 2*300*8 float32 elements (kv heads default to 2), checked first
+    assert "needs at least 75.0 KiB of host memory" in err
     assert "48.8 KiB is available" in err
-    assert "use a smaller --budget" in err
+    assert err.endswith("use a smaller --seq-len (up to about 195)")
+    # the inputs fit, but not with the run the planner chose (its bytes are host memory here)
+    monkeypatch.setattr(cqs_attention.info, "host_memory_available", lambda: 80_000)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "for the run on the CPU) but 78.1 KiB is available here" in err
     monkeypatch.setattr(cqs_attention.info, "host_memory_available", lambda: 10**9)
     assert main(argv) == 0
+
+
+def test_demo_budget_larger_than_the_host_is_not_refused(capsys) -> None:
+    """A budget is an upper bound: the run holds what its plan needs, not the budget."""
+    from cqs_attention.cli import main
+
+    assert main(["demo", "--device", "cpu", "--seq-len", "256", "--heads", "2", "--head-dim",
+                 "8", "--budget", "1TiB", "--quiet", "--json"]) == 0
+    assert '"ok": true' in capsys.readouterr().out
+
+
+def test_demo_huge_batch_is_told_to_lower_the_batch() -> None:
+    proc = _cli("demo", "--device", "cpu", "--batch", "1000000", "--quiet")
+    line = _one_line_error(proc)
+    from cqs_attention.info import host_memory_available
+
+    if host_memory_available() is None:
+        pytest.skip("no host memory figure here")
+    assert "B=1000000" in line
+    assert re.search(r"use a smaller --batch \(up to about \d+ at --seq-len 2048\)", line)
 
 
 def test_demo_host_bytes_counts_the_float32_draw_and_the_cpu_budget() -> None:

@@ -51,6 +51,18 @@ def test_first_kernel_without_reasons_wins_and_forced_backend_explains():
     assert "refuses" not in [k.name for k in available_kernels()]
 
 
+def test_forced_backend_that_cannot_run_says_cannot():
+    """Issue: a forced backend that cannot run said "backend='fa4' can run this call"."""
+    from cqs_attention.api import attention
+
+    q = torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(KernelUnavailableError) as info:
+        attention(q, q, q, backend="cpu_flash")
+    assert str(info.value).startswith("backend='cpu_flash' cannot run this call")
+    with pytest.raises(KernelUnavailableError, match=r"^no kernel can run this call"):
+        select_kernel("auto", **{**PROPS, "dtype": torch.int8})
+
+
 def test_unknown_backend_lists_valid_names():
     with pytest.raises(KernelUnavailableError, match="'reference'"):
         select_kernel("nope", **PROPS)

@@ -108,3 +108,12 @@ def test_bad_masks_raise_mask_error_naming_the_argument(kwargs, match):
 def test_cross_attention_needs_a_pair_of_document_ids():
     with pytest.raises(MaskError, match="pair"):
         make_mask_spec(8, 9, batch=1, heads=1, document_ids=torch.zeros(8, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("ids", "shape"), [(torch.zeros(10, dtype=torch.long), "(10,)"),
+                                             (torch.zeros(3, 12, dtype=torch.long), "(3, 12)")])
+def test_document_ids_shape_error_names_the_shape_given(ids, shape):
+    """Issue: ``document_ids`` of shape (10,) was reported as "(1, 10)"."""
+    with pytest.raises(MaskError) as info:
+        make_mask_spec(12, 12, batch=2, heads=1, document_ids=ids)
+    assert str(info.value) == (f"document_ids must have shape (12,) or (2, 12), got {shape}")

@@ -198,3 +198,21 @@ def test_cuda_bf16_matches_sdpa_error() -> None:
     err_sdpa = _rel(sdpa.double().cpu(), want)
     assert _rel(got, want) <= 2 * err_sdpa + 1e-3
     assert _rel(got, want) <= 2e-2
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 8), (20, 8)])
+def test_unbatched_inputs_like_sdpa(shape) -> None:
+    """Issue: CQSAttention rejected 3-D (H, L, D) input that SDPA accepts."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(*shape, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.rand(*shape[:-2], 20, 20, generator=g) > 0.3
+    mask[..., 0] = True  # every row sees a key
+    attn = CQSAttention()
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    for kwargs in ({"is_causal": True}, {"attn_mask": mask}):
+        out = attn(q, k, v, **kwargs)
+        assert out.shape == q.shape
+        torch.testing.assert_close(out, sdpa(q, k, v, **kwargs))
+    out, lse = attn(q, k, v, is_causal=True, return_lse=True)
+    assert out.shape == q.shape
+    assert lse.shape == q.shape[:-1]

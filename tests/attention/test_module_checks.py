@@ -19,7 +19,9 @@ def test_zero_budget_fails_at_construction(budget) -> None:
 @pytest.mark.parametrize(("budget", "match"), [
     ("lots", "memory_budget 'lots' is not a size"),
     ("2 parsecs", "unknown unit 'parsecs'"),
-    (-1, "memory_budget must be a finite size >= 0"),
+    (-1, "memory_budget must be a finite size > 0 bytes, got -1"),
+    (-5, "memory_budget must be a finite size > 0 bytes, got -5"),
+    ("-5MiB", "memory_budget must be a finite size > 0 bytes, got '-5MiB'"),
     (True, "memory_budget must be a number of bytes"),
 ])
 def test_unparsable_budget_fails_at_construction(budget, match) -> None:

@@ -75,7 +75,7 @@ def test_paired_and_normalize(capsys: pytest.CaptureFixture[str]) -> None:
         (["verify", "7", "0", "1", "7"], "element 7 is out of range"),
         (["verify", "7", "0", "1", "1"], "element 1 appears more than once"),
         (["verify", "7"], "give the elements"),
-        (["paired", "1", "0"], "v must be an integer >= 2"),
+        (["paired", "1", "0"], "v must be an integer in [2, 4611686018427387904], got 1"),
         (["normalize", "7", "-1"], "element -1 is out of range"),
         (["verify", "7", "0", "x"], "invalid int value"),
         (["singer", "1"], "smallest prime power is 2"),
@@ -104,3 +104,40 @@ def test_python_dash_m() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["valid"] is True
+
+
+@pytest.mark.parametrize("command", ["verify", "paired", "normalize"])
+@pytest.mark.parametrize("v", [10**22, 2**63 - 1, 2**62 + 1])
+def test_one_limit_and_one_message_for_v(capsys: pytest.CaptureFixture[str], command: str,
+                                         v: int) -> None:
+    """Issue: normalize printed "Python int too large to convert to C long" for 10^22 and a
+    numpy overflow warning for 2^63 - 1, while verify and paired took both."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, out, err = run(capsys, command, str(v), "1", "2")
+    assert (code, out) == (2, "")
+    assert err == f"cqs-design {command}: error: v must be an integer in [2, {2**62}], got {v}\n"
+
+
+@pytest.mark.parametrize("command", ["verify", "paired", "normalize"])
+def test_largest_v_works_without_overflow(capsys: pytest.CaptureFixture[str],
+                                          command: str) -> None:
+    import warnings
+
+    v = 2**62
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, out, _ = run(capsys, command, str(v), str(v - 2), str(v - 1))
+    if command == "verify":
+        assert code == 1
+    else:
+        assert (code, out) == (0, f"{v} 0 1\n")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == "cqs-design 0.1.0\n"

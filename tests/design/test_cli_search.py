@@ -110,11 +110,18 @@ def test_help_is_plain_text(command: str) -> None:
 
 def test_quorum_time_limit_reports_bounds() -> None:
     start = time.perf_counter()
-    proc = run_cli("quorum", "112", "--time-limit", "1")
+    proc = run_cli("quorum", "112", "--time-limit", "1", "--quiet")
     assert time.perf_counter() - start < 30
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert "12 <= minimum <= 21" in proc.stderr
+    # with progress (the default) the error is still one line, the last one
+    proc = run_cli("quorum", "112", "--time-limit", "1", "--json")
+    assert proc.returncode == 2
+    assert "v = 112, size 12" in proc.stderr  # the status line
+    assert "12 <= minimum <= 21" in proc.stderr.splitlines()[-1]
+    assert json.loads(proc.stdout) == {**json.loads(proc.stdout), "v": 112, "complete": False,
+                                       "lower_bound": 12, "upper_bound": 21}
 
 
 def test_quorum_answers_from_the_table_at_once() -> None:
