@@ -235,18 +235,13 @@ def _demo_plan(args: argparse.Namespace, seq_len: int) -> Any:
 def _dry_run(args: argparse.Namespace, opts: dict[str, Any], plan: Any) -> int | None:
     """Plan the demo's call on shapes only (meta tensors: nothing allocated), so a budget too
     small or a backend that cannot run is reported before any input is drawn. Returns the
-    device bytes the chosen run holds at once (None when it could not be predicted here:
-    the real call then decides)."""
+    footprint bound of the chosen run (the device bytes it holds at once)."""
     import torch
 
-    from cqs_attention import errors
+    from cqs_attention.api import plan_kernels, plan_run
+    from cqs_attention.kernels import select_kernel
+    from cqs_attention.masks import make_mask_spec
 
-    try:
-        from cqs_attention.api import plan_run
-        from cqs_attention.kernels import select_kernel
-        from cqs_attention.masks import make_mask_spec
-    except ImportError:  # pragma: no cover - the engine's layout changed: no dry run
-        return None
     dev, dtype = opts["device"], opts["dtype"]
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -257,21 +252,15 @@ def _dry_run(args: argparse.Namespace, opts: dict[str, Any], plan: Any) -> int |
     budget = opts["budget"]
     if budget is None and dev.type == "cuda":
         budget = int(0.8 * torch.cuda.mem_get_info(dev)[0])
-    known = (errors.MemoryBudgetError, errors.KernelUnavailableError,
-             errors.AttentionInputError, errors.PlanMismatchError)
-    try:
-        spec = make_mask_spec(n, n, batch=b, heads=h, causal=args.causal, window=args.window)
-        kernel = select_kernel(args.backend, device=dev, dtype=dtype, head_dim=d, mask=None,
-                               gqa=h != hkv, needs_grad=False)
-        choice = plan_run(q, k, k, spec=spec, plan=plan, budget=budget, dev=dev,
-                          streamed=dev.type == "cuda" or budget is not None, backward=False,
-                          kernel=kernel)
-    except known:
-        raise
-    except Exception:  # the engine's internals changed: leave it to the real call
-        return None
-    footprint = getattr(choice, "footprint", None)
-    return int(footprint) if footprint is not None else None
+    spec = make_mask_spec(n, n, batch=b, heads=h, causal=args.causal, window=args.window)
+    select_kernel(args.backend, device=dev, dtype=dtype, head_dim=d, mask=None, gqa=h != hkv,
+                  needs_grad=False)  # a backend that cannot run: its error, now
+    kernels = plan_kernels(spec, args.backend, dev, q, h != hkv, d ** -0.5, needs_grad=False)
+    streamed = dev.type == "cuda" or budget is not None
+    choice = plan_run(q, k, k, spec=spec, plan=plan, budget=budget, dev=dev,
+                      streamed=streamed, backward=False, kernels=kernels,
+                      home_is_device=not streamed)
+    return int(choice.footprint)
 
 
 def demo_host_bytes(*, batch: int, heads: int, kv_heads: int, seq_len: int, head_dim: int,
@@ -471,13 +460,22 @@ def _demo(args: argparse.Namespace) -> int:
     ok = rel <= opts["tolerance"] and math.isfinite(rel)
 
     plan_info = {
-        "v": _first(stats, "design_v") or getattr(getattr(plan, "design", None), "v", None),
-        "k": _first(stats, "design_k") or getattr(getattr(plan, "design", None), "k", None),
+        "schedule": _first(stats, "schedule"),
+        "v": _first(stats, "design_v"),
+        "k": _first(stats, "design_k"),
         "levels": _first(stats, "levels"),
         "tasks": _first(stats, "tasks"),
         "tasks_skipped": _first(stats, "tasks_skipped"),
         "chosen": _first(stats, "plan_source"),
+        "footprint_bytes": _first(stats, "task_bytes_estimate"),
     }
+    what = (f"design v={plan_info['v']} k={plan_info['k']}, levels {plan_info['levels']}"
+            if plan_info["v"] is not None else f"{plan_info['schedule']}")
+    if device.type == "cuda":
+        peak_text = f"{_fmt_bytes(peak)} (device, measured)"
+    else:
+        peak_text = (f"not measured on the CPU (the plan's bound: "
+                     f"{_fmt_bytes(plan_info['footprint_bytes'])})")
     payload = {
         "ok": ok, "device": str(device), "seq_len": seq_len, "batch": b, "heads": h,
         "kv_heads": hkv, "head_dim": d, "dtype": opts["dtype_name"], "causal": args.causal,
@@ -496,12 +494,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"cqs-attention demo on {device}: B={b} H={h} (kv {hkv}) L={seq_len} D={d} "
         f"{opts['dtype_name']}, {mask}",
         f"  inputs+output  {_fmt_bytes(input_bytes)}   budget {_fmt_bytes(opts['budget'])}",
-        f"  plan           design v={plan_info['v']} k={plan_info['k']}, "
-        f"levels {plan_info['levels']}, {plan_info['tasks']} tasks "
+        f"  plan           {what}, {plan_info['tasks']} tasks "
         f"({plan_info['tasks_skipped']} emptied by the mask; chosen: {plan_info['chosen']})",
         f"  kernel calls   {payload['kernels']}",
-        f"  peak memory    {_fmt_bytes(peak)}"
-        f"{' (device, measured)' if device.type == 'cuda' else ' (engine estimate)'}",
+        f"  peak memory    {peak_text}",
         f"  time           {elapsed:.3f} s",
         f"  check          {len(rows)} rows vs float64 reference: rel error {rel:.2e}, "
         f"max abs error {max_err:.2e} (tolerance {opts['tolerance']:.0e}) -> "

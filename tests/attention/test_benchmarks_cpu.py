@@ -129,7 +129,10 @@ def test_bench_attention_cpu_picks_cpu_kernels_and_fails_when_nothing_ran(bench_
                                "--heads", "1", "--head-dim", "8", "--reps", "1", "--no-backward",
                                "--no-streamed", "--no-baseline", "--no-gpu"])
     assert rc == 0
-    assert "cpu_fl" in capsys.readouterr().out
+    # the faster of the two CPU kernels is the monolithic reference (at 64 tokens on a loaded
+    # machine either may win)
+    table = capsys.readouterr().out.splitlines()[-1]
+    assert table.split()[2] in ("cpu_fl", "refere"), table
     rc = bench_attention.main(["--device", "cpu", "--lengths", "64", "--heads", "1",
                                "--head-dim", "8", "--kernels", "fa4", "--reps", "1"])
     assert rc == 1
