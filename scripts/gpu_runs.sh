@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # GPU runs of the engine on the lent machine (H100 80GB or H200), from the repository root:
-#   call 1 (carry .fa4a):  bash scripts/gpu_runs.sh fa4a
-#   call 2 (carry .fa4b):  CQS_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_runs.sh fa4b tests
-#   call 3:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench
+#   call 1 (carry .fa4a):  CQS_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_runs.sh fa4a tests_a
+#   call 2 (carry .fa4b):  CQS_COMMIT=... bash scripts/gpu_runs.sh fa4b tests_b bench_short
+#   call 3:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_256k bench_1m
 #   call 4:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env headline bwd2m
-# FA4 travels as wheels in two calls (../shared/gpu/README.md): "fa4a" copies the first half,
-# the next call (within 30 s, the machine is still warm) starts with "fa4b", which installs it;
-# later calls on the same warm machine need only "fa4env". Every part writes its log or JSON
-# under $OUT (copied back by the device tool; at most 8 files) and stops well inside the
-# 10-minute limit of a call; results are committed under benchmarks/results/.
+# FA4 travels as wheels in two calls (../shared/gpu/README.md): "fa4a" copies the first half
+# (the tests that do not need FA4 run in that call), the next call (within 30 s, while the
+# machine is warm) starts with "fa4b", which installs it; later calls on the same warm machine
+# need only "fa4env". Every part writes its log or JSON under $OUT (copied back by the device
+# tool; at most 8 files) and stops well inside the 10-minute limit of a call; results are
+# committed under benchmarks/results/.
 set -uo pipefail
 OUT=${OUT:-benchmarks/results}
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
@@ -33,31 +34,39 @@ for part in "$@"; do
     fa4a) mkdir -p /tmp/fa4 && cp .fa4a/* /tmp/fa4/ && echo "fa4a copied" ;;
     fa4b) fa4 ;;
     fa4env) fa4env ;;
-    tests)  # the GPU suite, most important files first (about 6 minutes)
-      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-      echo "commit ${CQS_COMMIT:-unknown}" >> "$OUT/gpu.txt"
-      CQS_GPU_RECORD="$OUT/gpu_test_records_$tag.jsonl" timeout 560 python3 -m pytest -q \
-        -m gpu -p no:cacheprovider -rfEs --durations=15 \
-        tests/attention/test_engine_gpu.py tests/attention/test_masks_gpu.py \
-        tests/attention/test_wrong_answers.py tests/attention/test_guardrails.py \
-        tests/attention/test_module.py tests/attention/test_cli_attention.py \
-        tests/attention/test_gpu_kernels.py 2>&1 | tee "$OUT/pytest_gpu_$tag.log" | tail -40 ;;
-    bench)  # 16K, 64K at 1/4; 256K at 1/8, 1/4, 1/2; 1M causal at 1/4 (about 7 minutes)
-      timeout 150 python3 benchmarks/bench_attention.py --lengths 16384 65536 \
-        --kernels fa4 cudnn --reps 5 --json "$OUT/attention_${tag}_short.json" 2>&1 | tail -8
-      timeout 240 python3 benchmarks/bench_attention.py --lengths 262144 --kernels fa4 \
-        --reps 3 --budget-fraction 0.125 0.25 0.5 \
-        --json "$OUT/attention_${tag}_256k.json" 2>&1 | tail -8
-      timeout 150 python3 benchmarks/bench_attention.py --lengths 1048576 --masks causal \
+    tests_a|tests_b)  # the GPU suite in two parts: a) without FA4, b) the engine with FA4
+      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/gpu.txt"
+      echo "commit ${CQS_COMMIT:-unknown} part $part" >> "$OUT/gpu.txt"
+      if [ "$part" = tests_a ]; then
+        files="tests/attention/test_masks_gpu.py tests/attention/test_wrong_answers.py
+               tests/attention/test_guardrails.py tests/attention/test_module.py
+               tests/attention/test_cli_attention.py tests/attention/test_gpu_kernels.py"
+      else
+        files="tests/attention/test_engine_gpu.py"
+      fi
+      # shellcheck disable=SC2086
+      CQS_GPU_RECORD="$OUT/gpu_test_records_$tag.jsonl" timeout 200 python3 -m pytest -q \
+        -m gpu -p no:cacheprovider -rfEs --durations=10 $files 2>&1 \
+        | tee "$OUT/pytest_gpu_${tag}_${part#tests_}.log" | tail -30 ;;
+    bench_short)  # 16K and 64K at 1/4, FA4 and cuDNN timed (about 100 s)
+      timeout 110 python3 benchmarks/bench_attention.py --lengths 16384 65536 \
+        --kernels fa4 cudnn --reps 5 --json "$OUT/attention_${tag}_short.json" 2>&1 | tail -8 ;;
+    bench_256k)  # 256K full and causal at 1/8, 1/4, 1/2 (about 3 minutes)
+      timeout 185 python3 benchmarks/bench_attention.py --lengths 262144 --kernels fa4 \
+        --reps 3 --no-baseline --budget-fraction 0.125 0.25 0.5 \
+        --json "$OUT/attention_${tag}_256k.json" 2>&1 | tail -8 ;;
+    bench_1m)  # 1M causal at 1/4: the fastest monolithic kernel, streamed forward and backward
+      timeout 110 python3 benchmarks/bench_attention.py --lengths 1048576 --masks causal \
         --kernels fa4 --no-gpu --no-baseline --budget-fraction 0.25 \
         --json "$OUT/attention_${tag}_1m.json" 2>&1 | tail -6 ;;
     headline)  # 5.5M tokens causal, Q+K+V+O = 90 GB in host memory, 60 GiB budget (~5 min)
-      timeout 400 python3 benchmarks/bench_headline.py --json "$OUT/headline_$tag.json" \
+      timeout 300 python3 benchmarks/bench_headline.py --json "$OUT/headline_$tag.json" \
         --no-progress 2>&1 | tail -12 ;;
     bwd2m)  # forward + backward at 2M tokens causal, host inputs, budget 1/4 of Q+K+V
-      timeout 300 python3 benchmarks/bench_headline.py --seq 2097152 --backward \
+      timeout 230 python3 benchmarks/bench_headline.py --seq 2097152 --backward \
         --budget-fraction 0.25 --check-rows 32 --json "$OUT/headline_backward_$tag.json" \
         --no-progress 2>&1 | tail -10 ;;
-    *) echo "usage: $0 fa4a|fa4b|fa4env|tests|bench|headline|bwd2m ..." >&2; exit 2 ;;
+    *) echo "usage: $0 fa4a|fa4b|fa4env|tests_a|tests_b|bench_short|bench_256k|bench_1m|headline|bwd2m ..." >&2
+       exit 2 ;;
   esac
 done
