@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU runs of the engine on the lent machine (H100 80GB or H200), from the repository root:
-#   call 1 (carry .fa4a):  CQS_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_runs.sh fa4a tests_a
-#   call 2 (carry .fa4b):  CQS_COMMIT=... bash scripts/gpu_runs.sh fa4b tests_b bench_short
-#   call 3:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_256k bench_1m
-#   call 4:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env headline bwd2m
+#   call 1 (carry .fa4a):  bash scripts/gpu_runs.sh fa4a
+#   call 2 (carry .fa4b):  CQS_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_runs.sh fa4b tests
+#   call 3:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_short bench_256k
+#   call 4:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_1m headline bwd2m
+# (tests_a / tests_b split the suite around the FA4 carry when device time is short)
 # FA4 travels as wheels in two calls (../shared/gpu/README.md): "fa4a" copies the first half
 # (the tests that do not need FA4 run in that call), the next call (within 30 s, while the
 # machine is warm) starts with "fa4b", which installs it; later calls on the same warm machine
@@ -34,20 +35,24 @@ for part in "$@"; do
     fa4a) mkdir -p /tmp/fa4 && cp .fa4a/* /tmp/fa4/ && echo "fa4a copied" ;;
     fa4b) fa4 ;;
     fa4env) fa4env ;;
-    tests_a|tests_b)  # the GPU suite in two parts: a) without FA4, b) the engine with FA4
+    tests_a|tests_b|tests)  # the GPU suite: a) without FA4, b) the engine with FA4, or all
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/gpu.txt"
       echo "commit ${CQS_COMMIT:-unknown} part $part" >> "$OUT/gpu.txt"
-      if [ "$part" = tests_a ]; then
-        files="tests/attention/test_masks_gpu.py tests/attention/test_wrong_answers.py
+      case "$part" in
+        tests_a) files="tests/attention/test_masks_gpu.py tests/attention/test_wrong_answers.py
                tests/attention/test_guardrails.py tests/attention/test_module.py
-               tests/attention/test_cli_attention.py tests/attention/test_gpu_kernels.py"
-      else
-        files="tests/attention/test_engine_gpu.py"
-      fi
+               tests/attention/test_cli_attention.py tests/attention/test_gpu_kernels.py" ;;
+        tests_b) files="tests/attention/test_engine_gpu.py
+               tests/attention/test_kernel_memory_gpu.py" ;;
+        *) files="tests/attention/test_engine_gpu.py tests/attention/test_masks_gpu.py
+               tests/attention/test_kernel_memory_gpu.py tests/attention/test_wrong_answers.py
+               tests/attention/test_guardrails.py tests/attention/test_module.py
+               tests/attention/test_cli_attention.py tests/attention/test_gpu_kernels.py" ;;
+      esac
       # shellcheck disable=SC2086
-      CQS_GPU_RECORD="$OUT/gpu_test_records_$tag.jsonl" timeout 200 python3 -m pytest -q \
-        -m gpu -p no:cacheprovider -rfEs --durations=10 $files 2>&1 \
-        | tee "$OUT/pytest_gpu_${tag}_${part#tests_}.log" | tail -30 ;;
+      CQS_GPU_RECORD="$OUT/gpu_test_records_$tag.jsonl" timeout "${TESTS_TIMEOUT:-280}" \
+        python3 -m pytest -q -m gpu -p no:cacheprovider -rfEs --durations=10 $files 2>&1 \
+        | tee "$OUT/pytest_gpu_${tag}_${part}.log" | tail -30 ;;
     bench_short)  # 16K and 64K at 1/4, FA4 and cuDNN timed (about 100 s)
       timeout 110 python3 benchmarks/bench_attention.py --lengths 16384 65536 \
         --kernels fa4 cudnn --reps 5 --json "$OUT/attention_${tag}_short.json" 2>&1 | tail -8 ;;
@@ -66,7 +71,7 @@ for part in "$@"; do
       timeout 230 python3 benchmarks/bench_headline.py --seq 2097152 --backward \
         --budget-fraction 0.25 --check-rows 32 --json "$OUT/headline_backward_$tag.json" \
         --no-progress 2>&1 | tail -10 ;;
-    *) echo "usage: $0 fa4a|fa4b|fa4env|tests_a|tests_b|bench_short|bench_256k|bench_1m|headline|bwd2m ..." >&2
+    *) echo "usage: $0 fa4a|fa4b|fa4env|tests|tests_a|tests_b|bench_short|bench_256k|bench_1m|headline|bwd2m ..." >&2
        exit 2 ;;
   esac
 done

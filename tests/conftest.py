@@ -31,3 +31,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With ``CQS_GPU_RECORD`` set (the GPU runs), append each test's outcome as a JSON line
+    as soon as it is known: a run cut short by a time limit or a crash keeps what it saw."""
+    path = os.environ.get("CQS_GPU_RECORD")
+    if not path or (report.when != "call" and report.outcome == "passed"):
+        return
+    import json
+
+    entry = {"test": "outcome", "nodeid": report.nodeid, "when": report.when,
+             "outcome": report.outcome, "seconds": round(report.duration, 3)}
+    if report.outcome == "failed":
+        entry["error"] = str(report.longrepr)[-3000:]
+    with open(path, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")

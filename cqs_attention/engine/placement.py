@@ -254,6 +254,10 @@ class CostModel:
     copy_call_s
         Host time of one row copy call (rows of one batch and head are copied per call, so a
         streamed step costs ``tensors x B x H`` of them; small steps are bound by this).
+    bwd_call_overhead_s
+        The time of a tiny backward call (the forward's where not calibrated).
+    step_overhead_s
+        Host time of one streamed step besides its calls and copies.
     """
 
     flops_per_s: float = 5e11
@@ -264,6 +268,12 @@ class CostModel:
     copy_call_s: float = 8e-6
     causal_flops_per_s: float | None = None
     bwd_flops_per_s: float | None = None
+    bwd_call_overhead_s: float | None = None
+    #: host time of one streamed step besides its kernel calls and copies (the driver's
+    #: bookkeeping, events, the merge's launches): not calibrated, fitted to the streamed
+    #: runs of an H100 (benchmarks/results/attention_h100_short.json, 2026-12-07: 0.9-1.6
+    #: ms a forward step, 2-3.6 ms a backward step, kernel calls and copies included)
+    step_overhead_s: float = 6e-4
 
     def rate(self, *, causal: bool, backward: bool) -> float:
         """FLOP/s of calls of this kind (the forward rate where not calibrated)."""
@@ -373,6 +383,9 @@ def calibrate(device: torch.device, dtype: torch.dtype, head_dim: int) -> CostMo
     t_bwd = timed(lambda: bwd_k.bwd(q, q, q, q, o, lse, scale=scale), 3)
     small = q[:, :, :128]
     t_small = timed(lambda: full_k.fwd(small, small, small, scale=scale), 50)
+    so, slse = bwd_k.fwd(small, small, small, scale=scale)
+    t_small_bwd = timed(lambda: bwd_k.bwd(small, small, small, small, so, slse, scale=scale),
+                        20)
     size = 32 << 20
     host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
     dev = torch.empty(size, dtype=torch.uint8, device=device)
@@ -404,7 +417,7 @@ def calibrate(device: torch.device, dtype: torch.dtype, head_dim: int) -> CostMo
                      mem_bytes_per_s=2 * size / t_mem, call_overhead_s=t_small,
                      source=f"measured on {torch.cuda.get_device_name(device)}",
                      copy_call_s=t_calls, causal_flops_per_s=flop / 2 / t_causal,
-                     bwd_flops_per_s=2.5 * flop / t_bwd)
+                     bwd_flops_per_s=2.5 * flop / t_bwd, bwd_call_overhead_s=t_small_bwd)
 
 
 def allowed_pairs(rects: PlanRects, d: Dims, *, causal: bool, window: Any) -> np.ndarray:
@@ -452,12 +465,13 @@ def predict(rects: PlanRects, d: Dims, model: CostModel, *, stationary: str, str
         lq = (rects.q1 - rects.q0).astype(np.float64)
         lk = (rects.k1 - rects.k0).astype(np.float64)
     calls = len(lq) * (2 if masked else 1)
+    call_s = (model.bwd_call_overhead_s or model.call_overhead_s) if backward else \
+        model.call_overhead_s
     compute = flops / model.rate(causal=masked, backward=backward)
-    compute += calls * model.call_overhead_s
     merge_rows = float(np.sum(lq)) if accumulators != "none" else 0.0  # one merge per call
     compute += merge_rows * b * h * (d.dv + 1) * a * 4 / model.mem_bytes_per_s
     if not streamed:
-        return compute
+        return compute + calls * call_s
     k_in = b * hk * (d.head_dim + d.dv) * e
     q_in = b * h * (d.head_dim * e if not backward else d.head_dim * e + 2 * d.dv * e + a)
     acc = b * h * (d.dv + 1) * a if not backward else b * h * d.head_dim * a
@@ -483,8 +497,12 @@ def predict(rects: PlanRects, d: Dims, model: CostModel, *, stationary: str, str
     else:
         calls = (len(lq) * (q_tensors + 2 * acc_tensors) * b * h
                  + len(rects) * (2 + (4 if backward else 0)) * b * hk)
-    issue = calls * model.copy_call_s
-    return max(compute, transfer, issue) + serial_s + min(compute, transfer) * 0.05
+    # the host's work per step (copies issued, kernel calls, bookkeeping); the transport waits
+    # for the previous step before staging the next, so a host-bound run is this long
+    steps = len(lq)
+    host = (calls * model.copy_call_s + len(lq) * (2 if masked else 1) * call_s
+            + steps * model.step_overhead_s)
+    return max(compute, transfer, host) + serial_s + min(compute, transfer) * 0.05
 
 
 # -- the search ---------------------------------------------------------------------------------

@@ -48,8 +48,34 @@ def _dtype_names(dtypes: tuple[str, ...]) -> str:
     return ", ".join(dtypes)
 
 
+def _op_accepts(check: str, q: Any, k: Any, v: Any, causal: bool) -> bool:
+    """Whether PyTorch's own SDPA dispatcher would run this piece on the op (``check`` names
+    ``torch.backends.cuda.can_use_*_attention``). The ops are called directly here, which
+    skips those checks, and a piece they reject can crash the op: cuDNN's backward ended the
+    process with a segmentation fault on an H100 for a window-masked 129 x 300 run."""
+    import torch
+
+    fn = getattr(torch.backends.cuda, check, None)
+    params_cls = getattr(torch.backends.cuda, "SDPAParams", None)
+    if fn is None or params_cls is None:
+        return True
+    try:
+        params = params_cls(q, k, v, None, 0.0, causal, False)
+    except TypeError:  # older PyTorch: no enable_gqa argument
+        params = params_cls(q, k, v, None, 0.0, causal)
+    return bool(fn(params, False))
+
+
 class _SdpaKernel:
-    """Shared checks and the piecewise/GQA plumbing; subclasses implement one piece."""
+    """Shared checks and the piecewise/GQA plumbing; subclasses implement one piece.
+
+    A piece the op would not accept through PyTorch's dispatcher (see :func:`_op_accepts`)
+    runs on the reference kernel instead (exact; it materialises that piece's scores).
+    """
+
+    #: the ``torch.backends.cuda`` check of this op, and the switch that enables it
+    check: ClassVar[str] = ""
+    enabled_flag: ClassVar[str] = ""
 
     #: causal offsets run as rectangle pieces (no dense band mask is built)
     band_mask_free = True
@@ -75,6 +101,10 @@ class _SdpaKernel:
         reasons: list[str] = []
         if not hasattr(torch.ops.aten, self.op_name):
             reasons.append(f"this torch ({torch.__version__}) has no aten.{self.op_name}")
+        enabled = getattr(torch.backends.cuda, self.enabled_flag, None)
+        if enabled is not None and not enabled():
+            reasons.append(f"disabled in this process (torch.backends.cuda.{self.enabled_flag}() "
+                           "is False)")
         cap = cuda_capability(torch.device(device))
         if cap is None:
             reasons.append(f"needs a CUDA device, got {device}")
@@ -140,8 +170,28 @@ class _SdpaKernel:
         k, v = expand_kv(k, groups), expand_kv(v, groups)
         pieces = mask_pieces(mask, q.shape[2], k.shape[2], square_only=True)
         return run_pieces_fwd(
-            lambda a, b, c, causal: self._fwd_piece(a, b, c, causal, scale), q, k, v, pieces
+            lambda a, b, c, causal: self._safe_fwd(a, b, c, causal, scale), q, k, v, pieces
         )
+
+    def _accepts(self, q, k, v, causal) -> bool:
+        return not self.check or _op_accepts(self.check, _c(q), _c(k), _c(v), causal)
+
+    def _safe_fwd(self, q, k, v, causal, scale):
+        if self._accepts(q, k, v, causal):
+            return self._fwd_piece(q, k, v, causal, scale)
+        from cqs_attention.kernels.reference import reference_fwd
+
+        out, lse = reference_fwd(q, k, v, scale=scale, mask=_square_causal(causal, q, k))
+        return out, lse.float()
+
+    def _safe_bwd(self, dout, q, k, v, out, lse, causal, scale):
+        if self._accepts(q, k, v, causal):
+            return self._bwd_piece(dout, q, k, v, out, lse, causal=causal, scale=scale)
+        from cqs_attention.kernels.reference import reference_bwd
+
+        grads = reference_bwd(dout, q, k, v, out, lse, scale=scale,
+                              mask=_square_causal(causal, q, k))
+        return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v), strict=True))
 
     def bwd(
         self,
@@ -160,7 +210,7 @@ class _SdpaKernel:
         out = out.to(q.dtype)
         pieces = mask_pieces(mask, q.shape[2], k.shape[2], square_only=True)
         dq, dk, dv = run_pieces_bwd(
-            lambda *a: self._bwd_piece(*a[:-1], causal=a[-1], scale=scale),
+            lambda *a: self._safe_bwd(*a[:-1], a[-1], scale),
             dout.to(q.dtype), q, k, v, out, lse.float(), pieces,
         )
         return dq, sum_kv_groups(dk, groups), sum_kv_groups(dv, groups)
@@ -170,12 +220,21 @@ def _c(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
+def _square_causal(causal: bool, q: Any, k: Any) -> Any:
+    """The mask of a piece (square when causal: top-left equals bottom-right there)."""
+    from cqs_attention.kernels.base import BlockMask
+
+    return BlockMask(causal_offset=k.shape[2] - q.shape[2]) if causal else None
+
+
 class CudnnKernel(_SdpaKernel):
     """cuDNN fused attention (Hopper's fastest PyTorch-native kernel)."""
 
     name: ClassVar[str] = "cudnn"
     priority: ClassVar[int] = 40
     op_name: ClassVar[str] = "_scaled_dot_product_cudnn_attention"
+    check: ClassVar[str] = "can_use_cudnn_attention"
+    enabled_flag: ClassVar[str] = "cudnn_sdp_enabled"
     max_head_dim: ClassVar[int] = 128
     #: cuDNN's own workspace, allocated through PyTorch (an allowance, not a measurement)
     WORKSPACE = 64 << 20
@@ -211,6 +270,8 @@ class SdpaFlashKernel(_SdpaKernel):
     name: ClassVar[str] = "sdpa_flash"
     priority: ClassVar[int] = 50
     op_name: ClassVar[str] = "_scaled_dot_product_flash_attention"
+    check: ClassVar[str] = "can_use_flash_attention"
+    enabled_flag: ClassVar[str] = "flash_sdp_enabled"
 
     def _fwd_piece(self, q, k, v, causal, scale):
         import torch
@@ -239,6 +300,8 @@ class EfficientKernel(_SdpaKernel):
     name: ClassVar[str] = "efficient"
     priority: ClassVar[int] = 60
     op_name: ClassVar[str] = "_scaled_dot_product_efficient_attention"
+    check: ClassVar[str] = "can_use_efficient_attention"
+    enabled_flag: ClassVar[str] = "mem_efficient_sdp_enabled"
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "bfloat16", "float32")
     min_capability: ClassVar[tuple[int, int]] = (5, 0)
 

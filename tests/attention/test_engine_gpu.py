@@ -17,9 +17,6 @@ import torch
 
 from cqs_attention import attention, last_run_stats
 from cqs_attention.engine.accumulate import RowStore
-from cqs_attention.kernels import available_kernels
-from cqs_attention.kernels._gpu_common import CallMemory
-from cqs_attention.kernels.base import BlockMask
 from cqs_attention.testing import fail_calls, force_placement
 from cqs_design.plans import make_plan
 from tests.attention._gpu_reference import chunked_reference, record
@@ -58,6 +55,79 @@ def _mono_err(q, k, v, causal, gold):
         kk, vv = kk.repeat_interleave(g, 1), vv.repeat_interleave(g, 1)
     mono = torch.nn.functional.scaled_dot_product_attention(qq, kk, vv, is_causal=causal)
     return _rel(mono.cpu(), gold)
+
+
+# -- the budget is a bound: every length, mask and fraction, forward and backward ------------
+SWEEP_L = [16384, 65536, 262144]
+
+
+@pytest.mark.parametrize("fraction", [0.125, 0.25, 0.5])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("L", SWEEP_L)
+def test_budget_sweep_holds(L, causal, fraction):
+    """bf16, B=1, H=16, D=128, pinned host inputs: the measured peak of the forward and of
+    the backward stays within ``memory_budget`` (a fraction of the Q+K+V bytes), and the
+    footprint model bounds it (no out-of-memory error was needed to stay within it)."""
+    g = torch.Generator(device="cuda").manual_seed(L + causal)
+    q, k, v, dout = (torch.randn(1, 16, L, 128, device="cuda", dtype=torch.bfloat16,
+                                 generator=g).cpu().pin_memory() for _ in range(4))
+    budget = int(3 * q.numel() * 2 * fraction)
+    qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = attention(qg, kg, vg, causal=causal, device="cuda", memory_budget=budget,
+                    progress=False)
+    torch.cuda.synchronize()
+    fwd_peak = torch.cuda.max_memory_allocated() - base
+    fwd = last_run_stats()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out.backward(dout)
+    torch.cuda.synchronize()
+    bwd_peak = torch.cuda.max_memory_allocated() - base
+    bwd = last_run_stats()
+    fields = {"L": L, "causal": causal, "fraction": fraction, "budget": budget,
+              "fwd_peak": fwd_peak, "fwd_footprint": fwd.task_bytes_estimate,
+              "fwd_schedule": fwd.schedule, "fwd_plan": fwd.chosen_because,
+              "fwd_oom": fwd.oom_retries, "fwd_s": fwd.timings.get("total"),
+              "fwd_predicted_s": fwd.predicted_seconds,
+              "bwd_peak": bwd_peak, "bwd_footprint": bwd.task_bytes_estimate,
+              "bwd_schedule": bwd.schedule, "bwd_plan": bwd.chosen_because,
+              "bwd_oom": bwd.oom_retries, "bwd_s": bwd.timings.get("total"),
+              "bwd_predicted_s": bwd.predicted_seconds,
+              "peak_over_budget": max(fwd_peak, bwd_peak) / budget}
+    record("budget_sweep", **fields)
+    assert bwd.direction == "backward"
+    assert torch.isfinite(out.float()).all()
+    assert torch.isfinite(qg.grad.float()).all()
+    assert fwd_peak <= budget, fields
+    assert bwd_peak <= budget, fields
+    assert fwd.oom_retries == 0, fields
+    assert bwd.oom_retries == 0, fields
+
+
+# -- host memory: the forward needs the inputs and the output, no float32 copy ----------------
+def test_query_block_forward_from_pinned_memory_has_no_float32_output_at_home(monkeypatch):
+    made = []
+    orig = RowStore.home_tensor
+
+    def spy(self, i):
+        if not isinstance(self._home[i], torch.Tensor):
+            made.append((i, tuple(self._home[i][0])))
+        return orig(self, i)
+
+    monkeypatch.setattr(RowStore, "home_tensor", spy)
+    q, k, v = (t.pin_memory() for t in _inputs(torch.bfloat16, L=65536, h=8))
+    budget = 3 * q.numel() * 2 // 8
+    out = attention(q, k, v, causal=True, device="cuda", memory_budget=budget, progress=False)
+    rep = last_run_stats()
+    assert rep.schedule == "query_blocks", rep.chosen_because
+    assert rep.accumulators == "host", rep.chosen_because
+    assert made == []
+    gold = chunked_reference(q, k, v, causal=True)["out"]
+    assert _rel(out, gold) <= 2e-2
 
 
 @pytest.mark.parametrize("pinned", [True, False])
@@ -157,138 +227,3 @@ def test_card_mostly_full_still_finishes_right():
         torch.cuda.empty_cache()
     gold = _gold(q, k, v, True)
     assert _rel(out, gold) <= 2e-2, rep.chosen_because
-
-
-# -- the budget is a bound: every length, mask and fraction, forward and backward ------------
-SWEEP_L = [16384, 65536, 262144]
-
-
-@pytest.mark.parametrize("fraction", [0.125, 0.25, 0.5])
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("L", SWEEP_L)
-def test_budget_sweep_holds(L, causal, fraction):
-    """bf16, B=1, H=16, D=128, pinned host inputs: the measured peak of the forward and of
-    the backward stays within ``memory_budget`` (a fraction of the Q+K+V bytes), and the
-    footprint model bounds it (no out-of-memory error was needed to stay within it)."""
-    g = torch.Generator(device="cuda").manual_seed(L + causal)
-    q, k, v, dout = (torch.randn(1, 16, L, 128, device="cuda", dtype=torch.bfloat16,
-                                 generator=g).cpu().pin_memory() for _ in range(4))
-    budget = int(3 * q.numel() * 2 * fraction)
-    qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    out = attention(qg, kg, vg, causal=causal, device="cuda", memory_budget=budget,
-                    progress=False)
-    torch.cuda.synchronize()
-    fwd_peak = torch.cuda.max_memory_allocated() - base
-    fwd = last_run_stats()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    out.backward(dout)
-    torch.cuda.synchronize()
-    bwd_peak = torch.cuda.max_memory_allocated() - base
-    bwd = last_run_stats()
-    fields = {"L": L, "causal": causal, "fraction": fraction, "budget": budget,
-              "fwd_peak": fwd_peak, "fwd_footprint": fwd.task_bytes_estimate,
-              "fwd_schedule": fwd.schedule, "fwd_plan": fwd.chosen_because,
-              "fwd_oom": fwd.oom_retries, "fwd_s": fwd.timings.get("total"),
-              "fwd_predicted_s": fwd.predicted_seconds,
-              "bwd_peak": bwd_peak, "bwd_footprint": bwd.task_bytes_estimate,
-              "bwd_schedule": bwd.schedule, "bwd_plan": bwd.chosen_because,
-              "bwd_oom": bwd.oom_retries, "bwd_s": bwd.timings.get("total"),
-              "bwd_predicted_s": bwd.predicted_seconds,
-              "peak_over_budget": max(fwd_peak, bwd_peak) / budget}
-    record("budget_sweep", **fields)
-    assert bwd.direction == "backward"
-    assert torch.isfinite(out.float()).all()
-    assert torch.isfinite(qg.grad.float()).all()
-    assert fwd_peak <= budget, fields
-    assert bwd_peak <= budget, fields
-    assert fwd.oom_retries == 0, fields
-    assert bwd.oom_retries == 0, fields
-
-
-# -- each kernel's memory model bounds one call -----------------------------------------------
-def _kernel_cases():
-    cases = []
-    for kernel in available_kernels():
-        dtypes = {"efficient": (torch.bfloat16, torch.float32),
-                  "reference": (torch.float32,)}.get(kernel.name, (torch.bfloat16,))
-        for dtype in dtypes:
-            for mask in ("none", "causal", "dense"):
-                for hkv in (2, 8):
-                    for backward in (False, True):
-                        cases.append((kernel, dtype, mask, hkv, backward))
-    return cases
-
-
-def _probe_mask(kind, lq, lk):
-    if kind == "none":
-        return None
-    if kind == "causal":
-        return BlockMask(causal_offset=lk - lq + 700)  # two pieces: the last rows see all
-    g = torch.Generator(device="cuda").manual_seed(1)
-    dense = torch.rand(1, 1, lq, lk, device="cuda", generator=g) > 0.3
-    return BlockMask(causal_offset=lk - lq, lower_offset=-2000, dense=dense)
-
-
-@pytest.mark.parametrize(("kernel", "dtype", "mask", "hkv", "backward"), _kernel_cases(),
-                         ids=lambda x: getattr(x, "name", str(x).removeprefix("torch.")))
-def test_kernel_memory_models_bound_the_allocations(kernel, dtype, mask, hkv, backward):
-    lq, lk, h, d = 3001, 5003, 8, 128
-    bm = _probe_mask(mask, lq, lk)
-    why = kernel.not_supported(device=torch.device("cuda"), dtype=dtype, head_dim=d, mask=bm,
-                               gqa=hkv != h, needs_grad=backward)
-    if why:
-        pytest.skip("; ".join(why))
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q = torch.randn(1, h, lq, d, device="cuda", dtype=dtype, generator=g)
-    k, v = (torch.randn(1, hkv, lk, d, device="cuda", dtype=dtype, generator=g)
-            for _ in range(2))
-    dout = torch.randn_like(q)
-    scale = d ** -0.5
-    out, lse = kernel.fwd(q, k, v, scale=scale, mask=bm)  # warm-up (compiles, workspaces)
-    if backward:
-        kernel.bwd(dout, q, k, v, out, lse, scale=scale, mask=bm)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    if backward:
-        res = kernel.bwd(dout, q, k, v, out, lse, scale=scale, mask=bm)
-    else:
-        res = kernel.fwd(q, k, v, scale=scale, mask=bm)
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    del res
-    m = CallMemory(batch=1, heads=h, kv_heads=hkv, lq=lq, lk=lk, head_dim=d, v_dim=d,
-                   elem=q.element_size(), acc=8 if dtype == torch.float64 else 4)
-    model = kernel.memory_bytes(m, backward=backward, mask=mask, pieces=2)
-    if bm is not None and bm.dense is not None:  # the footprint counts dense masks itself
-        model += 5 * bm.dense.numel()
-    record("kernel_memory", kernel=kernel.name, dtype=str(dtype), mask=mask, hkv=hkv,
-           backward=backward, peak=peak, model=model, ratio=peak / model)
-    assert peak <= model, (kernel.name, peak, model)
-
-
-# -- host memory: the forward needs the inputs and the output, no float32 copy ----------------
-def test_query_block_forward_from_pinned_memory_has_no_float32_output_at_home(monkeypatch):
-    made = []
-    orig = RowStore.home_tensor
-
-    def spy(self, i):
-        if not isinstance(self._home[i], torch.Tensor):
-            made.append((i, tuple(self._home[i][0])))
-        return orig(self, i)
-
-    monkeypatch.setattr(RowStore, "home_tensor", spy)
-    q, k, v = (t.pin_memory() for t in _inputs(torch.bfloat16, L=65536, h=8))
-    budget = 3 * q.numel() * 2 // 8
-    out = attention(q, k, v, causal=True, device="cuda", memory_budget=budget, progress=False)
-    rep = last_run_stats()
-    assert rep.schedule == "query_blocks", rep.chosen_because
-    assert rep.accumulators == "host", rep.chosen_because
-    assert made == []
-    gold = chunked_reference(q, k, v, causal=True)["out"]
-    assert _rel(out, gold) <= 2e-2
