@@ -134,11 +134,29 @@ def flex_block_mask(mask: BlockMask | None, b: int, h: int, lq: int, lk: int, de
                                 _compile=compiled)
 
 
+#: calls shorter than one FlexAttention tile on either side, with at most this many (query,
+#: key) pairs, run on the reference kernel: Inductor failed to compile FlexAttention's
+#: backward for a 97 x 97 call on an H100 (torch 2.11), and such calls are cheap anyway
+TINY_PAIRS = 1 << 20
+TILE = 128
+
+
+def _tiny(lq: Any, lk: Any) -> Any:
+    """Whether calls of ``lq x lk`` go to the reference kernel (numpy arrays allowed)."""
+    import numpy as np
+
+    return np.logical_and(np.minimum(lq, lk) < TILE, np.asarray(lq) * lk <= TINY_PAIRS)
+
+
 class FlexKernel:
     """Compiled FlexAttention: any :class:`BlockMask` (causal offset and/or dense), GQA."""
 
     name = "flex"
     priority = 70
+    #: bytes a call allocates whatever its size (block-mask tables, captured offsets, small
+    #: buffers of the compiled kernel, the allocator's rounding): measured on an H100, a 129 x
+    #: 300 window call held about 1.3 MB
+    CALL_ALLOWANCE = 4 << 20
     dtypes = ("float16", "bfloat16", "float32")
 
     def __init__(self, *, compiled: bool = True) -> None:
@@ -180,13 +198,19 @@ class FlexKernel:
         counted by the footprint model itself. Forward: the block mask's tile tables, ``out``
         (twice: rows with no key are zeroed into a copy) and ``lse``. Backward: the forward
         recomputed under autograd, the float32 temporaries of :func:`grads_from_local`, and
-        the gradients (with a float32 allowance for the kernel's own accumulators)."""
+        the gradients (with a float32 allowance for the kernel's own accumulators). Calls
+        smaller than a tile run on the reference kernel (:data:`TINY_PAIRS`)."""
+        import numpy as np
+
+        from cqs_attention.kernels.reference import ReferenceKernel
+
         tiles = 4 * 4 * m.batch * m.heads * m.up(m.lq, 128) // 128 * (m.up(m.lk, 128) // 128)
-        fwd = tiles + m.outputs() + m.rows(m.lq, m.dv, m.e)
-        if not backward:
-            return fwd
-        temps = m.rows(m.lq, 5 * m.dv + 4, m.a) + m.rows(m.lq, m.dv, m.e)
-        return fwd + temps + m.grads() + m.grads(m.a)
+        fwd = tiles + m.outputs() + m.rows(m.lq, m.dv, m.e) + self.CALL_ALLOWANCE
+        if backward:
+            temps = m.rows(m.lq, 5 * m.dv + 4, m.a) + m.rows(m.lq, m.dv, m.e)
+            fwd = fwd + temps + m.grads() + m.grads(m.a)
+        tiny = ReferenceKernel().memory_bytes(m, backward=backward, mask=mask, pieces=pieces)
+        return np.where(_tiny(m.lq, m.lk), np.maximum(fwd, tiny), fwd)
 
     def _forward(self, q, k, v, scale, mask):
         bm = flex_block_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device,
@@ -201,6 +225,11 @@ class FlexKernel:
         if q.shape[2] == 0 or k.shape[2] == 0:
             return (q.new_zeros(*q.shape[:3], v.shape[-1]),
                     torch.full(q.shape[:3], float("-inf"), dtype=torch.float32, device=q.device))
+        if _tiny(q.shape[2], k.shape[2]):
+            from cqs_attention.kernels.reference import reference_fwd
+
+            out, lse = reference_fwd(q, k, v, scale=scale, mask=mask)
+            return out, lse.float()
         with torch.no_grad():
             out, lse = self._forward(q, k, v, scale, mask)
         lse = lse.float()
@@ -215,6 +244,11 @@ class FlexKernel:
 
         if q.shape[2] == 0 or k.shape[2] == 0:
             return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        if _tiny(q.shape[2], k.shape[2]):
+            from cqs_attention.kernels.reference import reference_bwd
+
+            grads = reference_bwd(dout, q, k, v, out, lse, scale=scale, mask=mask)
+            return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v), strict=True))
         return grads_from_local(
             lambda a, b, c: self._forward(a, b, c, scale, mask), dout, q, k, v, out, lse
         )
