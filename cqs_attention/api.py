@@ -251,7 +251,8 @@ def plan_run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, spec: Any, pl
                   dense_masks=spec.dense_bytes_per_pair(),
                   masked=not spec.is_empty_spec, plan=plan, kernels=kernels, model=model,
                   allow_whole_call=dist_opts is None, home_is_device=home_is_device,
-                  min_tasks=1 if dist_opts is None else 4 * dist_opts.world_size)
+                  min_tasks=1 if dist_opts is None else 4 * dist_opts.world_size,
+                  slack=dev.type == "cuda")
 
 
 def attention(
