@@ -27,7 +27,7 @@ from cqs_attention.engine.schedule import (
     split_call,
     task_steps,
 )
-from cqs_attention.errors import MemoryBudgetError, PlanMismatchError
+from cqs_attention.errors import AttentionInputError, MemoryBudgetError, PlanMismatchError
 from cqs_attention.kernels.base import BlockMask, mask_category
 from cqs_attention.kernels.fa4 import Fa4Kernel
 from cqs_attention.kernels.reference import reference_fwd
@@ -282,7 +282,8 @@ def test_lk_zero_with_grad_gives_zero_gradients():
 @pytest.mark.parametrize("device", ["meta", "mps", "xla"])
 def test_devices_without_kernels_are_refused_up_front(device):
     q = torch.randn(1, 1, 8, 4)
-    with pytest.raises(Exception, match=r"cannot run attention kernels|not a torch device"):
+    with pytest.raises(AttentionInputError,
+                       match=r"cannot run attention kernels|not a torch device"):
         attention(q, q, q, device=device)
 
 

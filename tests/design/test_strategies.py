@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from cqs_design import DifferenceSet
@@ -83,6 +82,14 @@ def test_bad_arguments_raise_at_draw_time(strategy, match: str) -> None:
         draw()
 
 
-def test_bad_arguments_do_not_raise_at_definition() -> None:
-    s = st.one_of(prime_powers(24, 24), difference_sets(max_q=0))
-    assert s is not None
+@pytest.mark.parametrize("make", [lambda: prime_powers(24, 24),
+                                  lambda: difference_sets(max_q=0)])
+def test_bad_arguments_do_not_raise_at_definition(make) -> None:
+    s = make()  # defining does not raise
+
+    @given(s)
+    def draw(x) -> None:
+        pass
+
+    with pytest.raises(InvalidArgument):  # drawing does
+        draw()
