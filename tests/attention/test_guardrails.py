@@ -220,3 +220,17 @@ def test_allowed_pairs_match_the_mask(lq, lk, causal, window, sched, blk):
                                                          rects.k0.tolist(), rects.k1.tolist(),
                                                          strict=True)]
     assert got.tolist() == want
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+def test_tiny_positive_scale_on_the_gpu(causal):
+    """FA4 and cuDNN apply the scale in float32, where 3.7e-236 is 0: masked calls go to the
+    reference kernel, unmasked ones give the mean of every value either way."""
+    q, k, v = (t.cuda() for t in _qkv(1, 2, 300, 64, dtype=torch.bfloat16))
+    out = attention(q, k, v, causal=causal, scale=3.7e-236)
+    n = torch.arange(1, 301, dtype=torch.float64, device="cuda").view(1, 1, -1, 1)
+    vd = v.double()
+    mean = vd.cumsum(2) / n if causal else vd.mean(2, keepdim=True).expand_as(vd)
+    assert torch.isfinite(out.float()).all()
+    assert _rel(out, mean) < 1e-2
