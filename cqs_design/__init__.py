@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 # --- search / existence / quorum (issue: cqs_design search) ------------------------------
-from cqs_design.existence import ExistenceRecord, existence, existence_table
+# The module is `plane_existence` (not `existence`): the function `existence` re-exported here
+# would otherwise shadow it, and `import cqs_design.existence as E` gave the function.
+from cqs_design.plane_existence import ExistenceRecord, existence, existence_table
 from cqs_design.quorum import (
     find_cyclic_quorum_sets,
     is_cyclic_quorum_set,
