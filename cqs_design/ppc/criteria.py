@@ -38,7 +38,13 @@ import numpy as np
 
 from cqs_design._checks import check_int
 from cqs_design.ppc.certificate import Certificate
-from cqs_design.ppc.numbers import cube_roots_of_unity, primes_up_to, sidon_bound
+from cqs_design.ppc.numbers import (
+    cube_roots_of_unity,
+    factorize,
+    multiplicative_order,
+    primes_up_to,
+    sidon_bound,
+)
 from cqs_design.ppc.order import Order
 
 __all__ = [
@@ -59,7 +65,8 @@ __all__ = [
 ORBIT_MAX_CANDIDATES = 200_000
 #: Orders up to this are accepted (``v < 3.3 * 10**24``: Miller-Rabin is a proof).
 MAX_ORDER = 10**12
-_SMALL_W = tuple(int(w) for w in primes_up_to(2000) if w == 3 or w % 3 == 1)
+_SMALL_W = np.array([w for w in primes_up_to(2000).tolist() if w == 3 or w % 3 == 1])
+_SMALL_ROOTS = np.array([(cube_roots_of_unity(w) * 2)[:2] for w in _SMALL_W.tolist()]).T
 
 Status = Literal["prime-power", "excluded", "open"]
 
@@ -111,7 +118,8 @@ def _minus_one_exponent(p: int, w: int) -> int | None:
 
 def _small_v_primes(o: Order) -> list[int]:
     """Prime divisors ``w < 2000`` of ``v``, found from ``n mod w`` (no factoring)."""
-    return [w for w in _SMALL_W if o.n % w in cube_roots_of_unity(w)]
+    r = o.n % _SMALL_W
+    return _SMALL_W[(r == _SMALL_ROOTS[0]) | (r == _SMALL_ROOTS[1])].tolist()
 
 
 def _mann_with(o: Order, ws: list[int]) -> Certificate | None:
@@ -171,20 +179,28 @@ def _orbit_ruled_out(o: Order, w: int) -> bool:
     top = sidon_bound(s)
     if top > ORBIT_MAX_CANDIDATES:
         return False
-    pmin = o.primes[0]
-    if o.v < 1 << 62:
-        a0 = np.arange(top + 1, dtype=np.int64)
-        h = np.gcd(np.gcd(n + 1 - a0, n + s - a0 * a0), np.int64(w - 1))
-        # p^h <= w means p^h != 1 (mod w): only larger h need a modular power
-        hard = np.flatnonzero(h * math.log2(pmin) >= math.log2(w) - 1e-9)
-        hs = {int(x) for x in h[hard]}
-    else:
-        hs = set()
-        for a in range(top + 1):
-            x = math.gcd(math.gcd(n + 1 - a, n + s - a * a), w - 1)
-            if pmin**x > w if x < 64 else True:
-                hs.add(x)
-    return all(any(pow(p, x, w) != 1 for p in o.primes) for x in hs)
+    if top > 64:
+        e = _orbit_size(o, w)
+        if e is not None:  # a0 is possible iff E divides n + 1 - a0 and n + v/w - a0^2
+            a0 = np.arange((n + 1) % e, top + 1, e, dtype=object)
+            return not any((n + s - a0 * a0) % e == 0)
+    for a in range(top + 1):
+        h = math.gcd(math.gcd(n + 1 - a, n + s - a * a), w - 1)
+        if all(pow(p, h, w) == 1 for p in o.primes):
+            return False
+    return True
+
+
+def _orbit_size(o: Order, w: int) -> int | None:
+    """``|M_w|``: the lcm of the orders of the ``p | n`` modulo the prime ``w`` (None if
+    ``w - 1`` does not factor within the budget)."""
+    lam = factorize(w - 1, budget=1 << 14)
+    if any(q < 0 for q in lam):
+        return None
+    e = 1
+    for p in o.primes:
+        e = math.lcm(e, multiplicative_order(p, w, lam))
+    return e
 
 
 def orbit_criterion(n: int | Order) -> Certificate | None:

@@ -180,7 +180,7 @@ def factorize(n: int, *, budget: int | None = None, seed: int = 0) -> dict[int, 
                 n //= p
                 e += 1
             out[p] = e
-    rng = random.Random(seed)
+    rng: random.Random | None = None
     stack = [n] if n > 1 else []
     while stack:
         m = stack.pop()
@@ -191,6 +191,7 @@ def factorize(n: int, *, budget: int | None = None, seed: int = 0) -> dict[int, 
         if r * r == m:
             stack += [r, r]
             continue
+        rng = rng or random.Random(seed)
         d = _pollard_brent(m, budget if budget is not None else 1 << 62, rng)
         if d is None:
             out[-m] = out.get(-m, 0) + 1

@@ -73,6 +73,8 @@ class BlockResult:
     certificates: list[dict[str, Any]] = field(default_factory=list)
     open: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: with ``sieve_block(..., keep_outcomes=True)``: the outcome of each order (not saved)
+    outcomes: list[str] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"lo": self.lo, "hi": self.hi, "counts": self.counts,
@@ -191,14 +193,18 @@ def _factor_block(lo: int, hi: int, w_limit: int) -> _Factored:
 # --------------------------------------------------------------------------------------------
 # a block
 # --------------------------------------------------------------------------------------------
-def sieve_block(lo: int, hi: int, *, w_limit: int | None = None) -> BlockResult:
+def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
+                keep_outcomes: bool = False) -> BlockResult:
     """Decide every order ``n`` with ``lo <= n < hi`` (``2 <= lo < hi <= 2^31``).
 
     ``w_limit`` is the largest prime used to sieve ``v`` (default :func:`v_sieve_limit`);
-    cofactors of ``v`` left composite are factored one by one.
+    cofactors of ``v`` left composite are factored one by one.  ``keep_outcomes`` also
+    returns each order's outcome (``BlockResult.outcomes``, one name per order).
 
     >>> sieve_block(10, 20).counts["mann"]
     4
+    >>> sieve_block(10, 16, keep_outcomes=True).outcomes
+    ['mann', 'prime-power', 'mann', 'prime-power', 'brc', 'mann']
     """
     if not 2 <= lo < hi <= 1 << 31:
         raise ValueError(f"need 2 <= lo < hi <= 2**31, got lo = {lo}, hi = {hi}")
@@ -261,7 +267,8 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None) -> BlockResult:
             stored.append(verdict.certificate.to_dict())
     counts = np.bincount(outcome, minlength=len(OUTCOMES))
     tally = {name: int(c) for name, c in zip(OUTCOMES, counts, strict=True)}
-    return BlockResult(lo, hi, tally, stored, opened, time.perf_counter() - start)
+    names = [OUTCOMES[c] for c in outcome.tolist()] if keep_outcomes else None
+    return BlockResult(lo, hi, tally, stored, opened, time.perf_counter() - start, names)
 
 
 def _mann_triples(f: _Factored, idx: np.ndarray, w: np.ndarray, *, small: bool,

@@ -51,13 +51,18 @@ def test_exhaustive_nonexistence(n: int) -> None:
 
 
 def test_open_beyond_search_bound_cites_publication() -> None:
-    r = existence(24, search_max_order=20)
+    r = existence(24, search_max_order=20, gordon_tests=False)
     assert r.status == "open"
     assert not r.computed
     assert "Baumert" in r.published
     assert "2*10^9" in r.published
     assert existence(24, search_max_order=30).status == "impossible"
     assert existence(24).status == "impossible"  # the default bound is 315 since issue 16
+    # past the search bound the necessary conditions decide it; the citation stays
+    r = existence(24, search_max_order=20)
+    assert (r.status, r.method, r.computed) == ("impossible", "gordon-tests", True)
+    assert r.evidence["checked"] is True
+    assert "Baumert" in r.published
 
 
 def test_sum_of_two_squares_matches_brute_force() -> None:
@@ -97,8 +102,10 @@ def test_table_statuses_and_formats() -> None:
 
 
 def test_bad_orders() -> None:
-    with pytest.raises(ValueError, match=r"n must be an integer in \[2, 1000000\], got 1"):
+    with pytest.raises(ValueError, match=r"n must be an integer in \[2, 1000000000000\], got 1"):
         existence(1)
+    with pytest.raises(ValueError, match=r"got 1000000000001"):
+        existence(10**12 + 1)
     with pytest.raises(TypeError):
         existence(2.0)  # type: ignore[arg-type]
 
@@ -107,11 +114,14 @@ def test_bad_orders() -> None:
 def test_search_that_cannot_run_is_open_with_the_reason() -> None:
     from cqs_design.plane_existence import existence as ex
 
-    r = ex(316, search_max_order=316)  # v = 100173 > MAX_SEARCH_V: used to raise
+    r = ex(316, search_max_order=316, gordon_tests=False)  # v = 100173 > MAX_SEARCH_V
     assert r.status == "open"
     assert "cannot run" in r.reason
     assert "too large" in r.evidence["search_error"]
     assert r.published is not None
+    r = ex(316, search_max_order=316)  # the necessary conditions take over
+    assert (r.status, r.method) == ("impossible", "gordon-tests")
+    assert "too large" in r.evidence["search_error"]
 
 
 @pytest.mark.parametrize("n", [70000, 99998, 10**6])
