@@ -11,6 +11,7 @@ Witness fields per test (``v = n^2 + n + 1``; a *multiplier* is written as a lis
 
 ``brc``       ``q, e``: ``q = 3 (mod 4)`` prime, ``q^e || n``, ``e`` odd, ``n = 1, 2 (mod 4)``.
 ``mann``      ``p, w, j``: ``p | n``, ``w | v`` primes, ``p^j = -1 (mod w)``; ``n`` not a square.
+              Or ``p, w, jacobi = -1``: ``w | v`` odd and the Jacobi symbol ``(p / w) = -1``.
 ``baer``      ``m, sub``: ``n = m^2`` and ``sub`` excludes order ``m``.
 ``orbit``     ``w, primes``: ``w | v`` prime; for every ``a0 <= F(v/w)``, some ``p`` in
               ``primes`` has ``p^h != 1 (mod w)``, ``h = gcd(n+1-a0, n+v/w-a0^2, w-1)``.
@@ -96,6 +97,9 @@ class Certificate:
         if self.test == "brc":
             return (f"brc: n = {n} = {n % 4} (mod 4) and the prime {w['q']} = 3 (mod 4) divides "
                     f"n exactly {w['e']} times (odd), so n is not a sum of two squares")
+        if self.test == "mann" and "jacobi" in w:
+            return (f"mann: p = {w['p']} divides n, w = {w['w']} divides v, the Jacobi symbol "
+                    f"({w['p']} / {w['w']}) = -1, and n is not a square")
         if self.test == "mann":
             return (f"mann: p = {w['p']} divides n, w = {w['w']} divides v = {v}, "
                     f"{w['p']}^{w['j']} = -1 (mod {w['w']}), and n is not a square")

@@ -62,6 +62,21 @@ def _sidon(h: int) -> int:
     return (1 + math.isqrt(4 * h - 3)) // 2
 
 
+def _jacobi(a: int, n: int) -> int:
+    """The Jacobi symbol (a / n), odd n > 0, by quadratic reciprocity."""
+    a, sign = a % n, 1
+    while a:
+        while a % 2 == 0:
+            a //= 2
+            if n % 8 in (3, 5):
+                sign = -sign
+        a, n = n, a
+        if a % 4 == 3 and n % 4 == 3:
+            sign = -sign
+        a %= n
+    return sign if n == 1 else 0
+
+
 def _is_prime_power(n: int) -> bool:
     for k in range(1, n.bit_length() + 1):
         r = round(n ** (1.0 / k))
@@ -151,11 +166,18 @@ class _Checks:
 
     @staticmethod
     def mann(n: int, v: int, w: Mapping[str, Any], fail: Any, depth: int) -> None:
-        p, ww, j = _int(w, "p", fail, 2), _int(w, "w", fail, 2), _int(w, "j", fail, 1)
+        p, ww = _int(w, "p", fail, 2), _int(w, "w", fail, 2)
         if math.isqrt(n) ** 2 == n:
             fail("n is a square; the test needs a non-square n")
         if not _is_prime(p) or n % p:
             fail(f"p = {p} is not a prime divisor of n")
+        if "jacobi" in w:  # (p / w) = -1: p is a non-residue modulo some prime factor of w
+            if w["jacobi"] != -1 or ww < 3 or ww % 2 == 0 or v % ww:
+                fail(f"jacobi form needs jacobi = -1 and an odd divisor w >= 3 of v = {v}")
+            if _jacobi(p, ww) != -1:
+                fail(f"the Jacobi symbol ({p} / {ww}) is {_jacobi(p, ww)}, not -1")
+            return
+        j = _int(w, "j", fail, 1)
         if not _is_prime(ww) or v % ww:
             fail(f"w = {ww} is not a prime divisor of v = {v}")
         if pow(p, j, ww) != ww - 1:

@@ -41,6 +41,7 @@ from cqs_design.ppc.certificate import Certificate
 from cqs_design.ppc.numbers import (
     cube_roots_of_unity,
     factorize,
+    jacobi,
     multiplicative_order,
     primes_up_to,
     sidon_bound,
@@ -131,21 +132,48 @@ def _mann_with(o: Order, ws: list[int]) -> Certificate | None:
     return None
 
 
+def _mann_jacobi(o: Order, c: int) -> Certificate | None:
+    """Mann's test through a Jacobi symbol: ``(p / c) = -1`` for an odd ``c | v`` means ``p``
+    is a non-residue, so of even order, modulo some prime divisor of ``c``."""
+    if c < 3:
+        return None
+    for p in o.primes:
+        if jacobi(p, c) == -1:
+            return Certificate("mann", o.n, {"p": p, "w": c, "jacobi": -1})
+    return None
+
+
 def mann_criterion(n: int | Order) -> Certificate | None:
     """Mann's test: a multiplier ``t = -1 (mod w)`` with ``w | v`` forces ``n`` to be a square.
 
     Every prime ``p | n`` is a multiplier (Hall), so for non-square ``n`` no ``p | n`` may have
     even order modulo a prime ``w | v``.  The certificate gives ``p``, ``w`` and ``j`` with
-    ``p^j = -1 (mod w)``.  Small ``w`` are tried first, found from ``n mod w``; then ``v`` is
-    factored.
+    ``p^j = -1 (mod w)``.  Small ``w`` are tried first, found from ``n mod w``; then, before
+    factoring the rest ``c`` of ``v``, the Jacobi symbols ``(p / c)``: ``-1`` shows that ``p``
+    is a non-residue modulo some prime factor of ``c`` without naming it (the certificate then
+    gives ``w = c`` and ``jacobi = -1``); then ``v`` is factored.
 
     >>> mann_criterion(15).to_dict(), mann_criterion(36)    # 36 is a square
     ({'test': 'mann', 'n': 15, 'p': 3, 'w': 241, 'j': 60}, None)
+    >>> mann_criterion(2_000_000_001).to_dict()
+    {'test': 'mann', 'n': 2000000001, 'p': 3, 'w': 4000000006000000003, 'jacobi': -1}
     """
     o = _order(n)
     if o.is_square:
         return None
-    return _mann_with(o, _small_v_primes(o)) or _mann_with(o, list(o.v_primes))
+    small = _small_v_primes(o)
+    cert = _mann_with(o, small)
+    if cert is not None:
+        return cert
+    if "v_factors" not in o.__dict__:  # not factored yet: try the cofactor's Jacobi symbols
+        c = o.v
+        for w in small:
+            while c % w == 0:
+                c //= w
+        cert = _mann_jacobi(o, c)
+        if cert is not None:
+            return cert
+    return _mann_with(o, list(o.v_primes))
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ For a block of orders ``lo <= n < hi`` (:func:`sieve_block`):
    with the roots of the primes ``w <= W`` gives the pairs ``(n, w)``; dividing them out
    leaves a cofactor with no prime factor up to ``W`` (1 or a prime when ``W^2 > v``).
 3. **Cheap tests on whole arrays**: prime powers, Bruck-Ryser-Chowla, and Mann's test for
-   every triple ``(n, p | n, w | v)`` (the parity of the order of ``p`` modulo ``w``).
+   every triple ``(n, p | n, w | v)`` (the parity of the order of ``p`` modulo ``w``); for
+   the cofactor ``c`` of ``v``, the Jacobi symbols ``(p / c)`` first (``-1`` is Mann's test
+   without factoring ``c``), then a primality test, and Pollard-Brent only if ``c`` is
+   composite.
 4. **Survivors** (and squares, for the Baer test) go to
    :func:`cqs_design.ppc.criteria.decide` with both factorizations, which runs the
    remaining criteria in the same order as for a single order.
@@ -38,8 +41,14 @@ import numpy as np
 
 from cqs_design.ppc.certificate import TESTS
 from cqs_design.ppc.criteria import decide
-from cqs_design.ppc.numbers import cube_roots_of_unity, primes_up_to
-from cqs_design.ppc.order import Order
+from cqs_design.ppc.numbers import (
+    cube_roots_of_unity,
+    factorize,
+    is_prime,
+    jacobi,
+    primes_up_to,
+)
+from cqs_design.ppc.order import FACTOR_BUDGET, Order
 
 __all__ = ["STORED_TESTS", "BlockResult", "sieve_block", "v_sieve_limit"]
 
@@ -227,10 +236,20 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
     # Mann over every triple (n, p | n, w | v) with w from the sieve and the cofactor, for the
     # orders still open after the prime-power and BRC tests
     todo = ~prime_power & ~brc & ~square
-    complete = f.v_rest < np.int64(w_limit) ** 2  # cofactor is 1 or a prime
     keep = todo[f.v_idx]
     mann = _mann_triples(f, f.v_idx[keep], f.v_w[keep], small=True, size=size)
-    rest_idx = np.flatnonzero((f.v_rest > 1) & complete & todo & ~mann)
+    # the cofactor c of v: a Jacobi symbol (p / c) = -1 is Mann's test without factoring c
+    n_start = np.searchsorted(f.n_idx, np.arange(size))
+    for i in np.flatnonzero((f.v_rest > 1) & todo & ~mann):
+        c = int(f.v_rest[i])
+        k0 = int(n_start[i])
+        if any(jacobi(int(p), c) == -1 for p in f.n_p[k0:k0 + nprimes[i]]):
+            mann[i] = True
+    # ... else c is 1 or a prime below W^2; above, a prime or a product of primes > W
+    cofactor_prime = (f.v_rest > 1) & (f.v_rest < np.int64(w_limit) ** 2)
+    for i in np.flatnonzero((f.v_rest >= np.int64(w_limit) ** 2) & todo & ~mann):
+        cofactor_prime[i] = is_prime(int(f.v_rest[i]))
+    rest_idx = np.flatnonzero(cofactor_prime & todo & ~mann)
     mann |= _mann_triples(f, rest_idx, f.v_rest[rest_idx], small=False, size=size)
 
     outcome = np.full(size, -1, dtype=np.int64)
@@ -241,7 +260,6 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
 
     stored: list[dict[str, Any]] = []
     opened: list[dict[str, Any]] = []
-    n_start = np.searchsorted(f.n_idx, np.arange(size))
     v_start = np.searchsorted(f.v_idx, np.arange(size + 1))
     for i in np.flatnonzero(outcome < 0):
         i = int(i)
@@ -249,13 +267,14 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
         nf = {int(p): int(e) for p, e in zip(f.n_p[k0:k1], f.n_e[k0:k1], strict=True)}
         vf = {int(w): int(e) for w, e in zip(f.v_w[v_start[i]:v_start[i + 1]],
                                               f.v_e[v_start[i]:v_start[i + 1]], strict=True)}
-        if f.v_rest[i] > 1:
-            if complete[i]:
-                vf[int(f.v_rest[i])] = vf.get(int(f.v_rest[i]), 0) + 1
-            else:
-                vf = None  # let Order factor v itself
+        rest = int(f.v_rest[i])
+        split = rest == 1 or bool(cofactor_prime[i]) or square[i]
+        if rest > 1:
+            for w, e in (factorize(rest, budget=FACTOR_BUDGET) if not cofactor_prime[i]
+                         else {rest: 1}).items():
+                vf[w] = vf.get(w, 0) + e
         order = Order(int(n[i]), n_factors=nf, v_factors=vf)
-        skip = ("brc", "mann") if vf is not None else ("brc",)
+        skip = ("brc", "mann") if split else ("brc",)
         verdict = decide(order, skip=skip)
         if verdict.status == "open":
             outcome[i] = codes["open"]

@@ -30,6 +30,7 @@ from cqs_design.ppc import checker as checker_module
 VALID: dict[str, dict[str, Any]] = {
     "brc": brc_criterion(42).to_dict(),
     "mann": mann_criterion(10).to_dict(),
+    "mann-jacobi": mann_criterion(2_000_000_001).to_dict(),  # (3 / v) = -1
     "baer": baer_criterion(144).to_dict(),
     "orbit": orbit_criterion(56).to_dict(),  # v = 31 * 103, w = 31
     "cover": cover_criterion(674).to_dict(),
@@ -93,6 +94,10 @@ _CASES: list[tuple[str, str, tuple[Any, ...], Any]] = [
     ("mann", "a square order", ("n",), 36),
     ("mann", "a composite w", ("w",), 111),
     ("mann", "zero exponent", ("j",), 0),
+    ("mann-jacobi", "w = 3 does not divide v", ("w",), 3),
+    ("mann-jacobi", "w not dividing v", ("w",), 4000000006000000005),
+    ("mann-jacobi", "an even w", ("w",), 2),
+    ("mann-jacobi", "jacobi = +1 claimed", ("jacobi",), 1),
     ("baer", "m^2 != n", ("m",), 13),
     ("baer", "the sub-certificate of another order", ("sub", "n"), 13),
     ("baer", "a tampered sub-certificate", ("sub", "j"), 999),
