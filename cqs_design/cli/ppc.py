@@ -6,6 +6,7 @@ Examples (shell)::
     cqs-design ppc --max-order 2000000 --resume run/ --out result.json --json
     cqs-design ppc --check result.json                   # re-verify with the checker
     cqs-design ppc --order 1000000                       # one order, with its certificate
+    cqs-design ppc --min-order 1999000000 --max-order 2000000000   # a segment
 
 Exit codes: 0 every non-prime-power order excluded (or the check passed, or the order is
 excluded or a prime power); 1 a negative answer: some order left open, a certificate that
@@ -40,7 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     from cqs_design.ppc.verification import verify
 
     try:
-        result = verify(args.max_order, block_size=args.block_size, journal=args.resume,
+        result = verify(args.max_order, min_order=args.min_order,
+                        block_size=args.block_size, journal=args.resume,
                         progress=not args.no_progress and not args.json,
                         w_limit=args.w_limit)
     except JournalError as exc:
@@ -70,9 +72,11 @@ def _check(args: argparse.Namespace) -> int:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CLIError(f"{path} is not a ppc result: {exc}") from None
     report = check_result(result, sample=None if args.all else args.sample, seed=args.seed)
-    payload: dict[str, Any] = {"file": str(path), "max_order": result.max_order,
+    payload: dict[str, Any] = {"file": str(path), "min_order": result.min_order,
+                               "max_order": result.max_order,
                                "open": len(result.open), **report.to_dict()}
-    text = (f"{path}: orders 2..{result.max_order}; {report.certificates_checked} stored "
+    text = (f"{path}: orders {result.min_order}..{result.max_order}; "
+            f"{report.certificates_checked} stored "
             f"certificate(s) checked, {report.regenerated} regenerated and checked; "
             f"{len(result.open)} open; "
             + ("OK" if report.ok else f"{len(report.problems)} problem(s):\n  "
@@ -131,6 +135,8 @@ def register(subparsers: Any) -> None:
                     "check fails.")
     p.add_argument("--max-order", type=_order, default=None, metavar="N",
                    help=f"verify every order 2..N (N <= {MAX_VERIFY_ORDER})")
+    p.add_argument("--min-order", type=_order, default=2, metavar="M",
+                   help="with --max-order: verify only the segment M..N (default M = 2)")
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="journal directory: one file per finished block; resumes a killed run")
     p.add_argument("--out", default=None, metavar="FILE", help="write the JSON result here")
@@ -138,7 +144,7 @@ def register(subparsers: Any) -> None:
                    help=f"orders per block (default {DEFAULT_BLOCK_SIZE})")
     p.add_argument("--w-limit", type=_positive, default=None,
                    help="largest prime used to sieve n^2+n+1 (default: enough to factor it, "
-                        "at most 2^21)")
+                        "at most 2^24)")
     p.add_argument("--check", default=None, metavar="FILE",
                    help="re-verify a result file with the checker")
     p.add_argument("--sample", type=_positive, default=1000,

@@ -2,7 +2,7 @@
 
 Layout of a journal directory::
 
-    meta.json                  max_order, block_size, w_limit, format
+    meta.json                  min_order, max_order, block_size, w_limit, format
     blocks/000000000002.json   one BlockResult per finished block, named by its first order
 
 Each block file is written to a temporary name and renamed, so a run killed at any moment
@@ -52,7 +52,7 @@ class Journal:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, max_order: int, block_size: int,
-             w_limit: int | None) -> Journal:
+             w_limit: int | None, min_order: int = 2) -> Journal:
         """Open (or create) the journal at ``path`` for these parameters.
 
         Raises
@@ -61,8 +61,8 @@ class Journal:
             If ``path`` holds a journal of a run with other parameters, or is not a journal.
         """
         root = Path(path)
-        meta = {"format": FORMAT, "max_order": max_order, "block_size": block_size,
-                "w_limit": w_limit}
+        meta = {"format": FORMAT, "min_order": min_order, "max_order": max_order,
+                "block_size": block_size, "w_limit": w_limit}
         meta_path = root / "meta.json"
         if meta_path.exists():
             try:

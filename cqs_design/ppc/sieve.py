@@ -57,8 +57,9 @@ __all__ = ["STORED_TESTS", "BlockResult", "sieve_block", "v_sieve_limit"]
 STORED_TESTS = ("cover", "subplane", "hall")
 #: Outcomes counted per block: prime powers, each test, open orders.
 OUTCOMES = ("prime-power", *TESTS, "open")
-#: Largest prime ``W`` the ``v``-sieve uses by default.
-MAX_V_SIEVE = 1 << 21
+#: Largest prime ``W`` the ``v``-sieve uses by default (the roots of its 1.06 million primes
+#: = 1 mod 3 take about 2 s to compute once per process).
+MAX_V_SIEVE = 1 << 24
 
 
 def v_sieve_limit(hi: int) -> int:
@@ -66,7 +67,7 @@ def v_sieve_limit(hi: int) -> int:
     (``W >= sqrt(v)``), capped at :data:`MAX_V_SIEVE`.
 
     >>> v_sieve_limit(1000), v_sieve_limit(10**9)
-    (1000, 2097152)
+    (1000, 16777216)
     """
     return int(min(MAX_V_SIEVE, max(100, hi)))
 
@@ -161,11 +162,22 @@ def _v_moduli(limit: int) -> tuple[np.ndarray, np.ndarray]:
     """The primes ``w <= limit`` dividing some ``n^2 + n + 1`` (once per root) and the roots."""
     if limit not in _W_CACHE:
         ws = primes_up_to(limit)
-        ws = ws[(ws == 3) | (ws % 3 == 1)]
-        roots = [cube_roots_of_unity(int(w)) for w in ws]
-        mod = np.array([w for w, r in zip(ws, roots, strict=True) for _ in r], dtype=np.int64)
-        res = np.array([x for r in roots for x in r], dtype=np.int64)
-        _W_CACHE[limit] = (mod, res)
+        ws = ws[ws % 3 == 1]
+        # a nontrivial cube root of unity g^((w-1)/3), for the first g that is not a cube
+        r = np.ones(len(ws), dtype=np.int64)
+        for g in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47):
+            todo = np.flatnonzero(r == 1)
+            if not len(todo):
+                break
+            r[todo] = _int_pow(np.full(len(todo), g, dtype=np.int64), (ws[todo] - 1) // 3,
+                               ws[todo])
+        for i in np.flatnonzero(r == 1):  # pragma: no cover - needs a non-cube above 47
+            r[i] = cube_roots_of_unity(int(ws[i]))[0]
+        r2 = r * r % ws
+        lo_root, hi_root = np.minimum(r, r2), np.maximum(r, r2)
+        mod = np.concatenate([[3], np.repeat(ws, 2)]).astype(np.int64)
+        res = np.concatenate([[1], np.stack([lo_root, hi_root], axis=1).ravel()])
+        _W_CACHE[limit] = (mod, res.astype(np.int64))
     return _W_CACHE[limit]
 
 

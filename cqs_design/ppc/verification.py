@@ -68,6 +68,7 @@ class PPCResult:
     w_limit: int | None = None
     wall_seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    min_order: int = 2
 
     def totals(self) -> dict[str, int]:
         """Counts by outcome over all blocks (:data:`~cqs_design.ppc.sieve.OUTCOMES`)."""
@@ -91,10 +92,11 @@ class PPCResult:
         t = self.totals()
         return {
             "format": RESULT_FORMAT,
+            "min_order": self.min_order,
             "max_order": self.max_order,
             "block_size": self.block_size,
             "w_limit": self.w_limit,
-            "orders": self.max_order - 1,
+            "orders": self.max_order - self.min_order + 1,
             "totals": t,
             "excluded": sum(t[k] for k in TESTS),
             "cpu_seconds_blocks": round(sum(b.seconds for b in self.blocks), 1),
@@ -110,7 +112,8 @@ class PPCResult:
             raise ValueError(f"not a {RESULT_FORMAT} result (format = {d.get('format')!r})")
         return cls(int(d["max_order"]), int(d["block_size"]),
                    [BlockResult.from_dict(b) for b in d["blocks"]], d.get("w_limit"),
-                   float(d.get("wall_seconds", 0.0)), dict(d.get("info", {})))
+                   float(d.get("wall_seconds", 0.0)), dict(d.get("info", {})),
+                   int(d.get("min_order", 2)))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the compact JSON result (one block per line)."""
@@ -126,7 +129,8 @@ class PPCResult:
 
     def summary_rows(self) -> list[tuple[str, int]]:
         t = self.totals()
-        rows = [(f"orders 2..{self.max_order}", self.max_order - 1)]
+        rows = [(f"orders {self.min_order}..{self.max_order}",
+                 self.max_order - self.min_order + 1)]
         rows += [(_LABELS[k], t[k]) for k in OUTCOMES]
         return rows
 
@@ -137,7 +141,7 @@ class PPCResult:
         return "\n".join(lines)
 
 
-def verify(max_order: int, *, block_size: int = DEFAULT_BLOCK_SIZE,
+def verify(max_order: int, *, min_order: int = 2, block_size: int = DEFAULT_BLOCK_SIZE,
            journal: str | os.PathLike[str] | None = None, progress: bool = False,
            w_limit: int | None = None,
            on_block: Callable[[BlockResult], None] | None = None) -> PPCResult:
@@ -147,6 +151,9 @@ def verify(max_order: int, *, block_size: int = DEFAULT_BLOCK_SIZE,
     ----------
     max_order : int
         Largest order, ``2 <= max_order <= 2^31 - 1``.
+    min_order : int
+        Smallest order (default 2); a run of a segment ``min_order..max_order`` (to measure
+        a range or to split the work) is checked the same way.
     block_size : int
         Orders per block (the unit of work, of the journal and of the result).
     journal : path, optional
@@ -161,18 +168,19 @@ def verify(max_order: int, *, block_size: int = DEFAULT_BLOCK_SIZE,
         Called with each newly finished block (after it is journaled).
     """
     max_order = check_int(max_order, "max_order", minimum=2, maximum=MAX_VERIFY_ORDER)
+    min_order = check_int(min_order, "min_order", minimum=2, maximum=max_order)
     block_size = check_int(block_size, "block_size", minimum=1)
     if w_limit is not None:
         w_limit = check_int(w_limit, "w_limit", minimum=3)
     start = time.perf_counter()
-    j = (Journal.open(journal, max_order=max_order, block_size=block_size, w_limit=w_limit)
-         if journal is not None else None)
+    j = (Journal.open(journal, max_order=max_order, block_size=block_size, w_limit=w_limit,
+                      min_order=min_order) if journal is not None else None)
     done = j.done() if j is not None else {}
     spans = [(lo, min(lo + block_size, max_order + 1))
-             for lo in range(2, max_order + 1, block_size)]
+             for lo in range(min_order, max_order + 1, block_size)]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=max_order - 1, unit="order", unit_scale=True, disable=not progress,
+    bar = tqdm(total=max_order - min_order + 1, unit="order", unit_scale=True, disable=not progress,
                desc=f"ppc to {max_order}")
     blocks = []
     resumed = 0
@@ -194,7 +202,8 @@ def verify(max_order: int, *, block_size: int = DEFAULT_BLOCK_SIZE,
         bar.close()
     info = {"blocks": len(spans), "blocks_resumed": resumed, "python": platform.python_version(),
             "machine": platform.platform(), "cpus": os.cpu_count()}
-    return PPCResult(max_order, block_size, blocks, w_limit, time.perf_counter() - start, info)
+    return PPCResult(max_order, block_size, blocks, w_limit, time.perf_counter() - start, info,
+                     min_order)
 
 
 @dataclass
@@ -223,7 +232,7 @@ def check_result(result: PPCResult | str | os.PathLike[str], *, sample: int | No
     """
     r = result if isinstance(result, PPCResult) else PPCResult.load(result)
     rep = CheckReport()
-    expect_lo = 2
+    expect_lo = r.min_order
     stored: set[int] = set()
     for b in r.blocks:
         where = f"block [{b.lo}, {b.hi})"
@@ -252,11 +261,12 @@ def check_result(result: PPCResult | str | os.PathLike[str], *, sample: int | No
     if expect_lo != r.max_order + 1:
         rep.problems.append(f"the blocks end at {expect_lo - 1}, not at {r.max_order}")
     if sample is None:
-        orders: Any = range(2, r.max_order + 1)
+        orders: Any = range(r.min_order, r.max_order + 1)
     else:
         rng = random.Random(seed)
-        pool = r.max_order - 1
-        orders = sorted({rng.randrange(2, r.max_order + 1) for _ in range(min(sample, pool))})
+        pool = r.max_order - r.min_order + 1
+        orders = sorted({rng.randrange(r.min_order, r.max_order + 1)
+                         for _ in range(min(sample, pool))})
     recount = {b.lo: dict.fromkeys(OUTCOMES, 0) for b in r.blocks}
     los = [b.lo for b in r.blocks]
     import bisect
