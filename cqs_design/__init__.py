@@ -65,6 +65,11 @@ __all__ += [
     "search_difference_sets",
 ]
 
+# --- the prime power conjecture, verified with certificates (subpackage) -----------------
+from cqs_design import ppc  # noqa: E402
+
+__all__ += ["ppc"]
+
 # --- plans (issue: cqs_design plans) -----------------------------------------------------
 from cqs_design.plans import Plan, PlanError, PlanStats, Rect, Task, make_plan  # noqa: E402
 

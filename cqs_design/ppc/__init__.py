@@ -11,8 +11,10 @@ non-prime-power order fails some necessary condition on the multipliers.
   function each, returning a :class:`Certificate` or None; :func:`decide` runs them all;
 * :mod:`~cqs_design.ppc.certificate`, :mod:`~cqs_design.ppc.checker` -- the certificate
   records and the independent checker;
-* :mod:`~cqs_design.ppc.sieve`, :mod:`~cqs_design.ppc.journal` -- the segmented, vectorised
-  run over all orders up to ``N``, resumable block by block, and its compact result.
+* :mod:`~cqs_design.ppc.sieve`, :mod:`~cqs_design.ppc.journal`,
+  :mod:`~cqs_design.ppc.verification` -- the segmented, vectorised run over all orders up to
+  ``N`` (:func:`verify`), resumable block by block, its compact result (:class:`PPCResult`)
+  and :func:`check_result`.
 
 >>> from cqs_design.ppc import decide, check_certificate
 >>> v = decide(12)
@@ -37,18 +39,22 @@ from cqs_design.ppc.criteria import (
 )
 from cqs_design.ppc.multipliers import cover_criterion, hall_criterion
 from cqs_design.ppc.order import Order, multiplier_group
+from cqs_design.ppc.verification import CheckReport, PPCResult, check_result, verify
 
 __all__ = [
     "CRITERIA",
     "TESTS",
     "Certificate",
     "CertificateError",
+    "CheckReport",
     "Order",
+    "PPCResult",
     "Verdict",
     "baer_criterion",
     "brc_criterion",
     "certify",
     "check_certificate",
+    "check_result",
     "cover_criterion",
     "decide",
     "hall_criterion",
@@ -57,4 +63,5 @@ __all__ = [
     "multiplier_group",
     "orbit_criterion",
     "subplane_criterion",
+    "verify",
 ]

@@ -106,8 +106,8 @@ class Certificate:
         if self.test == "baer":
             return f"baer: n = {w['m']}^2 and order {w['m']} is excluded ({w['sub']['test']})"
         if self.test == "orbit":
-            return (f"orbit: the multiplier orbits modulo w = {w['w']} (a prime divisor of v) "
-                    f"admit no count of points of a line in the subgroup of index w")
+            return (f"orbit: w = {w['w']} divides v; no count a0 <= F(v/w) of points of a line "
+                    f"in the subgroup of index w fits the multiplier orbits modulo w")
         if self.test == "subplane":
             return (f"subplane: the multiplier {_multiplier_text(w['t'])} would fix a "
                     f"configuration that is no admissible subplane")
