@@ -162,3 +162,12 @@ def test_no_criterion_excludes_large_prime_powers(q: int) -> None:
     o = Order(q)
     for name, crit in CRITERIA.items():
         assert crit(o) is None, f"{name} excludes the prime power {q}"
+
+
+def test_ppc_never_imports_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, cqs_design, cqs_design.ppc, cqs_design.cli.ppc; "
+            "cqs_design.ppc.verify(1000); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
