@@ -290,7 +290,8 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
         verdict = decide(order, skip=skip)
         if verdict.status == "open":
             outcome[i] = codes["open"]
-            opened.append({"n": verdict.n, "tried": ["brc", "mann", *verdict.tried]})
+            tried = [t for t in TESTS if t in skip or t in verdict.tried]
+            opened.append({"n": verdict.n, "tried": tried})
             continue
         assert verdict.certificate is not None
         outcome[i] = codes[verdict.certificate.test]

@@ -172,3 +172,30 @@ def test_result_check_and_round_trip(run_2e6: tuple[PPCResult, list[str]], tmp_p
     rep = check_result(path, sample=300)
     assert rep.ok, rep.problems
     assert rep.certificates_checked == len(result.certificates)
+
+
+def test_orders_no_test_excludes_are_reported_open(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """With only BRC and Mann left, some orders stay open: they are reported with what was
+    tried, counted, flagged by the CLI (exit 1) and by existence(), never called impossible."""
+    from cqs_design import existence
+    from cqs_design.cli import main
+    from cqs_design.ppc import criteria
+
+    monkeypatch.setattr(criteria, "CRITERIA", {k: criteria.CRITERIA[k] for k in ("brc", "mann")})
+    criteria.certify.cache_clear()
+    try:
+        r = sieve_block(2, 400)
+        assert r.counts["open"] == len(r.open) > 0
+        for entry in r.open:
+            assert entry["tried"] == ["brc", "mann"]
+            assert decide(entry["n"]).status == "open"
+        assert [o["n"] for o in r.open][:3] == [24, 36, 50]
+        assert main(["ppc", "--max-order", "400", "--no-progress"]) == 1
+        assert "open: 24, 36, 50" in capsys.readouterr().out
+        rec = existence(674, search_max_order=0)
+        assert rec.status == "open"
+        assert rec.evidence["tried"] == ["brc", "mann"]
+        assert "no test excludes it" in rec.reason
+    finally:
+        criteria.certify.cache_clear()
