@@ -1,10 +1,11 @@
 """Benchmark: ``existence_table(max_order)`` with its defaults, time and memory.
 
-Runs :func:`cqs_design.existence.iter_existence_table` (what ``cqs-design table`` streams) and,
-with ``--list``, :func:`existence_table` (every record kept).  Records the wall-clock and CPU
-seconds, the peak resident set size and the count of each status.  Defaults: multiplier
-search up to order 315, Singer sets built and verified up to order 1024, rows past that
-``computed = False`` (past the construction limit 65536: "not constructed here").
+Runs :func:`cqs_design.plane_existence.iter_existence_table` (what ``cqs-design table``
+streams) and, with ``--list``, :func:`existence_table` (every record kept).  Records the
+wall-clock and CPU seconds, the peak resident set size and the count of each status.
+Defaults: multiplier search up to order 315, Singer sets built and verified up to order 1024,
+rows past that ``computed = False`` (past the construction limit 65536: "not constructed
+here").
 
     python benchmarks/bench_existence.py                      # max order 10^6
     python benchmarks/bench_existence.py --max-order 10000 --out /tmp/e.json
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cqs_design.existence import (  # noqa: E402
+from cqs_design.plane_existence import (  # noqa: E402
     DEFAULT_SEARCH_MAX_ORDER,
     DEFAULT_TABLE_VERIFY_SINGER,
     existence_table,

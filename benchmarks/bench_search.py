@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from cqs_design.existence import existence_table
+from cqs_design.plane_existence import existence_table
 from cqs_design.search import search_difference_sets
 
 

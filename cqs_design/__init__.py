@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 # --- search / existence / quorum (issue: cqs_design search) ------------------------------
-from cqs_design.existence import ExistenceRecord, existence, existence_table
+# The module is `plane_existence` (not `existence`): the function `existence` re-exported here
+# would otherwise shadow it, and `import cqs_design.existence as E` gave the function.
+from cqs_design.plane_existence import ExistenceRecord, existence, existence_table
 from cqs_design.quorum import (
     find_cyclic_quorum_sets,
     is_cyclic_quorum_set,
@@ -62,6 +64,11 @@ __all__ += [
     "minimum_size",
     "search_difference_sets",
 ]
+
+# --- the prime power conjecture, verified with certificates (subpackage) -----------------
+from cqs_design import ppc  # noqa: E402
+
+__all__ += ["ppc"]
 
 # --- plans (issue: cqs_design plans) -----------------------------------------------------
 from cqs_design.plans import Plan, PlanError, PlanStats, Rect, Task, make_plan  # noqa: E402

@@ -5,6 +5,7 @@ Each command group lives in its own module and registers its sub-commands:
 * :mod:`cqs_design.cli.math`   -- ``singer``, ``verify``, ``paired``, ``normalize``
 * :mod:`cqs_design.cli.search` -- ``search``, ``table``, ``quorum``
 * :mod:`cqs_design.cli.plans`  -- ``plan``, ``plot``
+* :mod:`cqs_design.cli.ppc`    -- ``ppc`` (the prime power conjecture, verified to an order)
 
 Exit codes: 0 ok, 1 a negative answer (for example "not a difference set"), 2 bad usage
 (a one-line reason on stderr, never a traceback).
@@ -29,7 +30,8 @@ EXIT_OK = 0
 EXIT_NEGATIVE = 1
 EXIT_USAGE = 2
 
-_GROUPS = ("cqs_design.cli.math", "cqs_design.cli.search", "cqs_design.cli.plans")
+_GROUPS = ("cqs_design.cli.math", "cqs_design.cli.search", "cqs_design.cli.plans",
+           "cqs_design.cli.ppc")
 
 
 class CLIError(Exception):

@@ -100,7 +100,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_table(args: argparse.Namespace) -> int:
     import sys
 
-    from cqs_design.existence import iter_existence_table, iter_format_table
+    from cqs_design.plane_existence import iter_existence_table, iter_format_table
 
     fmt = "json" if args.json else ("csv" if args.csv else args.format)
     records = iter_existence_table(args.max_order, search_max_order=args.search_max_order,
@@ -211,7 +211,7 @@ def _verify_singer(text: str) -> bool | int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``search``, ``table`` and ``quorum`` sub-commands."""
-    from cqs_design.existence import DEFAULT_SEARCH_MAX_ORDER, DEFAULT_TABLE_VERIFY_SINGER
+    from cqs_design.plane_existence import DEFAULT_SEARCH_MAX_ORDER, DEFAULT_TABLE_VERIFY_SINGER
 
     p = subparsers.add_parser(
         "search", help="enumerate cyclic (v,k,lam) difference sets",

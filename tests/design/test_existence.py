@@ -1,4 +1,4 @@
-"""Tests for cqs_design.existence."""
+"""Tests for cqs_design.plane_existence (the existence of cyclic planes by order)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cqs_design import is_prime_power
-from cqs_design.existence import (
+from cqs_design.plane_existence import (
     bruck_ryser_chowla,
     existence,
     existence_table,
@@ -51,13 +51,18 @@ def test_exhaustive_nonexistence(n: int) -> None:
 
 
 def test_open_beyond_search_bound_cites_publication() -> None:
-    r = existence(24, search_max_order=20)
+    r = existence(24, search_max_order=20, gordon_tests=False)
     assert r.status == "open"
     assert not r.computed
     assert "Baumert" in r.published
     assert "2*10^9" in r.published
     assert existence(24, search_max_order=30).status == "impossible"
     assert existence(24).status == "impossible"  # the default bound is 315 since issue 16
+    # past the search bound the necessary conditions decide it; the citation stays
+    r = existence(24, search_max_order=20)
+    assert (r.status, r.method, r.computed) == ("impossible", "gordon-tests", True)
+    assert r.evidence["checked"] is True
+    assert "Baumert" in r.published
 
 
 def test_sum_of_two_squares_matches_brute_force() -> None:
@@ -97,33 +102,38 @@ def test_table_statuses_and_formats() -> None:
 
 
 def test_bad_orders() -> None:
-    with pytest.raises(ValueError, match=r"n must be an integer in \[2, 1000000\], got 1"):
+    with pytest.raises(ValueError, match=r"n must be an integer in \[2, 1000000000000\], got 1"):
         existence(1)
+    with pytest.raises(ValueError, match=r"got 1000000000001"):
+        existence(10**12 + 1)
     with pytest.raises(TypeError):
         existence(2.0)  # type: ignore[arg-type]
 
 
 # --- issue 16: any order, never raises --------------------------------------------------------
 def test_search_that_cannot_run_is_open_with_the_reason() -> None:
-    from cqs_design.existence import existence as ex
+    from cqs_design.plane_existence import existence as ex
 
-    r = ex(316, search_max_order=316)  # v = 100173 > MAX_SEARCH_V: used to raise
+    r = ex(316, search_max_order=316, gordon_tests=False)  # v = 100173 > MAX_SEARCH_V
     assert r.status == "open"
     assert "cannot run" in r.reason
     assert "too large" in r.evidence["search_error"]
     assert r.published is not None
+    r = ex(316, search_max_order=316)  # the necessary conditions take over
+    assert (r.status, r.method) == ("impossible", "gordon-tests")
+    assert "too large" in r.evidence["search_error"]
 
 
 @pytest.mark.parametrize("n", [70000, 99998, 10**6])
 def test_large_non_prime_powers_never_raise(n: int) -> None:
-    from cqs_design.existence import existence as ex
+    from cqs_design.plane_existence import existence as ex
 
     r = ex(n, search_max_order=10**6)
     assert r.status in ("open", "impossible")
 
 
 def test_singer_past_the_construction_limit_is_not_constructed() -> None:
-    from cqs_design.existence import existence as ex
+    from cqs_design.plane_existence import existence as ex
 
     r = ex(131072)
     assert (r.status, r.method, r.computed) == ("exists", "singer", False)
@@ -135,7 +145,7 @@ def test_singer_past_the_construction_limit_is_not_constructed() -> None:
 
 
 def test_default_search_decides_orders_up_to_315() -> None:
-    from cqs_design.existence import DEFAULT_SEARCH_MAX_ORDER, existence_table
+    from cqs_design.plane_existence import DEFAULT_SEARCH_MAX_ORDER, existence_table
 
     assert DEFAULT_SEARCH_MAX_ORDER == 315
     table = existence_table(100, verify_singer=False)
@@ -145,7 +155,7 @@ def test_default_search_decides_orders_up_to_315() -> None:
 
 
 def test_iter_table_streams_and_checks_arguments() -> None:
-    from cqs_design.existence import iter_existence_table
+    from cqs_design.plane_existence import iter_existence_table
 
     it = iter_existence_table(10**6, verify_singer=0, search_max_order=0)
     first = [next(it) for _ in range(3)]
@@ -154,3 +164,19 @@ def test_iter_table_streams_and_checks_arguments() -> None:
         iter_existence_table(10, search_max_order=-1)
     with pytest.raises(ValueError, match="verify_singer must be an integer >= 0"):
         iter_existence_table(10, verify_singer=-3)
+
+
+# --- the module is reachable next to the function of the same name ---------------------------
+def test_module_and_function_are_both_reachable() -> None:
+    import importlib
+    import types
+
+    import cqs_design
+    import cqs_design.plane_existence as by_import
+
+    module = importlib.import_module("cqs_design.plane_existence")
+    assert isinstance(module, types.ModuleType)
+    assert by_import is module
+    assert isinstance(cqs_design.existence, types.FunctionType)
+    assert cqs_design.existence is module.existence
+    assert cqs_design.existence_table is module.existence_table

@@ -6,20 +6,27 @@ A cyclic planar difference set of order ``n`` has ``v = n^2 + n + 1`` and ``k = 
 * ``"exists"`` -- ``n`` is a prime power: Singer's construction, built and verified here up to
   :data:`~cqs_design.singer.SINGER_MAX_Q` (65536); past it the record says
   "exists (Singer, not constructed here)" and ``computed`` is False;
-* ``"impossible"`` -- either the Bruck-Ryser-Chowla theorem (``n = 1, 2 mod 4`` and ``n`` not a
-  sum of two squares; the computation is recorded), or a completed exhaustive search over unions
-  of multiplier orbits run by this code (Hall's multiplier theorem; statistics recorded);
-* ``"open"`` -- not decided by this code.  The literature settles every such order up to
-  2*10^9: Baumert and Gordon (2004) report a computer verification that no cyclic projective
-  plane of non-prime-power order ``n <= 2*10^9`` exists (extending Gordon 1994, ``n < 2*10^6``).
-  We cite it in ``published`` but never claim it as a proof we ran.  An order whose search
-  cannot run (``v`` too large for :mod:`cqs_design.search`) is ``"open"`` with that reason:
-  :func:`existence` never raises for a valid order.
+* ``"impossible"`` -- the Bruck-Ryser-Chowla theorem (``n = 1, 2 mod 4`` and ``n`` not a
+  sum of two squares; the computation is recorded), a completed exhaustive search over unions
+  of multiplier orbits run by this code (Hall's multiplier theorem; statistics recorded; by
+  default for ``n <= 315``), or, for every other order, the necessary conditions of
+  :mod:`cqs_design.ppc` (``method = "gordon-tests"``): the record holds the certificate,
+  re-verified by :func:`cqs_design.ppc.check_certificate`, and names the test;
+* ``"open"`` -- no test of this code excludes the order (none is known up to 10^12); the
+  record lists the tests tried.
+
+The computer verification of Baumert and Gordon (2004; no cyclic projective plane of
+non-prime-power order ``n <= 2*10^9``, extending Gordon 1994, ``n < 2*10^6``) stays in
+``published`` as a second opinion; it is never the reason for a status.
+:func:`existence` never raises for a valid order ``2 <= n <= 10^12``.
 
 >>> existence(4).status, existence(6).status, existence(10).status
 ('exists', 'impossible', 'impossible')
 >>> existence(10).method
 'exhaustive-multiplier-search'
+>>> r = existence(1_000_001)
+>>> r.status, r.method, r.evidence["test"]
+('impossible', 'gordon-tests', 'mann')
 """
 
 from __future__ import annotations
@@ -70,7 +77,10 @@ DEFAULT_SEARCH_MAX_ORDER = 315
 #: for prime-power orders up to this bound (past it ``computed`` is False; a table to 10^6
 #: would otherwise spend hours verifying sets up to the construction limit).
 DEFAULT_TABLE_VERIFY_SINGER = 1024
+#: Largest ``max_order`` of a table (a table keeps or streams one record per order).
 MAX_ORDER = 10**6
+#: Largest order :func:`existence` decides (Miller-Rabin is a proof for ``v < 3.3*10^24``).
+MAX_EXISTENCE_ORDER = 10**12
 
 Status = Literal["exists", "impossible", "open"]
 
@@ -138,15 +148,9 @@ def _factor(n: int) -> dict[int, int]:
             out[p] = out.get(p, 0) + 1
             n //= p
         return out
-    p = 2
-    while p * p <= n:
-        while n % p == 0:
-            out[p] = out.get(p, 0) + 1
-            n //= p
-        p += 1 if p == 2 else 2
-    if n > 1:
-        out[n] = out.get(n, 0) + 1
-    return out
+    from cqs_design.ppc.numbers import factorize
+
+    return factorize(n)
 
 
 def prime_power(n: int) -> tuple[int, int] | None:
@@ -175,13 +179,32 @@ def sum_of_two_squares(n: int) -> tuple[int, int] | None:
     if n <= MAX_ORDER:
         a = int(_two_squares(MAX_ORDER)[n])
         return None if a < 0 else (a, math.isqrt(n - a * a))
-    a = 0
-    while 2 * a * a <= n:
-        b = math.isqrt(n - a * a)
-        if b * b == n - a * a:
-            return a, b
-        a += 1
-    return None
+    return _two_squares_from_factors(_factor(n))
+
+
+def _two_squares_from_factors(f: dict[int, int]) -> tuple[int, int] | None:
+    """A representation ``a^2 + b^2`` from the factorization, by Gaussian integers."""
+    re, im = 1, 0
+    for p, e in f.items():
+        if p % 4 == 3:
+            if e % 2:
+                return None
+            re, im = re * p ** (e // 2), im * p ** (e // 2)
+            continue
+        if p == 2:
+            x, y = 1, 1
+        else:  # p = x^2 + y^2 by Cornacchia: Euclid on (p, sqrt(-1) mod p) down to sqrt(p)
+            c = 2
+            while pow(c, (p - 1) // 2, p) != p - 1:
+                c += 1
+            r0, r1 = p, pow(c, (p - 1) // 4, p)
+            while r1 * r1 > p:
+                r0, r1 = r1, r0 % r1
+            x, y = r1, math.isqrt(p - r1 * r1)
+        for _ in range(e):
+            re, im = re * x - im * y, re * y + im * x
+    a, b = sorted((abs(re), abs(im)))
+    return a, b
 
 
 def bruck_ryser_chowla(n: int) -> dict[str, Any]:
@@ -229,17 +252,20 @@ def _check_order(n: object, name: str = "n") -> int:
 
 
 def existence(n: int, *, search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
-              verify_singer: bool = True) -> ExistenceRecord:
+              verify_singer: bool = True, gordon_tests: bool = True) -> ExistenceRecord:
     """Classify order ``n``: does a cyclic (n^2+n+1, n+1, 1) difference set exist?
 
     Parameters
     ----------
     n : int
-        The order (2 <= n <= 10^6).
+        The order (2 <= n <= 10^12).
     search_max_order : int
-        Run the exhaustive multiplier-orbit search for undecided orders up to this bound
-        (default 315; larger orders stay ``"open"``, citing the published verification, and
-        so do orders whose search cannot run, with the reason).
+        Run the exhaustive multiplier-orbit search for orders up to this bound that
+        Bruck-Ryser-Chowla leaves (default 315).
+    gordon_tests : bool
+        Decide the orders left by BRC and the search with the necessary conditions of
+        :mod:`cqs_design.ppc` (default True); with False they stay ``"open"``, citing the
+        published verification.
     verify_singer : bool
         Build and verify the Singer set for prime powers up to the construction limit
         ``SINGER_MAX_Q`` (evidence holds its elements).  When False, or past the limit, the
@@ -252,13 +278,18 @@ def existence(n: int, *, search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
     ('exists', 4)
     >>> existence(22).reason.startswith("Bruck-Ryser-Chowla")
     True
+    >>> r = existence(316)
+    >>> r.method, r.evidence["certificate"]
+    ('gordon-tests', {'test': 'mann', 'n': 316, 'p': 2, 'w': 3, 'j': 1})
     """
-    _check_order(n)
+    check_int(n, "n", minimum=2, maximum=MAX_EXISTENCE_ORDER)
     check_int(search_max_order, "search_max_order", minimum=0)
-    return _existence(n, search_max_order=search_max_order, verify_singer=bool(verify_singer))
+    return _existence(n, search_max_order=search_max_order, verify_singer=bool(verify_singer),
+                      gordon_tests=bool(gordon_tests))
 
 
-def _existence(n: int, *, search_max_order: int, verify_singer: bool) -> ExistenceRecord:
+def _existence(n: int, *, search_max_order: int, verify_singer: bool,
+               gordon_tests: bool = True) -> ExistenceRecord:
     v, k = n * n + n + 1, n + 1
     start = time.perf_counter()
     pp = prime_power(n)
@@ -296,6 +327,8 @@ def _existence(n: int, *, search_max_order: int, verify_singer: bool) -> Existen
         try:
             res = search_difference_sets(v, k, 1, use_multiplier_theorem=True)
         except SearchParameterError as exc:
+            if gordon_tests:
+                return _gordon(n, brc, start, search_error=str(exc))
             return ExistenceRecord(
                 n, v, k, "open", f"not decided by this code: the multiplier search cannot run "
                 f"({exc}); the published computer verification excludes it", "none",
@@ -318,12 +351,36 @@ def _existence(n: int, *, search_max_order: int, verify_singer: bool) -> Existen
                   f"({st.nodes} nodes, {st.seconds:.3f} s)")
         return ExistenceRecord(n, v, k, "impossible", reason, "exhaustive-multiplier-search",
                                evidence, st.seconds)
+    if gordon_tests:
+        return _gordon(n, brc, start)
     return ExistenceRecord(
         n, v, k, "open",
         f"not decided by this code (BRC does not apply; no search run for n > "
         f"{search_max_order}); the published computer verification excludes it",
         "none", {"brc": brc}, time.perf_counter() - start, computed=False,
         published=_published(n))
+
+
+def _gordon(n: int, brc: dict[str, Any], start: float, **extra: Any) -> ExistenceRecord:
+    """The record from the necessary conditions of :mod:`cqs_design.ppc` (BRC already ran)."""
+    from cqs_design.ppc import Order, check_certificate, decide
+
+    v, k = n * n + n + 1, n + 1
+    verdict = decide(Order(n, n_factors=_factor(n)), skip=("brc",))
+    evidence: dict[str, Any] = {"brc": brc, "tried": ["brc", *verdict.tried], **extra}
+    if verdict.certificate is None:
+        return ExistenceRecord(
+            n, v, k, "open", f"not decided by this code: no test excludes it (tried "
+            f"{', '.join(evidence['tried'])}); the published computer verification covers "
+            f"n <= 2*10^9", "none", evidence, time.perf_counter() - start, computed=False,
+            published=_published(n))
+    cert = verdict.certificate
+    check_certificate(cert)
+    evidence.update(test=cert.test, certificate=cert.to_dict(), checked=True)
+    reason = (f"necessary condition fails ({cert.describe()}); certificate re-verified by "
+              f"cqs_design.ppc.check_certificate")
+    return ExistenceRecord(n, v, k, "impossible", reason, "gordon-tests", evidence,
+                           time.perf_counter() - start, published=_published(n))
 
 
 def _published(n: int) -> str | None:
@@ -334,7 +391,8 @@ def _published(n: int) -> str | None:
 def iter_existence_table(max_order: int, *,
                          search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
                          verify_singer: bool | int = DEFAULT_TABLE_VERIFY_SINGER,
-                         progress: bool = False) -> Iterator[ExistenceRecord]:
+                         progress: bool = False,
+                         gordon_tests: bool = True) -> Iterator[ExistenceRecord]:
     """The records of :func:`existence_table`, one at a time (constant memory).
 
     >>> [r.status for r in iter_existence_table(4)]
@@ -344,11 +402,11 @@ def iter_existence_table(max_order: int, *,
     check_int(search_max_order, "search_max_order", minimum=0)
     if not isinstance(verify_singer, bool):
         check_int(verify_singer, "verify_singer", minimum=0)
-    return _iter_table(max_order, search_max_order, verify_singer, progress)
+    return _iter_table(max_order, search_max_order, verify_singer, progress, bool(gordon_tests))
 
 
 def _iter_table(max_order: int, search_max_order: int, verify_singer: bool | int,
-                progress: bool) -> Iterator[ExistenceRecord]:
+                progress: bool, gordon_tests: bool) -> Iterator[ExistenceRecord]:
     orders: Iterable[int] = range(2, max_order + 1)
     if progress:
         from tqdm.auto import tqdm
@@ -356,25 +414,29 @@ def _iter_table(max_order: int, search_max_order: int, verify_singer: bool | int
         orders = tqdm(orders, desc="existence table")
     for n in orders:
         verify = verify_singer if isinstance(verify_singer, bool) else n <= verify_singer
-        yield _existence(n, search_max_order=search_max_order, verify_singer=verify)
+        yield _existence(n, search_max_order=search_max_order, verify_singer=verify,
+                         gordon_tests=gordon_tests)
 
 
 def existence_table(max_order: int, *, search_max_order: int = DEFAULT_SEARCH_MAX_ORDER,
                     verify_singer: bool | int = DEFAULT_TABLE_VERIFY_SINGER,
-                    progress: bool = False) -> list[ExistenceRecord]:
+                    progress: bool = False,
+                    gordon_tests: bool = True) -> list[ExistenceRecord]:
     """Records for every order ``2 <= n <= max_order``.
 
     ``verify_singer``: True builds and verifies every Singer set up to the construction limit
     ``SINGER_MAX_Q``, False none, an int (default 1024) builds them for orders up to that
     bound (the rest are marked ``computed=False``; past the limit the reason says "not
-    constructed here").  Never raises for a valid ``max_order``.  For large tables prefer
-    :func:`iter_existence_table` (a record holds its evidence; 10^6 of them take about 2 GB).
+    constructed here").  ``gordon_tests`` as in :func:`existence`.  Never raises for a valid
+    ``max_order``.  For large tables prefer :func:`iter_existence_table` (a record holds its
+    evidence; 10^6 of them take about 2 GB).
 
     >>> [r.status for r in existence_table(7)]
     ['exists', 'exists', 'exists', 'exists', 'impossible', 'exists']
     """
     return list(iter_existence_table(max_order, search_max_order=search_max_order,
-                                     verify_singer=verify_singer, progress=progress))
+                                     verify_singer=verify_singer, progress=progress,
+                                     gordon_tests=gordon_tests))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,151 @@
+"""Benchmark: the prime power conjecture verification (``cqs_design.ppc``), full runs and
+measured projections.
+
+Full run (Gordon 1994's bound by default): every order up to ``--max-order`` through
+:func:`cqs_design.ppc.verify`, the compact result written to ``--out`` and checked with
+:func:`cqs_design.ppc.verification.check_result` (stored certificates, block bookkeeping and a
+sample of regenerated certificates); wall and CPU seconds recorded::
+
+    nice -n 10 python benchmarks/bench_ppc.py                  # N = 2*10^6 -> ppc_2e6.json
+
+Projection (``--project``): segments of ``--segment`` orders starting at 10^6 ... and ending
+at 2*10^9,
+each sieved and timed (CPU seconds per order; the box is shared, so CPU time is the stable
+measure), then ``rate(n) = A * n^alpha`` fitted in log-log and integrated to 2*10^9 and to
+10^10.  The sieve works with 64-bit ``v = n^2 + n + 1`` (``n < 2^31``), so the 10^10 figure is
+an extrapolation; the per-order functions (which reach 10^12) are also timed on a random
+sample of orders near 10^10 to bound the cost of the survivors there::
+
+    nice -n 10 python benchmarks/bench_ppc.py --project        # -> ppc_projection.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cqs_design.ppc import check_certificate, decide  # noqa: E402
+from cqs_design.ppc.verification import check_result, verify  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _machine() -> dict[str, object]:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "note": "2-core CPU box shared with other jobs; run under nice -n 10"}
+
+
+def full_run(max_order: int, block_size: int, out: Path) -> dict[str, object]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = verify(max_order, block_size=block_size, progress=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    result.info.update(machine=_machine(), wall_s=round(wall, 1), cpu_s=round(cpu, 1),
+                       generated_by="benchmarks/bench_ppc.py",
+                       regenerate=f"cqs-design ppc --max-order {max_order} --block-size "
+                                  f"{block_size} --out {out.name}")
+    result.save(out)
+    t1 = time.perf_counter()
+    report = check_result(out, sample=2000)
+    summary = {"max_order": max_order, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+               "totals": result.totals(), "open": len(result.open),
+               "stored_certificates": len(result.certificates),
+               "check": {**report.to_dict(), "seconds": round(time.perf_counter() - t1, 1)},
+               "file": str(out.relative_to(ROOT)), "bytes": out.stat().st_size}
+    print(result.format_summary())
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+def project(segment: int, starts: list[int], sample_1e10: int, out: Path) -> dict[str, object]:
+    points = []
+    for a in starts:
+        lo = max(2, min(a, (1 << 31) - 1 - segment))
+        c0, t0 = time.process_time(), time.perf_counter()
+        r = verify(lo + segment - 1, min_order=lo, block_size=segment)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        t = r.totals()
+        points.append({"min_order": lo, "max_order": lo + segment - 1, "orders": segment,
+                       "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+                       "cpu_us_per_order": round(1e6 * cpu / segment, 2),
+                       "open": t["open"], "totals": t})
+        print(json.dumps(points[-1]), flush=True)
+    xs = [math.log(p["min_order"] + segment / 2) for p in points]
+    ys = [math.log(p["cpu_us_per_order"]) for p in points]
+    k = len(xs)
+    mx, my = sum(xs) / k, sum(ys) / k
+    alpha = (sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+             / sum((x - mx) ** 2 for x in xs))
+    a_coef = math.exp(my - alpha * mx)
+
+    def total_s(n: float) -> float:  # integral of A n^alpha microseconds from 2 to n
+        return a_coef * (n ** (alpha + 1) - 2 ** (alpha + 1)) / (alpha + 1) / 1e6
+
+    # the per-order functions near 10^10 (no sieve): what one order costs there
+    rng = random.Random(0)
+    per_order = []
+    statuses: dict[str, int] = {}
+    for _ in range(sample_1e10):
+        n = rng.randrange(10**10 - 10**8, 10**10)
+        t0 = time.process_time()
+        v = decide(n)
+        per_order.append(time.process_time() - t0)
+        if v.certificate is not None:
+            check_certificate(v.certificate)
+        key = v.status if v.certificate is None else v.certificate.test
+        statuses[key] = statuses.get(key, 0) + 1
+    doc = {
+        "description": "measured cost of the ppc sieve by segment, and projections",
+        "generated_by": "benchmarks/bench_ppc.py --project",
+        "segment_orders": segment,
+        "points": points,
+        "fit": {"model": "cpu microseconds per order = A * n^alpha",
+                "A": a_coef, "alpha": round(alpha, 4)},
+        "projection_cpu_hours": {"2e9": round(total_s(2e9) / 3600, 1),
+                                 "1e10": round(total_s(1e10) / 3600, 1)},
+        "per_order_functions_near_1e10": {
+            "sample": sample_1e10, "statuses": statuses,
+            "mean_ms": round(1e3 * sum(per_order) / len(per_order), 2),
+            "max_ms": round(1e3 * max(per_order), 1),
+            "projection_cpu_hours_1e10_one_by_one":
+                round(1e10 * sum(per_order) / len(per_order) / 3600, 0)},
+        "machine": _machine(),
+    }
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps(doc, indent=1))
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--max-order", type=int, default=2_000_000)
+    ap.add_argument("--block-size", type=int, default=250_000)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--project", action="store_true")
+    ap.add_argument("--segment", type=int, default=100_000)
+    ap.add_argument("--starts", default="1e6,1e7,1e8,3e8,1e9,1.9998e9")
+    ap.add_argument("--sample-1e10", type=int, default=300)
+    a = ap.parse_args(argv)
+    if a.project:
+        starts = [int(float(x)) for x in a.starts.split(",")]
+        project(a.segment, starts, a.sample_1e10,
+                a.out or RESULTS / "ppc_projection.json")
+    else:
+        name = f"ppc_{a.max_order:.0e}".replace("+0", "").replace("+", "")
+        full_run(a.max_order, a.block_size, a.out or RESULTS / f"{name}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
