@@ -30,6 +30,11 @@ BAD: dict[str, list[tuple[list[str], str]]] = {
         (["plan", "--seq-len", "100", "--design", "6"], "design=6 is not a prime power"),
         (["plot", "--seq-len", "100", "-o", "/nonexistent/dir/x.png"],
          "directory '/nonexistent/dir' does not exist"),
+        (["ppc", "--max-order", "1"], "argument --max-order: must be an order >= 2, got 1"),
+        (["ppc", "--order", "x"], "argument --order: expected an integer >= 1, got 'x'"),
+        (["ppc", "--check", "/nonexistent.json"], "no such file: /nonexistent.json"),
+        (["ppc", "--max-order", "100", "--min-order", "500"],
+         "min_order must be an integer in [2, 100], got 500"),
     ],
     "cqs-attention": [
         (["demo", "--seq-len", "0"], "--seq-len must be >= 1, got 0"),
