@@ -139,9 +139,27 @@ def test_singer_past_the_construction_limit_is_not_constructed() -> None:
     assert (r.status, r.method, r.computed) == ("exists", "singer", False)
     assert "not constructed here" in r.reason
     assert "elements" not in r.evidence
-    built = ex(8209)  # past the old limit 8192, inside the new one: built and verified
+    # past the old limit 8192, inside the new one: built and verified when asked for (the
+    # default builds only up to 4096, answering larger orders by Singer's theorem at once)
+    built = ex(8209, verify_singer=True)
     assert built.computed
     assert len(built.evidence["elements"]) == 8210
+    quick = ex(8209)
+    assert (quick.status, quick.computed) == ("exists", False)
+    assert "verify_singer=True" in quick.reason
+
+
+def test_existence_of_a_large_prime_power_is_quick_by_default() -> None:
+    """Issue 23: existence(65536) spent 22 s building a set of 4.3e9 points in silence."""
+    import time
+
+    from cqs_design.plane_existence import existence as ex
+
+    t0 = time.perf_counter()
+    r = ex(65536)
+    assert time.perf_counter() - t0 < 5
+    assert (r.status, r.method, r.computed) == ("exists", "singer", False)
+    assert ex(4096).computed  # small enough to build by default
 
 
 def test_default_search_decides_orders_up_to_315() -> None:
