@@ -302,8 +302,10 @@ def make_mask_spec(
                     window=window, q_doc=q_doc, kv_doc=kv_doc, mask_mod=mask_mod)
 
 
-def mask_matrix(spec: MaskSpec, device: torch.device | str | None = None) -> torch.Tensor | None:
-    """The whole boolean mask ``(Bm, Hm, q_len, kv_len)`` straight from the definitions.
+def mask_matrix(spec: MaskSpec, device: torch.device | str | None = None,
+                rows: tuple[int, int] | None = None) -> torch.Tensor | None:
+    """The boolean mask ``(Bm, Hm, q_len, kv_len)`` straight from the definitions (of query
+    ``rows`` ``(r0, r1)`` only, when given: ``(Bm, Hm, r1 - r0, kv_len)``).
 
     Returns None when every pair is attended. This is the reference's mask: it does not use
     the block classification (tests compare the two).
@@ -311,13 +313,16 @@ def mask_matrix(spec: MaskSpec, device: torch.device | str | None = None) -> tor
     >>> spec = make_mask_spec(3, 3, batch=1, heads=1, causal=True)
     >>> mask_matrix(spec)[0, 0].int().tolist()
     [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    >>> mask_matrix(spec, rows=(1, 2))[0, 0].int().tolist()
+    [[1, 1, 0]]
     """
     if spec.is_empty_spec:
         return None
+    r0, r1 = (0, spec.q_len) if rows is None else rows
     dev = torch.device("cpu") if device is None else torch.device(device)
-    i = torch.arange(spec.q_len, device=dev).view(-1, 1) + spec.offset
+    i = torch.arange(r0, r1, device=dev).view(-1, 1) + spec.offset
     j = torch.arange(spec.kv_len, device=dev).view(1, -1)
-    m = torch.ones(1, 1, spec.q_len, spec.kv_len, dtype=torch.bool, device=dev)
+    m = torch.ones(1, 1, r1 - r0, spec.kv_len, dtype=torch.bool, device=dev)
     if spec.causal:
         m = m & (j <= i)
     if spec.window is not None:
@@ -327,9 +332,9 @@ def mask_matrix(spec: MaskSpec, device: torch.device | str | None = None) -> tor
         if right is not None:
             m = m & (j <= i + right)
     if spec.q_doc is not None:
-        qd, kd = spec.q_doc.to(dev), spec.kv_doc.to(dev)
+        qd, kd = spec.q_doc[:, r0:r1].to(dev), spec.kv_doc.to(dev)
         m = m & (qd[:, :, None] == kd[:, None, :]).unsqueeze(1)
     if spec.mask_mod is not None:
-        m = m & _eval_mask_mod(spec.mask_mod, spec.batch, spec.heads, 0, spec.q_len, 0,
+        m = m & _eval_mask_mod(spec.mask_mod, spec.batch, spec.heads, r0, r1, 0,
                                spec.kv_len, dev)
     return m

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from cqs_attention.masks import _eval_mask_mod, make_mask_spec
+from cqs_attention.masks import make_mask_spec, mask_matrix
 
 
 def record(test: str, **fields: Any) -> None:
@@ -24,30 +24,6 @@ def record(test: str, **fields: Any) -> None:
     if path:
         with open(path, "a") as fh:
             fh.write(json.dumps({"test": test, **fields}, default=str) + "\n")
-
-
-def _rows_mask(spec: Any, r0: int, r1: int, device: torch.device) -> torch.Tensor | None:
-    """The mask of query rows ``[r0, r1)`` against every key, ``(Bm, Hm, r1 - r0, Lk)``."""
-    if spec.is_empty_spec:
-        return None
-    i = torch.arange(r0, r1, device=device).view(-1, 1) + spec.offset
-    j = torch.arange(spec.kv_len, device=device).view(1, -1)
-    m = torch.ones(1, 1, r1 - r0, spec.kv_len, dtype=torch.bool, device=device)
-    if spec.causal:
-        m = m & (j <= i)
-    if spec.window is not None:
-        left, right = spec.window
-        if left is not None:
-            m = m & (j >= i - left)
-        if right is not None:
-            m = m & (j <= i + right)
-    if spec.q_doc is not None:
-        qd, kd = spec.q_doc[:, r0:r1].to(device), spec.kv_doc.to(device)
-        m = m & (qd[:, :, None] == kd[:, None, :]).unsqueeze(1)
-    if spec.mask_mod is not None:
-        m = m & _eval_mask_mod(spec.mask_mod, spec.batch, spec.heads, r0, r1, 0, spec.kv_len,
-                               device)
-    return m
 
 
 def chunked_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
@@ -68,7 +44,7 @@ def chunked_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
 
     def probs(r0: int, r1: int, qc: torch.Tensor, lse_c: torch.Tensor | None = None):
         s = (qc @ kf.transpose(-1, -2)) * scale
-        m = _rows_mask(spec, r0, r1, dev)
+        m = mask_matrix(spec, dev, rows=(r0, r1))
         if m is not None:
             s = s.masked_fill(~m, float("-inf"))
         if lse_c is None:
