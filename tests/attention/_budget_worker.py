@@ -6,7 +6,8 @@
 ``memory_budget`` too small for a task of that plan and the other ranks have none, and writes
 ``{"error": exception class name or None, "message": ..., "seconds": ...}`` to
 ``OUT_DIR/rank<RANK>.json``; then it waits (up to 60 s) for the other ranks' files before
-leaving, so a rank stuck in a collective is not released by its peer exiting.
+leaving (without destroying the group), so a rank stuck in a collective is not released by
+its peer exiting.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ def main(rank: int, world: int, port: int, out_dir: str, small_rank: int) -> Non
     while time.monotonic() < deadline and not all(
             os.path.exists(os.path.join(out_dir, f"rank{r}.json")) for r in range(world)):
         time.sleep(0.1)
-    try:
-        dist.destroy_process_group()
-    except Exception:  # a broken group after a timeout: the result is already written
-        pass
+    # leave without tearing the group down: gloo's destructor, racing a peer that already
+    # left, can abort the process ("terminate called without an active exception", seen in
+    # CI), and the answer the test judges is already written
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
