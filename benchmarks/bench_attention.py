@@ -68,6 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _baseline_loop import query_block_loop
 from _common import BenchDevice, report_summary, tflops
 
+from cqs_design.cli.options import int_at_least
+
 #: from this length on, ``--reps`` defaults to 1 and only the fastest monolithic kernel is timed
 LONG = 1 << 20
 
@@ -559,14 +561,7 @@ def _row(r: dict) -> str:
             f"{f('streamed_predicted_over_measured', '6.3f')}")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+_positive = int_at_least(1)
 
 
 def _fraction(text: str) -> float:

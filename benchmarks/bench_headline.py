@@ -217,9 +217,10 @@ def unregister(t: Any, pin: str) -> None:
 
 # -- spot check ------------------------------------------------------------------------------------
 def reference_rows(q: Any, k: Any, v: Any, head: int, rows: list[int], *, causal: bool,
-                   scale: float, device: Any, slab_rows: int) -> Any:
+                   scale: float, device: Any, slab_rows: int, return_lse: bool = False) -> Any:
     """float32 attention output of query ``rows`` of ``head`` (batch 0), keys streamed to
-    ``device`` in slabs with an online softmax; ``(len(rows), D)`` on ``device``."""
+    ``device`` in slabs with an online softmax; ``(len(rows), D)`` on ``device`` (and the
+    rows' log-sum-exp with ``return_lse``)."""
     import torch
 
     L = k.shape[2]
@@ -245,7 +246,8 @@ def reference_rows(q: Any, k: Any, v: Any, head: int, rows: list[int], *, causal
         acc = acc * alpha[:, None] + p @ vs
         den = den * alpha + p.sum(dim=1)
         m = m_new
-    return acc / den[:, None]
+    out = acc / den[:, None]
+    return (out, m + torch.log(den)) if return_lse else out
 
 
 def spot_check(q: Any, k: Any, v: Any, out: Any, *, n: int, seed: int, causal: bool,
@@ -367,12 +369,13 @@ def reference_dq_rows(q: Any, k: Any, v: Any, dout: Any, head: int, rows: list[i
     ``dq_i = scale * sum_j P_ij (dO_i . v_j - dO_i . o_i) k_j`` in a second; ``(n, D)``."""
     import torch
 
-    L = k.shape[2]
     r = torch.tensor(rows, dtype=torch.long)
     qg = q[0, head].index_select(0, r).to(device).float()
     dog = dout[0, head].index_select(0, r).to(device).float()
     r_dev = r.to(device)
-    end = max(rows) + 1 if causal else L
+    end = max(rows) + 1 if causal else k.shape[2]
+    out, lse = reference_rows(q, k, v, head, rows, causal=causal, scale=scale, device=device,
+                              slab_rows=slab_rows, return_lse=True)
 
     def scores(s0: int, s1: int) -> tuple[Any, Any, Any]:
         ks = k[0, head, s0:s1].to(device).float()
@@ -383,19 +386,7 @@ def reference_dq_rows(q: Any, k: Any, v: Any, dout: Any, head: int, rows: list[i
             s.masked_fill_(cols[None, :] > r_dev[:, None], float("-inf"))
         return s, ks, vs
 
-    m = torch.full((len(rows),), float("-inf"), device=device)
-    den = torch.zeros(len(rows), device=device)
-    acc = torch.zeros(len(rows), v.shape[-1], device=device)
-    for s0 in range(0, end, slab_rows):
-        s, _, vs = scores(s0, min(end, s0 + slab_rows))
-        m_new = torch.maximum(m, s.max(dim=1).values)
-        alpha = torch.exp(m - m_new)
-        p = torch.exp(s - m_new[:, None])
-        acc = acc * alpha[:, None] + p @ vs
-        den = den * alpha + p.sum(dim=1)
-        m = m_new
-    lse = m + torch.log(den)
-    delta = (dog * (acc / den[:, None])).sum(1)
+    delta = (dog * out).sum(1)
     dq = torch.zeros_like(qg)
     for s0 in range(0, end, slab_rows):
         s, ks, vs = scores(s0, min(end, s0 + slab_rows))

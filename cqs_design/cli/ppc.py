@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cqs_design.cli import EXIT_NEGATIVE, EXIT_OK, CLIError, emit
+from cqs_design.cli.options import int_at_least
 
 __all__ = ["register"]
 
@@ -106,14 +107,7 @@ def _one(args: argparse.Namespace) -> int:
     return EXIT_NEGATIVE if verdict.status == "open" else EXIT_OK
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+_positive = int_at_least(1)
 
 
 def _order(text: str) -> int:

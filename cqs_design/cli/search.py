@@ -17,9 +17,9 @@ past the stored table stops after ``DEFAULT_QUORUM_TIME_LIMIT`` seconds unless t
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from cqs_design.cli import EXIT_NEGATIVE, EXIT_OK, CLIError, emit
+from cqs_design.cli.options import int_at_least
 
 __all__ = ["DEFAULT_QUORUM_TIME_LIMIT", "multiplier_theorem_applies", "register"]
 
@@ -150,24 +150,8 @@ def _cmd_quorum(args: argparse.Namespace) -> int:
     return EXIT_OK if res.sets else EXIT_NEGATIVE
 
 
-def _int_at_least(minimum: int) -> Any:
-    """An argparse ``type`` accepting integers ``>= minimum`` (one-line errors)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_nonnegative = _int_at_least(0)
-_positive = _int_at_least(1)
+_nonnegative = int_at_least(0)
+_positive = int_at_least(1)
 
 
 def _seconds(text: str) -> float | None:

@@ -57,3 +57,20 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def home_allocations(monkeypatch):
+    """Record which home accumulator tensors (store, index, shape) a run allocates."""
+    made: list[tuple[int, tuple[int, ...]]] = []
+    from cqs_attention.engine.accumulate import RowStore
+
+    orig = RowStore.home_tensor
+
+    def spy(self, i):
+        if not isinstance(self._home[i], torch.Tensor):
+            made.append((i, tuple(self._home[i][0])))
+        return orig(self, i)
+
+    monkeypatch.setattr(RowStore, "home_tensor", spy)
+    return made

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from cqs_attention import attention, last_run_stats
-from cqs_attention.engine.accumulate import RowStore
 from cqs_attention.testing import fail_calls, force_placement
 from cqs_design.plans import make_plan
 from tests.attention._gpu_reference import chunked_reference, record
@@ -109,23 +108,15 @@ def test_budget_sweep_holds(L, causal, fraction):
 
 
 # -- host memory: the forward needs the inputs and the output, no float32 copy ----------------
-def test_query_block_forward_from_pinned_memory_has_no_float32_output_at_home(monkeypatch):
-    made = []
-    orig = RowStore.home_tensor
-
-    def spy(self, i):
-        if not isinstance(self._home[i], torch.Tensor):
-            made.append((i, tuple(self._home[i][0])))
-        return orig(self, i)
-
-    monkeypatch.setattr(RowStore, "home_tensor", spy)
+def test_query_block_forward_from_pinned_memory_has_no_float32_output_at_home(
+        home_allocations):
     q, k, v = (t.pin_memory() for t in _inputs(torch.bfloat16, L=65536, h=8))
     budget = 3 * q.numel() * 2 // 8
     out = attention(q, k, v, causal=True, device="cuda", memory_budget=budget, progress=False)
     rep = last_run_stats()
     assert rep.schedule == "query_blocks", rep.chosen_because
     assert rep.accumulators == "host", rep.chosen_because
-    assert made == []
+    assert home_allocations == []
     gold = chunked_reference(q, k, v, causal=True)["out"]
     assert _rel(out, gold) <= 2e-2
 

@@ -15,7 +15,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from cqs_attention import attention, last_run_stats, reference_attention
-from cqs_attention.engine.accumulate import RowStore
 from cqs_attention.errors import MemoryBudgetError
 from cqs_attention.testing import call_hook, fail_calls, force_placement
 from cqs_design.plans import make_plan
@@ -34,21 +33,6 @@ def _qkv(b, h, lq, d, *, hkv=None, lk=None, seed=0, dtype=torch.float64):
 
 def _rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-@pytest.fixture
-def home_allocations(monkeypatch):
-    """Record which home accumulator tensors (store, index, shape) a run allocates."""
-    made: list[tuple[int, tuple[int, ...]]] = []
-    orig = RowStore.home_tensor
-
-    def spy(self, i):
-        if not isinstance(self._home[i], torch.Tensor):
-            made.append((i, tuple(self._home[i][0])))
-        return orig(self, i)
-
-    monkeypatch.setattr(RowStore, "home_tensor", spy)
-    return made
 
 
 # -- host memory: inputs, outputs, and no float32 copy of the output ------------------------
