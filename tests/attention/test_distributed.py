@@ -40,14 +40,18 @@ def _free_port() -> int:
 
 def _launch(world: int, out_dir: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    for _attempt in range(2):  # a port taken between _free_port and bind: try once more
+    for attempt in range(2):  # a port taken between _free_port and bind: try once more
         port = _free_port()
+        # a fresh directory per attempt: a second attempt must not resume the first one's
+        # checkpoint journal (it would run no task, and the crash test would see no crash)
+        run_dir = out_dir / f"attempt{attempt}"
+        run_dir.mkdir()
         procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), str(world), str(port),
-                                   str(out_dir)], env=env, stdout=subprocess.PIPE,
+                                   str(run_dir)], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT) for r in range(world)]
         logs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in procs]
         if all(p.returncode == 0 for p in procs):
-            return [torch.load(out_dir / f"rank{r}.pt", weights_only=False)
+            return [torch.load(run_dir / f"rank{r}.pt", weights_only=False)
                     for r in range(world)]
     raise AssertionError("distributed workers failed:\n" + "\n----\n".join(logs))
 
