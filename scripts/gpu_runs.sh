@@ -4,6 +4,7 @@
 #   call 2 (carry .fa4b):  CQS_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_runs.sh fa4b tests
 #   call 3:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_short bench_256k
 #   call 4:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_1m headline bwd2m
+#   transformers (carry .tfw, made by scripts/fetch_transformers_wheels.sh): ... tfw transformers
 # (tests_a / tests_b split the suite around the FA4 carry when device time is short)
 # FA4 travels as wheels in two calls (../shared/gpu/README.md): "fa4a" copies the first half
 # (the tests that do not need FA4 run in that call), the next call (within 30 s, while the
@@ -21,6 +22,7 @@ gpu_tag() {
     *H200*) echo h200 ;; *H100*) echo h100 ;; *) echo gpu ;;
   esac
 }
+tfenv() { export PYTHONPATH=${PYTHONPATH:-}:/tmp/tf; }
 fa4env() { export PYTHONPATH=$PWD:/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages:${PYTHONPATH:-}; }
 fa4() {  # install the carried FA4 wheels (the second call)
   cat /tmp/fa4/part_aa .fa4b/part_ab > "/tmp/fa4/$(cat .fa4b/BIG_WHEEL_NAME)" &&
@@ -35,6 +37,14 @@ for part in "$@"; do
     fa4a) mkdir -p /tmp/fa4 && cp .fa4a/* /tmp/fa4/ && echo "fa4a copied" ;;
     fa4b) fa4 ;;
     fa4env) fa4env ;;
+    tfw)  # transformers and what it needs beyond the machine's packages (carry .tfw, ~31 MB)
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/tf .tfw/*.whl &&
+      tfenv && python3 -c "import transformers; print('transformers', transformers.__version__)" ;;
+    tfenv) tfenv ;;
+    transformers)  # the Mistral-style sliding window at an odd length on the GPU
+      CQS_GPU_RECORD="$OUT/gpu_test_records_$tag.jsonl" timeout 120 python3 -m pytest -q -m gpu \
+        -p no:cacheprovider -rfEs tests/attention/test_masks_gpu.py -k transformers 2>&1 \
+        | tee "$OUT/pytest_gpu_${tag}_transformers.log" | tail -5 ;;
     tests_a|tests_b|tests)  # the GPU suite: a) without FA4, b) the engine with FA4, or all
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/gpu.txt"
       echo "commit ${CQS_COMMIT:-unknown} part $part" >> "$OUT/gpu.txt"
@@ -71,7 +81,7 @@ for part in "$@"; do
       timeout 230 python3 benchmarks/bench_headline.py --seq 2097152 --backward \
         --budget-fraction 0.25 --check-rows 32 --json "$OUT/headline_backward_$tag.json" \
         --no-progress 2>&1 | tail -10 ;;
-    *) echo "usage: $0 fa4a|fa4b|fa4env|tests|tests_a|tests_b|bench_short|bench_256k|bench_1m|headline|bwd2m ..." >&2
+    *) echo "usage: $0 fa4a|fa4b|fa4env|tfw|tfenv|transformers|tests|tests_a|tests_b|bench_short|bench_256k|bench_1m|headline|bwd2m ..." >&2
        exit 2 ;;
   esac
 done
