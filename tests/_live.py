@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["ROOT", "LiveProcess"]
 
 
+def _as_in_a_terminal() -> None:
+    """In the child before it starts: SIGINT handled by default, as in a terminal. A test run
+    started in the background by a non-interactive shell (``cmd &``, as a CI script may) ignores
+    SIGINT, the child inherits that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class LiveProcess:
     """``python -m <module> <args>`` with stdout and stderr collected as they arrive.
 
@@ -34,7 +41,7 @@ class LiveProcess:
         self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=full_env)
+                                     env=full_env, preexec_fn=_as_in_a_terminal)
         self._text = {"stdout": "", "stderr": ""}
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._pump, args=(name, stream), daemon=True)
