@@ -45,7 +45,8 @@ for part in "$@"; do
       CQS_GPU_RECORD="$OUT/gpu_test_records_$tag.jsonl" timeout 120 python3 -m pytest -q -m gpu \
         -p no:cacheprovider -rfEs tests/attention/test_masks_gpu.py -k transformers 2>&1 \
         | tee "$OUT/pytest_gpu_${tag}_transformers.log" | tail -5 ;;
-    tests_a|tests_b|tests)  # the GPU suite: a) without FA4, b) the engine with FA4, or all
+    tests_a|tests_b|tests_core|tests)  # the GPU suite: a) without FA4, b) the engine with FA4,
+      # core) the mask, engine and kernel-memory tests (one call when device time is short), or all
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/gpu.txt"
       echo "commit ${CQS_COMMIT:-unknown} part $part" >> "$OUT/gpu.txt"
       case "$part" in
@@ -53,6 +54,8 @@ for part in "$@"; do
                tests/attention/test_guardrails.py tests/attention/test_module.py
                tests/attention/test_cli_attention.py tests/attention/test_gpu_kernels.py" ;;
         tests_b) files="tests/attention/test_engine_gpu.py
+               tests/attention/test_kernel_memory_gpu.py" ;;
+        tests_core) files="tests/attention/test_masks_gpu.py tests/attention/test_engine_gpu.py
                tests/attention/test_kernel_memory_gpu.py" ;;
         *) files="tests/attention/test_engine_gpu.py tests/attention/test_masks_gpu.py
                tests/attention/test_kernel_memory_gpu.py tests/attention/test_wrong_answers.py
@@ -81,7 +84,7 @@ for part in "$@"; do
       timeout 230 python3 benchmarks/bench_headline.py --seq 2097152 --backward \
         --budget-fraction 0.25 --check-rows 32 --json "$OUT/headline_backward_$tag.json" \
         --no-progress 2>&1 | tail -10 ;;
-    *) echo "usage: $0 fa4a|fa4b|fa4env|tfw|tfenv|transformers|tests|tests_a|tests_b|bench_short|bench_256k|bench_1m|headline|bwd2m ..." >&2
+    *) echo "usage: $0 fa4a|fa4b|fa4env|tfw|tfenv|transformers|tests|tests_a|tests_b|tests_core|bench_short|bench_256k|bench_1m|headline|bwd2m ..." >&2
        exit 2 ;;
   esac
 done
