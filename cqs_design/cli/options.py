@@ -1,4 +1,5 @@
-"""Argument types shared by the command lines (one-line errors, exit code 2 through argparse).
+"""What the command lines share: the parser whose usage errors are one line with exit code 2,
+and argument types whose errors read well after argparse's ``argument --name:`` prefix.
 
 >>> int_at_least(2)("5"), int_at_least(0)("0")
 (5, 0)
@@ -13,7 +14,30 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["int_at_least"]
+__all__ = ["EXIT_USAGE", "UsageParser", "int_at_least"]
+
+#: Exit code of bad usage, in every command line of the repository.
+EXIT_USAGE = 2
+
+
+class UsageParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` that reports bad usage as ONE line on stderr
+    (``prog: error: message``, no usage block) and exits with :data:`EXIT_USAGE`.
+
+    >>> import contextlib, io
+    >>> err = io.StringIO()
+    >>> with contextlib.redirect_stderr(err):
+    ...     try:
+    ...         UsageParser(prog="tool").parse_args(["--nope"])
+    ...     except SystemExit as exc:
+    ...         print(exc.code)
+    2
+    >>> err.getvalue()
+    'tool: error: unrecognized arguments: --nope\\n'
+    """
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
