@@ -42,6 +42,7 @@ import torch
 
 from cqs_attention.kernels.base import BlockMask
 from cqs_attention.masks import MaskSpec
+from cqs_design.plans.intervals import merge_ranges
 
 __all__ = [
     "Call",
@@ -58,21 +59,6 @@ __all__ = [
 
 Range = tuple[int, int]
 _IDS = itertools.count()
-
-
-def merge_ranges(ranges: Iterable[Range]) -> tuple[Range, ...]:
-    """Sorted union of half-open ranges (empty ones dropped).
-
-    >>> merge_ranges([(4, 6), (0, 2), (2, 3), (5, 8), (9, 9)])
-    ((0, 3), (4, 8))
-    """
-    out: list[list[int]] = []
-    for s, e in sorted(r for r in ranges if r[1] > r[0]):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return tuple((s, e) for s, e in out)
 
 
 @dataclass

@@ -78,6 +78,7 @@ from cqs_design.plans.intervals import (
     design_segments,
     exact_sum,
     exact_sum_products,
+    merge_ranges,
     sorted_unique,
 )
 from cqs_design.plans.mask import Mask
@@ -127,16 +128,6 @@ class Rect:
         return (self.q_end - self.q_start) * (self.k_end - self.k_start)
 
 
-def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    out: list[list[int]] = []
-    for s, e in sorted(ranges):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return tuple((s, e) for s, e in out)
-
-
 @dataclass(frozen=True)
 class Task:
     """One independent unit of work: the token segments it loads and the rectangles it owns.
@@ -158,12 +149,12 @@ class Task:
     @property
     def q_segments(self) -> tuple[tuple[int, int], ...]:
         """Merged query ranges the task's rectangles touch."""
-        return _merge((r.q_start, r.q_end) for r in self.rectangles)
+        return merge_ranges((r.q_start, r.q_end) for r in self.rectangles)
 
     @property
     def kv_segments(self) -> tuple[tuple[int, int], ...]:
         """Merged key ranges the task's rectangles touch."""
-        return _merge((r.k_start, r.k_end) for r in self.rectangles)
+        return merge_ranges((r.k_start, r.k_end) for r in self.rectangles)
 
     @property
     def tokens(self) -> int:
