@@ -298,11 +298,6 @@ class _Progress:
     def close(self) -> None:
         self.bar.close()
 
-    @property
-    def per_mille(self) -> int:
-        """The bar's position: estimated thousandths of the tree done."""
-        return int(self.bar.n)
-
 
 class _Budget:
     """Node counter with an optional deadline (checked every 4096 nodes) and progress."""

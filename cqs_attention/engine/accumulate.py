@@ -89,7 +89,6 @@ class Residency:
         return [t[:, :, a:a + g1 - g0] for t in self.tensors]
 
 
-
 class RowStore:
     """Accumulators of one side (see the module docstring).
 

@@ -33,7 +33,7 @@ often its step is retried or split (:func:`split_call`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,7 +48,6 @@ __all__ = [
     "Call",
     "PlanRects",
     "Step",
-    "call_pairs",
     "mask_categories",
     "merge_ranges",
     "plan_rectangles",
@@ -95,14 +94,6 @@ class Step:
     lineage: int = 0
     last_split: str | None = None
 
-    @property
-    def q_tokens(self) -> int:
-        return sum(e - s for s, e in self.q_rows)
-
-    @property
-    def kv_tokens(self) -> int:
-        return sum(e - s for s, e in self.kv_rows)
-
 
 @dataclass
 class PlanRects:
@@ -125,15 +116,6 @@ class PlanRects:
     def task(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         s, e = int(self.ptr[i]), int(self.ptr[i + 1])
         return self.q0[s:e], self.q1[s:e], self.k0[s:e], self.k1[s:e]
-
-    def subset(self, positions: Sequence[int]) -> PlanRects:
-        """The tasks at ``positions`` (a rank's shard, or the tasks not yet journaled)."""
-        pos = np.asarray(list(positions), dtype=np.int64)
-        counts = (self.ptr[pos + 1] - self.ptr[pos]) if len(pos) else np.zeros(0, np.int64)
-        sel = (np.concatenate([np.arange(self.ptr[p], self.ptr[p + 1]) for p in pos])
-               if len(pos) else np.zeros(0, np.int64))
-        return PlanRects(self.ids[pos], np.concatenate([[0], np.cumsum(counts)]).astype(
-            np.int64), self.q0[sel], self.q1[sel], self.k0[sel], self.k1[sel])
 
 
 def plan_rectangles(plan: Any) -> PlanRects:
@@ -326,11 +308,6 @@ def _simplified(co: int | None, lo: int | None, dense: torch.Tensor | None, lq: 
     if co is None and lo is None and dense is None:
         return None
     return BlockMask(causal_offset=co, dense=dense, lower_offset=lo)
-
-
-def call_pairs(call: Call) -> int:
-    """(query, key) pairs handed to the kernel (masked ones included)."""
-    return call.lq * call.lk
 
 
 def mask_categories(rects: PlanRects, spec: MaskSpec, stationary: str = "kv") -> set[str]:
