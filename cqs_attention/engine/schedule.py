@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cqs_attention.kernels.base import BlockMask
+from cqs_attention.kernels.base import BlockMask, block_mask_tensor
 from cqs_attention.masks import MaskSpec
 from cqs_design.plans.intervals import merge_ranges
 
@@ -155,8 +155,6 @@ def stationary_side(plan: Any, direction: Literal["forward", "backward"]) -> str
 def _calls(q0: int, q1: int, key_ranges: Iterable[Range], spec: MaskSpec,
            device: torch.device | None, counts: dict[str, int]) -> list[Call]:
     """Classify the blocks ``[q0, q1) x key range`` and build at most two calls."""
-    from cqs_attention.kernels.reference import block_mask_tensor
-
     full: list[Range] = []
     band: tuple[Range, int] | None = None  # a causal-only partial block
     masked: list[tuple[Range, BlockMask]] = []
@@ -327,19 +325,11 @@ def mask_categories(rects: PlanRects, spec: MaskSpec, stationary: str = "kv") ->
         return {"none"}
     if spec.q_doc is not None or spec.mask_mod is not None:
         return {"none", "causal", "dense"}
-    off = spec.offset
-    hi, lo = spec._hi_shift(), spec._lo_shift()
     task = np.repeat(np.arange(len(rects), dtype=np.int64), np.diff(rects.ptr))
     q0, q1, k0, k1 = rects.q0, rects.q1, rects.k0, rects.k1
-    empty = np.zeros(len(q0), dtype=bool)
-    if hi is not None:
-        empty |= q1 - 1 + off + hi < k0
-    if lo is not None:
-        empty |= q0 + off - lo > k1 - 1
-    if hi is not None and lo is not None and hi + lo < 0:
-        empty[:] = True
-    cut = (q1 - 1 + off - lo > k0) if lo is not None else np.zeros(len(q0), dtype=bool)
-    partial = (q0 + off + hi < k1 - 1) if hi is not None else np.zeros(len(q0), dtype=bool)
+    none = np.zeros(len(q0), dtype=bool)
+    # the band's upper edge (a causal offset) and its lower edge (a window's left side: dense)
+    empty, partial, cut = (none | x for x in spec.band.block_cuts(q0, q1, k0, k1))
     keep = ~empty
     cats = set()
     if np.any(keep & cut):
@@ -350,7 +340,7 @@ def mask_categories(rects: PlanRects, spec: MaskSpec, stationary: str = "kv") ->
         cats.add("none")
     if np.any(band):
         cats.add("causal")
-        co = q0 - k0 + off + (hi if hi is not None else 0)
+        co = spec.band.block_offsets(q0, k0)[0]
         # a query range with two band blocks, or one below -1, gets a dense or bare call
         m1 = int(max(q1.max(), 1)) + 1 if len(q1) else 1
         key = (task * m1 + q0) * m1 + q1
