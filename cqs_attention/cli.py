@@ -338,26 +338,21 @@ def _distinct_digits(sizes: Sequence[int]) -> int:
 
 def _row_reference(q, k, v, rows, *, causal: bool, window, scale: float):
     """float64 reference output for the query ``rows`` (global indices) of self-attention."""
+    import numpy as np
     import torch
 
     from cqs_attention.reference import reference_attention
+    from cqs_design.plans.mask import Mask
 
     rows_t = torch.as_tensor(rows, dtype=torch.long)
-    offset = k.shape[-2] - q.shape[-2]  # bottom-right alignment (0 for self-attention)
-    pos = rows_t + offset  # key position of each checked row
+    left, right = (None, None) if window is None else window
+    band = Mask(q.shape[-2], k.shape[-2], causal=causal, left=left, right=right)
+    rows_np = np.asarray(rows, dtype=np.int64)
+    # the keys [lo, hi) each checked row attends (the band rule, bottom-right aligned)
+    lo, hi = torch.from_numpy(band.lo(rows_np)), torch.from_numpy(band.hi(rows_np))
 
     def mask_mod(b, h, q_idx, kv_idx):
-        p = pos.to(q_idx.device)[q_idx]  # (1, 1, lq, 1) key position of the local row
-        ok = (kv_idx >= 0) & (p >= 0)
-        if causal:
-            ok = ok & (kv_idx <= p)
-        if window is not None:
-            left, right = window
-            if left is not None:
-                ok = ok & (kv_idx >= p - left)
-            if right is not None:
-                ok = ok & (kv_idx <= p + right)
-        return ok
+        return (kv_idx >= lo.to(q_idx.device)[q_idx]) & (kv_idx < hi.to(q_idx.device)[q_idx])
 
     q_rows = q[:, :, rows_t].to(torch.float64)
     out, _ = reference_attention(q_rows, k.to(torch.float64), v.to(torch.float64),
