@@ -147,8 +147,7 @@ def _bounds(causal: bool, window: Any) -> tuple[float, float]:
     """(left, right) reach of the band a causal/window mask allows (inf = unbounded)."""
     from cqs_design.plans.mask import Mask
 
-    left, right = (None, None) if window is None else window
-    band = Mask(0, 0, causal=causal, left=left, right=right)  # the band rule; lengths unused
+    band = Mask.of(0, 0, causal=causal, window=window)  # the band rule; lengths unused
     inf = float("inf")
     return (inf if band.lower_shift is None else band.lower_shift,
             inf if band.upper_shift is None else band.upper_shift)

@@ -345,8 +345,7 @@ def _row_reference(q, k, v, rows, *, causal: bool, window, scale: float):
     from cqs_design.plans.mask import Mask
 
     rows_t = torch.as_tensor(rows, dtype=torch.long)
-    left, right = (None, None) if window is None else window
-    band = Mask(q.shape[-2], k.shape[-2], causal=causal, left=left, right=right)
+    band = Mask.of(q.shape[-2], k.shape[-2], causal=causal, window=window)
     rows_np = np.asarray(rows, dtype=np.int64)
     # the keys [lo, hi) each checked row attends (the band rule, bottom-right aligned)
     lo, hi = torch.from_numpy(band.lo(rows_np)), torch.from_numpy(band.hi(rows_np))

@@ -84,8 +84,7 @@ class MaskSpec:
         >>> make_mask_spec(8, 8, batch=1, heads=1, causal=True, window=(2, 3)).band.upper_shift
         0
         """
-        left, right = (None, None) if self.window is None else self.window
-        return Mask(self.q_len, self.kv_len, causal=self.causal, left=left, right=right)
+        return Mask.of(self.q_len, self.kv_len, causal=self.causal, window=self.window)
 
     @property
     def is_empty_spec(self) -> bool:

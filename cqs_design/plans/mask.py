@@ -60,6 +60,18 @@ class Mask:
     left: int | None = None
     right: int | None = None
 
+    @classmethod
+    def of(cls, seq_len: int, kv_len: int, *, causal: bool = False,
+           window: tuple[int | None, int | None] | None = None) -> Mask:
+        """The mask of a call or plan given as ``causal`` and ``window=(left, right)`` (None:
+        no window).
+
+        >>> Mask.of(5, 5, causal=True, window=(2, None))
+        Mask(seq_len=5, kv_len=5, causal=True, left=2, right=None)
+        """
+        left, right = (None, None) if window is None else window
+        return cls(seq_len, kv_len, bool(causal), left, right)
+
     @property
     def off(self) -> int:
         """Bottom-right alignment offset ``kv_len - seq_len``."""
