@@ -34,7 +34,7 @@ from typing import Any
 
 from cqs_attention import info
 from cqs_attention.info import TORCH_MISSING, torch_available
-from cqs_design.cli.options import EXIT_USAGE, UsageParser, int_at_least
+from cqs_design.cli.options import EXIT_USAGE, UsageParser, int_at_least, window_side
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "TORCH_MISSING", "CLIError", "build_parser",
            "demo_host_bytes", "in_cli_terms", "main", "torch_available"]
@@ -72,21 +72,7 @@ def _window(text: str) -> tuple[int | None, int | None]:
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"must be LEFT,RIGHT (e.g. 512,0 or 512,none), "
                                          f"got {text!r}")
-    out: list[int | None] = []
-    for p in parts:
-        p = p.strip().lower()
-        if p in ("", "none", "inf"):
-            out.append(None)
-            continue
-        try:
-            value = int(p)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"sides must be integers >= 0 or 'none', "
-                                             f"got {p!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"sides must be >= 0, got {value}")
-        out.append(value)
-    return out[0], out[1]
+    return window_side(parts[0].strip()), window_side(parts[1].strip())
 
 
 def _register_demo(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["EXIT_USAGE", "UsageParser", "int_at_least"]
+__all__ = ["EXIT_USAGE", "UsageParser", "int_at_least", "window_side"]
 
 #: Exit code of bad usage, in every command line of the repository.
 EXIT_USAGE = 2
@@ -54,3 +54,30 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+#: Spellings of an unbounded window side.
+_NO_SIDE = ("", "none", "inf", "-")
+
+
+def window_side(text: str) -> int | None:
+    """An argparse ``type`` for one side of a sliding window: an integer ``>= 0``, or None
+    (unbounded) for ``none``, ``inf``, ``-`` or nothing.
+
+    >>> window_side("512"), window_side("none")
+    (512, None)
+    >>> window_side("-1")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: window side must be >= 0, got -1
+    """
+    if text.strip().lower() in _NO_SIDE:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"window side must be a non-negative integer or 'none', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"window side must be >= 0, got {value}")
+    return value
