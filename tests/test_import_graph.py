@@ -9,7 +9,8 @@ of ``a.b.c`` is an edge to ``a.b.c`` only, not to the packages ``a`` and ``a.b``
 ``__init__`` Python runs first (else every package that re-exports its modules would be a
 cycle).  An edge to a module outside the two packages is dropped.  A cycle in this graph
 (module granularity) fails the test, named module by module; ``cqs_design`` must not import
-``cqs_attention`` at all.
+``cqs_attention`` at all.  Because imports inside functions count too, none of them can be
+dodging a cycle: with the graph acyclic, each could move to the top of its module.
 """
 
 from __future__ import annotations
