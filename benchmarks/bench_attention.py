@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _baseline_loop import query_block_loop
 from _common import BenchDevice, report_summary, tflops
 
-from cqs_design.cli.options import int_at_least
+from cqs_design.cli.options import UsageParser, int_at_least
 
 #: from this length on, ``--reps`` defaults to 1 and only the fastest monolithic kernel is timed
 LONG = 1 << 20
@@ -574,11 +574,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (no usage block)
-        self.exit(2, f"bench_attention: error: {message}\n")
-
-
 @contextlib.contextmanager
 def interrupt_on_sigint() -> Iterator[None]:
     """Ctrl-C raises :class:`KeyboardInterrupt` in the main thread, even where the process was
@@ -607,7 +602,7 @@ def _print_table(records: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(description=__doc__.splitlines()[0])
+    p = UsageParser(prog="bench_attention", description=__doc__.splitlines()[0])
     cuda, cpu = DEFAULTS["cuda"], DEFAULTS["cpu"]
     p.add_argument("--lengths", type=_positive, nargs="+", default=None,
                    help=f"sequence lengths (default {' '.join(map(str, cuda['lengths']))}; "

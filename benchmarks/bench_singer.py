@@ -18,7 +18,8 @@ import sys
 import time
 
 from cqs_design import is_prime_power
-from cqs_design.singer import SINGER_MAX_Q, _singer_difference_set
+from cqs_design.singer import SINGER_MAX_Q
+from cqs_design.singer.construction import _singer_difference_set
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,17 +37,18 @@ CHILD = r"""
 import json, resource, sys, time, tracemalloc
 import numpy as np
 from cqs_design.difference_sets import DifferenceSet
-from cqs_design import singer as S
+from cqs_design.singer import construction as S
+from cqs_design.singer.cubic import cubic_of, field_of
 q, route = int(sys.argv[1]), sys.argv[2]
 v = q * q + q + 1
-S._field(q); S._primitive_cubic(q)  # field tables and the cubic: timed separately
+field_of(q); cubic_of(q)  # field tables and the cubic: timed separately
 tracemalloc.start()
 t0 = time.perf_counter()
 if route == "default":
     d = S._singer_difference_set(q)
 else:
     if route == "trace":
-        from cqs_design._singer_large import singer_exponents_trace as f
+        from cqs_design.singer.trace import singer_exponents_trace as f
     elif v < S._BSGS_MIN_V:
         f = S._singer_exponents_sequence
     else:

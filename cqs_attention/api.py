@@ -145,12 +145,12 @@ def validated_plan(plan: Any, lq: int, lk: int, causal: bool, window: Any) -> An
 
 def _bounds(causal: bool, window: Any) -> tuple[float, float]:
     """(left, right) reach of the band a causal/window mask allows (inf = unbounded)."""
+    from cqs_design.plans.mask import Mask
+
+    band = Mask.of(0, 0, causal=causal, window=window)  # the band rule; lengths unused
     inf = float("inf")
-    left = inf if window is None or window[0] is None else window[0]
-    right = inf if window is None or window[1] is None else window[1]
-    if causal:
-        right = min(right, 0)
-    return left, right
+    return (inf if band.lower_shift is None else band.lower_shift,
+            inf if band.upper_shift is None else band.upper_shift)
 
 
 def _design_plan(design: Any, lq: int, lk: int, causal: bool, window: Any) -> Any:

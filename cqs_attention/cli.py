@@ -32,12 +32,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cqs_attention import info
+from cqs_attention.info import TORCH_MISSING, torch_available
+from cqs_design.cli.options import EXIT_USAGE, UsageParser, int_at_least, window_side
+
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "TORCH_MISSING", "CLIError", "build_parser",
            "demo_host_bytes", "in_cli_terms", "main", "torch_available"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 _DTYPES = {"fp64": "float64", "float64": "float64", "fp32": "float32", "float32": "float32",
            "fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -53,11 +56,6 @@ class CLIError(Exception):
     """Bad usage detected by a command; printed as one line, exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def _emit(payload: dict[str, Any], *, as_json: bool, text: str) -> None:
     import json
 
@@ -66,16 +64,7 @@ def _emit(payload: dict[str, Any], *, as_json: bool, text: str) -> None:
 
 # --------------------------------------------------------------------------------- demo ----
 
-def _positive(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value}")
-        return value
-    return parse
+_positive = int_at_least(1)
 
 
 def _window(text: str) -> tuple[int | None, int | None]:
@@ -83,21 +72,7 @@ def _window(text: str) -> tuple[int | None, int | None]:
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"must be LEFT,RIGHT (e.g. 512,0 or 512,none), "
                                          f"got {text!r}")
-    out: list[int | None] = []
-    for p in parts:
-        p = p.strip().lower()
-        if p in ("", "none", "inf"):
-            out.append(None)
-            continue
-        try:
-            value = int(p)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"sides must be integers >= 0 or 'none', "
-                                             f"got {p!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"sides must be >= 0, got {value}")
-        out.append(value)
-    return out[0], out[1]
+    return window_side(parts[0].strip()), window_side(parts[1].strip())
 
 
 def _register_demo(sub: argparse._SubParsersAction) -> None:
@@ -114,23 +89,23 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto",
                    help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
-    p.add_argument("--seq-len", type=_positive("--seq-len"), help="sequence length")
-    p.add_argument("--batch", type=_positive("--batch"), default=1)
-    p.add_argument("--heads", type=_positive("--heads"), help="query heads")
-    p.add_argument("--kv-heads", type=_positive("--kv-heads"),
+    p.add_argument("--seq-len", type=_positive, help="sequence length")
+    p.add_argument("--batch", type=_positive, default=1)
+    p.add_argument("--heads", type=_positive, help="query heads")
+    p.add_argument("--kv-heads", type=_positive,
                    help="key/value heads (must divide --heads; fewer = GQA)")
-    p.add_argument("--head-dim", type=_positive("--head-dim"))
+    p.add_argument("--head-dim", type=_positive)
     p.add_argument("--dtype", choices=sorted(_DTYPES), help="element type")
     p.add_argument("--budget", help="device memory budget, e.g. 256MiB (bytes if no unit)")
     p.add_argument("--causal", action=argparse.BooleanOptionalAction, default=True,
                    help="causal mask (default on)")
     p.add_argument("--window", type=_window, help="sliding window LEFT,RIGHT (e.g. 1024,0)")
-    p.add_argument("--design", type=_positive("--design"),
+    p.add_argument("--design", type=_positive,
                    help="prime power q of the Singer design (default: chosen from the budget)")
-    p.add_argument("--levels", type=_positive("--levels"), default=None,
+    p.add_argument("--levels", type=_positive, default=None,
                    help="plan levels (default: chosen automatically)")
     p.add_argument("--backend", default="auto", help="kernel name or auto")
-    p.add_argument("--check-rows", type=_positive("--check-rows"), default=None,
+    p.add_argument("--check-rows", type=_positive, default=None,
                    help="query rows checked against the float64 reference (default 64, or "
                         "every row when --seq-len is shorter)")
     p.add_argument("--tolerance", type=float,
@@ -285,9 +260,7 @@ def _check_host_memory(opts: dict[str, Any], *, batch: int, run_bytes: int | Non
 
     ``run_bytes``: the device bytes of the planned run (host memory on a CPU); None before
     the plan is known (the inputs and output alone are checked)."""
-    from cqs_attention.info import host_memory_available
-
-    available = host_memory_available()
+    available = info.host_memory_available()  # looked up here: tests replace it
     if available is None:  # not Linux: nothing to check against
         return
     on_cpu = opts["device"].type == "cpu"
@@ -351,26 +324,20 @@ def _distinct_digits(sizes: Sequence[int]) -> int:
 
 def _row_reference(q, k, v, rows, *, causal: bool, window, scale: float):
     """float64 reference output for the query ``rows`` (global indices) of self-attention."""
+    import numpy as np
     import torch
 
     from cqs_attention.reference import reference_attention
+    from cqs_design.plans.mask import Mask
 
     rows_t = torch.as_tensor(rows, dtype=torch.long)
-    offset = k.shape[-2] - q.shape[-2]  # bottom-right alignment (0 for self-attention)
-    pos = rows_t + offset  # key position of each checked row
+    band = Mask.of(q.shape[-2], k.shape[-2], causal=causal, window=window)
+    rows_np = np.asarray(rows, dtype=np.int64)
+    # the keys [lo, hi) each checked row attends (the band rule, bottom-right aligned)
+    lo, hi = torch.from_numpy(band.lo(rows_np)), torch.from_numpy(band.hi(rows_np))
 
     def mask_mod(b, h, q_idx, kv_idx):
-        p = pos.to(q_idx.device)[q_idx]  # (1, 1, lq, 1) key position of the local row
-        ok = (kv_idx >= 0) & (p >= 0)
-        if causal:
-            ok = ok & (kv_idx <= p)
-        if window is not None:
-            left, right = window
-            if left is not None:
-                ok = ok & (kv_idx >= p - left)
-            if right is not None:
-                ok = ok & (kv_idx <= p + right)
-        return ok
+        return (kv_idx >= lo.to(q_idx.device)[q_idx]) & (kv_idx < hi.to(q_idx.device)[q_idx])
 
     q_rows = q[:, :, rows_t].to(torch.float64)
     out, _ = reference_attention(q_rows, k.to(torch.float64), v.to(torch.float64),
@@ -669,14 +636,14 @@ def in_cli_terms(message: str, *, plan_options: str | None = None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = UsageParser(
         prog="cqs-attention",
         description="Exact attention streamed under a memory budget (the cqs_attention package; "
                     "also python -m cqs_attention). Exit codes: 0 ok, 1 the demo's check "
                     "failed, 2 bad usage.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
     sub.required = True
     _register_demo(sub)
     _register_bench(sub)
@@ -707,18 +674,6 @@ def _glue_dash_values(argv: list[str], options: tuple[str, ...] = ("--window",))
         out.append(argv[i])
         i += 1
     return out
-
-
-TORCH_MISSING = ("needs torch: pip install 'cqs[attention]' (on a machine without a GPU, the "
-                 "CPU build first: see README.md)")
-
-
-def torch_available() -> bool:
-    """Whether ``import torch`` can work here, found without importing it (fast)."""
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

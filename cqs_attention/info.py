@@ -7,11 +7,30 @@ kernel modules that failed to import. ``--head-dim N`` asks about another head s
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 
-__all__ = ["describe", "host_memory_available", "main"]
+from cqs_attention import __version__
+from cqs_design.cli.options import EXIT_USAGE, UsageParser, int_at_least
+
+__all__ = ["TORCH_MISSING", "describe", "host_memory_available", "main", "torch_available"]
+
+#: The one-line reason a command that needs torch gives where it is missing.
+TORCH_MISSING = ("needs torch: pip install 'cqs[attention]' (on a machine without a GPU, the "
+                 "CPU build first: see README.md)")
+
+
+def torch_available() -> bool:
+    """Whether ``import torch`` can work here, found without importing it (fast).
+
+    >>> torch_available()
+    True
+    """
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def host_memory_available(path: str = "/proc/meminfo") -> int | None:
@@ -62,21 +81,6 @@ def describe(head_dim: int = 128) -> str:
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--head-dim must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--head-dim must be >= 1, got {value}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv: Sequence[str] = ()) -> int:
     """Print :func:`describe`; returns the exit code (0 ok, 2 bad usage or no torch).
 
@@ -87,20 +91,18 @@ def main(argv: Sequence[str] = ()) -> int:
     torch ...
     0
     """
-    parser = _Parser(
+    parser = UsageParser(
         prog="python -m cqs_attention.info",
         description="List the attention kernels registered here and, for each device and "
                     "dtype, whether each can run (ok) or why not.",
     )
-    parser.add_argument("--head-dim", type=_positive_int, default=128,
+    parser.add_argument("--head-dim", type=int_at_least(1), default=128,
                         help="head dimension to ask about (default 128)")
-    from cqs_attention.cli import TORCH_MISSING, _version, torch_available
-
-    parser.add_argument("--version", action="version", version=f"cqs_attention {_version()}")
+    parser.add_argument("--version", action="version", version=f"cqs_attention {__version__}")
     args = parser.parse_args(list(argv))  # --help and --version work without torch
     if not torch_available():
         print(f"{parser.prog}: {TORCH_MISSING}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(describe(args.head_dim))
     return 0
 

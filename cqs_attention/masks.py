@@ -28,6 +28,7 @@ only when the other masks leave it non-empty.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,8 +37,8 @@ import numpy as np
 import torch
 
 from cqs_attention.errors import MaskError
-from cqs_attention.kernels.base import BlockMask
-from cqs_attention.kernels.reference import block_mask_tensor
+from cqs_attention.kernels.base import BlockMask, block_mask_tensor
+from cqs_design.plans.mask import Mask
 
 __all__ = ["BlockClass", "MaskMod", "MaskSpec", "make_mask_spec", "mask_matrix"]
 
@@ -75,6 +76,16 @@ class MaskSpec:
         """Bottom-right alignment: query ``i`` sits at key position ``i + offset``."""
         return self.kv_len - self.q_len
 
+    @functools.cached_property
+    def band(self) -> Mask:
+        """The causal / window part as a :class:`cqs_design.plans.mask.Mask`: the one place
+        the band rule is written (its edges, its blocks, its local offsets).
+
+        >>> make_mask_spec(8, 8, batch=1, heads=1, causal=True, window=(2, 3)).band.upper_shift
+        0
+        """
+        return Mask.of(self.q_len, self.kv_len, causal=self.causal, window=self.window)
+
     @property
     def is_empty_spec(self) -> bool:
         """True when no mask is given (every pair is attended)."""
@@ -101,27 +112,13 @@ class MaskSpec:
             bm, hm = max(bm, m.shape[0]), m.shape[1]
         return bm * hm
 
-    # -- analytic bounds ------------------------------------------------------------------
-    def _hi_shift(self) -> int | None:
-        """Row ``i`` may attend keys ``j <= i + offset + shift`` (None: unbounded)."""
-        right = None if self.window is None else self.window[1]
-        if self.causal:
-            return 0 if right is None else min(right, 0)
-        return right
-
-    def _lo_shift(self) -> int | None:
-        """Row ``i`` may attend keys ``j >= i + offset - shift`` (None: unbounded)."""
-        return None if self.window is None else self.window[0]
-
     def key_range(self, q0: int, q1: int) -> tuple[int, int]:
         """The smallest key range ``[k0, k1)`` that rows ``[q0, q1)`` may attend (band only).
 
         >>> make_mask_spec(8, 8, batch=1, heads=1, window=(2, 0)).key_range(4, 6)
         (2, 6)
         """
-        hi, lo = self._hi_shift(), self._lo_shift()
-        k1 = self.kv_len if hi is None else min(self.kv_len, q1 - 1 + self.offset + hi + 1)
-        k0 = 0 if lo is None else max(0, q0 + self.offset - lo)
+        k0, k1 = int(self.band.lo(q0)), int(self.band.hi(q1 - 1))
         return k0, max(k0, k1)
 
     # -- classification ---------------------------------------------------------------------
@@ -140,22 +137,13 @@ class MaskSpec:
         """
         if q1 <= q0 or k1 <= k0:
             return _EMPTY
-        off = self.offset
-        hi, lo = self._hi_shift(), self._lo_shift()
-        # band: row i allows [i + off - lo, i + off + hi]; the union over rows is contiguous
-        if hi is not None and q1 - 1 + off + hi < k0:
-            return _EMPTY
-        if lo is not None and q0 + off - lo > k1 - 1:
-            return _EMPTY
-        if hi is not None and lo is not None and hi + lo < 0:
+        empty, cut_upper, cut_lower = self.band.block_cuts(q0, q1, k0, k1)
+        if empty:
             return _EMPTY
         # the band's edges in local coordinates, only where they cut the block
-        causal_offset = None
-        if hi is not None and q0 + off + hi < k1 - 1:
-            causal_offset = q0 - k0 + off + hi
-        lower_offset = None
-        if lo is not None and q1 - 1 + off - lo > k0:
-            lower_offset = q0 - k0 + off - lo
+        upper, lower = self.band.block_offsets(q0, k0)
+        causal_offset = upper if cut_upper else None
+        lower_offset = lower if cut_lower else None
         parts: list[torch.Tensor] = []
         dev = torch.device("cpu") if device is None else torch.device(device)
         if self.q_doc is not None:
@@ -320,17 +308,12 @@ def mask_matrix(spec: MaskSpec, device: torch.device | str | None = None,
         return None
     r0, r1 = (0, spec.q_len) if rows is None else rows
     dev = torch.device("cpu") if device is None else torch.device(device)
-    i = torch.arange(r0, r1, device=dev).view(-1, 1) + spec.offset
-    j = torch.arange(spec.kv_len, device=dev).view(1, -1)
     m = torch.ones(1, 1, r1 - r0, spec.kv_len, dtype=torch.bool, device=dev)
-    if spec.causal:
-        m = m & (j <= i)
-    if spec.window is not None:
-        left, right = spec.window
-        if left is not None:
-            m = m & (j >= i - left)
-        if right is not None:
-            m = m & (j <= i + right)
+    upper, lower = spec.band.block_offsets(r0, 0)  # the rows as one block against every key
+    band = block_mask_tensor(BlockMask(causal_offset=upper, lower_offset=lower), r1 - r0,
+                             spec.kv_len, dev)
+    if band is not None:
+        m = m & band
     if spec.q_doc is not None:
         qd, kd = spec.q_doc[:, r0:r1].to(dev), spec.kv_doc.to(dev)
         m = m & (qd[:, :, None] == kd[:, None, :]).unsqueeze(1)

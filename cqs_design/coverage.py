@@ -36,8 +36,7 @@ MAX_DENSE_CELLS = 50_000_000
 
 
 def _mask_of(plan: Plan) -> Mask:
-    left, right = plan.window if plan.window is not None else (None, None)
-    return Mask(plan.seq_len, plan.kv_len, plan.causal, left, right)
+    return Mask.of(plan.seq_len, plan.kv_len, causal=plan.causal, window=plan.window)
 
 
 def _check_size(plan: Plan) -> None:

@@ -58,12 +58,6 @@ class NotADifferenceSetError(ValueError):
     """
 
 
-def _check_int(value: Any, name: str) -> int:
-    """``value`` as ``int`` (any integer type, not a bool), else ``TypeError`` (kept for callers
-    of the old private name; see :func:`cqs_design._checks.check_int`)."""
-    return check_int(value, name)
-
-
 def _check_v(v: Any) -> int:
     """``v`` as an int in ``[2, MAX_V]``.
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cqs_design._checks import check_int
+from cqs_design.bitsets import new_differences
 
 __all__ = [
     "MAX_QUORUM_V",
@@ -161,11 +162,6 @@ def minimum_size_lower_bound(v: int) -> int:
     return k
 
 
-def _rot(x: int, s: int, v: int, full: int) -> int:
-    s %= v
-    return ((x << s) | (x >> (v - s))) & full
-
-
 class _Timeout(Exception):
     pass
 
@@ -234,7 +230,7 @@ def _covers(v: int, k: int, counter: list[int], deadline: float | None = None,
         if missing > need * (2 * size + need - 1):
             return
         for x in range(last + 1, top - need + 2):
-            new = _rot(r, x, v, full) | _rot(s, v - x, v, full)
+            new = new_differences(s, r, x, v, full)
             gain = (new & ~covered).bit_count()
             if missing - gain > (need - 1) * (2 * (size + 1) + need - 2):
                 continue
@@ -246,7 +242,7 @@ def _covers(v: int, k: int, counter: list[int], deadline: float | None = None,
         top = min(v - 1, v + 1 - a3)
         if top < a3 + (k - 3):
             break
-        new = _rot(1 | (1 << (v - 1)), a3, v, full) | _rot(0b11, v - a3, v, full)
+        new = new_differences(0b11, 1 | (1 << (v - 1)), a3, v, full)
         chosen.append(a3)
         yield from rec(0b11 | (1 << a3), 1 | (1 << (v - 1)) | (1 << ((v - a3) % v)),
                        (1 << 1) | (1 << (v - 1)) | new, a3, top)

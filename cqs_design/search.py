@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from cqs_design._checks import check_int
+from cqs_design.bitsets import new_differences, rotate
 
 __all__ = [
     "MAX_SEARCH_V",
@@ -297,11 +298,6 @@ class _Progress:
     def close(self) -> None:
         self.bar.close()
 
-    @property
-    def per_mille(self) -> int:
-        """The bar's position: estimated thousandths of the tree done."""
-        return int(self.bar.n)
-
 
 class _Budget:
     """Node counter with an optional deadline (checked every 4096 nodes) and progress."""
@@ -324,12 +320,6 @@ class _Budget:
         return self.timed_out
 
 
-def _rot(x: int, s: int, v: int, full: int) -> int:
-    """Cyclic left rotation of the v-bit integer ``x`` by ``s``."""
-    s %= v
-    return ((x << s) | (x >> (v - s))) & full
-
-
 def _backtrack_planar(v: int, k: int, budget: _Budget, progress: bool) -> Iterator[tuple]:
     """All (v, k, 1) difference sets containing {0, 1} (one per translation class).
 
@@ -339,7 +329,10 @@ def _backtrack_planar(v: int, k: int, budget: _Budget, progress: bool) -> Iterat
     Both forbidden sets are bitsets, so a node costs ``|S|`` rotations instead of a scan.
     Reflection ``d -> 1 - d`` maps representatives to representatives, so only sets with
     ``a3 + ak <= v + 1`` (a3 the third-smallest element, ak the largest) are searched and
-    reflections are added back.
+    reflections are added back.  The first level (choosing ``a3``) is the same node as the
+    others with two differences: ``a3`` runs up to ``(v + 4 - k) // 2`` (beyond, ``top = v + 1 -
+    a3`` leaves no room for the ``k - 3`` larger elements), and each ``a3`` sets the ``top`` of
+    its subtree, so the count of candidates left bounds nothing there.
     """
     full = (1 << v) - 1
     if k == 2:  # only v = 3: {0, 1}
@@ -350,6 +343,7 @@ def _backtrack_planar(v: int, k: int, budget: _Budget, progress: bool) -> Iterat
         return
     inv2 = (v + 1) // 2
     chosen = [0, 1]
+    tracker = budget.progress
 
     def reflect(sol: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(sorted((1 - d) % v for d in sol))
@@ -360,31 +354,34 @@ def _backtrack_planar(v: int, k: int, budget: _Budget, progress: bool) -> Iterat
         if budget.tick():
             return
         need = k - len(chosen)
+        first = len(chosen) == 2  # choosing a3
         forbidden = halfsums | s
         for d in chosen:
-            forbidden |= _rot(used, d, v, full)
+            forbidden |= rotate(used, d, v, full)
         allowed = ~forbidden & full & ~((1 << (last + 1)) - 1) & ((1 << (top + 1)) - 1)
-        if allowed.bit_count() < need:
+        if not first and allowed.bit_count() < need:
             return
         tracked = tracker is not None and len(chosen) < 3 + _Progress.DEPTH - 1
         if tracked:
             tracker.enter(allowed.bit_count())
             try:
-                yield from branches(s, r, half, halfsums, used, allowed, need, top, True)
+                yield from branches(s, r, half, halfsums, used, allowed, need, top, first, True)
             finally:
                 tracker.leave()
         else:
-            yield from branches(s, r, half, halfsums, used, allowed, need, top, False)
+            yield from branches(s, r, half, halfsums, used, allowed, need, top, first, False)
 
     def branches(s: int, r: int, half: int, halfsums: int, used: int, allowed: int, need: int,
-                 top: int, tracked: bool) -> Iterator[tuple]:
+                 top: int, first: bool, tracked: bool) -> Iterator[tuple]:
         while allowed:
             low = allowed & -allowed
             x = low.bit_length() - 1
             allowed ^= low
-            if allowed.bit_count() < need - 1:
+            if first:
+                top = v + 1 - x  # a3 + ak <= v + 1 bounds every later element
+            elif allowed.bit_count() < need - 1:
                 return
-            new = _rot(r, x, v, full) | _rot(s, v - x, v, full)
+            new = new_differences(s, r, x, v, full)
             chosen.append(x)
             if need == 1:
                 sol = tuple(chosen)
@@ -393,47 +390,17 @@ def _backtrack_planar(v: int, k: int, budget: _Budget, progress: bool) -> Iterat
             else:
                 hx = (inv2 * x) % v
                 yield from rec(s | low, r | (1 << ((v - x) % v)), half | (1 << hx),
-                               halfsums | _rot(half, hx, v, full), used | new, x, top)
+                               halfsums | rotate(half, hx, v, full), used | new, x, top)
             chosen.pop()
             if tracked:
                 tracker.step()
             if budget.timed_out:
                 return
 
-    s0 = 0b11
-    r0 = 1 | (1 << (v - 1))
-    half0 = 1 | (1 << inv2)
-    halfsums0 = 1 << inv2
-    used0 = (1 << 1) | (1 << (v - 1))
-    firsts = range(2, v - (k - 2) + 1)
-    tracker = budget.progress
-    if tracker is not None:  # a3 runs until the symmetry bound v + 1 - a3 >= a3 + (k - 3)
-        tracker.enter(sum(1 for a3 in firsts if v + 1 - a3 >= a3 + (k - 3)))
-    for a3 in firsts:
-        if tracker is not None and a3 > 2:
-            tracker.step()
-        if budget.tick():
-            return
-        # symmetry: a3 + ak <= v + 1, so every element is at most top = v + 1 - a3
-        top = v + 1 - a3
-        if top < a3 + (k - 3):
-            break
-        if (s0 >> a3) & 1 or (halfsums0 >> a3) & 1 or any(
-                (_rot(used0, d, v, full) >> a3) & 1 for d in (0, 1)):
-            continue
-        new = _rot(r0, a3, v, full) | _rot(s0, v - a3, v, full)
-        chosen.append(a3)
-        if k == 3:
-            sol = tuple(chosen)
-            yield sol
-            yield reflect(sol)
-        else:
-            ha = (inv2 * a3) % v
-            yield from rec(s0 | (1 << a3), r0 | (1 << ((v - a3) % v)), half0 | (1 << ha),
-                           halfsums0 | _rot(half0, ha, v, full), used0 | new, a3, min(top, v - 1))
-        chosen.pop()
-        if budget.timed_out:
-            return
+    # S = {0, 1}: -S = {0, v - 1}, S/2 = {0, inv2}, (S + S)/2 without the doubles = {inv2},
+    # differences used = {1, v - 1}
+    yield from rec(0b11, 1 | (1 << (v - 1)), 1 | (1 << inv2), 1 << inv2,
+                   (1 << 1) | (1 << (v - 1)), 1, (v + 4 - k) // 2)
 
 
 def _backtrack_general(v: int, k: int, lam: int, budget: _Budget,
@@ -487,7 +454,7 @@ def _orbit_search(v: int, k: int, lam: int, orbits: Sequence[tuple[int, ...]],
     if lam == 1:
         def add_orbit(s: int, r: int, used: int, orbit: tuple[int, ...]):
             for x in orbit:
-                new = _rot(r, x, v, full) | _rot(s, v - x, v, full)
+                new = new_differences(s, r, x, v, full)
                 if new & used or new.bit_count() != 2 * s.bit_count():
                     return None
                 s |= 1 << x

@@ -37,10 +37,10 @@ BAD: dict[str, list[tuple[list[str], str]]] = {
          "min_order must be an integer in [2, 100], got 500"),
     ],
     "cqs-attention": [
-        (["demo", "--seq-len", "0"], "--seq-len must be >= 1, got 0"),
+        (["demo", "--seq-len", "0"], "argument --seq-len: must be an integer >= 1, got 0"),
         (["demo", "--device", "tpu"], "--device 'tpu' is not a device here"),
         (["demo", "--budget", "-5"], "--budget must be a finite size > 0 bytes, got '-5'"),
-        (["demo", "--window", "-1,0"], "argument --window: sides must be >= 0, got -1"),
+        (["demo", "--window", "-1,0"], "argument --window: window side must be >= 0, got -1"),
         (["demo", "--device", "cpu", "--design", "6"], "--design 6 is not a prime power"),
         (["demo", "--device", "cpu", "--backend", "nope"], "--backend 'nope' is not a"),
         (["bench", "--script", "/nonexistent.py"], "--script /nonexistent.py: no such file"),

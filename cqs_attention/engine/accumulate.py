@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from cqs_attention.engine.transport import Transport, host_empty, local_offsets
+from cqs_design.plans.intervals import ranges_overlap
 
 __all__ = ["Residency", "RowStore"]
 
@@ -86,7 +87,6 @@ class Residency:
         """Views of rows ``[g0, g1)`` (which must lie in one range)."""
         a = self.local(g0)
         return [t[:, :, a:a + g1 - g0] for t in self.tensors]
-
 
 
 class RowStore:
@@ -159,7 +159,7 @@ class RowStore:
         rows = tuple((int(s), int(e)) for s, e in rows if e > s)
         n = sum(e - s for s, e in rows)
         for r in self._open:
-            if _overlap(r.rows, rows):
+            if ranges_overlap(r.rows, rows):
                 raise RuntimeError(f"internal error: rows {rows} opened while rows {r.rows} "
                                    "are still being accumulated")
         shapes = [self._shape(i) for i in range(len(self._home))]
@@ -172,7 +172,7 @@ class RowStore:
                 if w:
                     pieces.append((a, b, pos + a - s))
         if pieces:
-            waits = [ev for r, ev in self._writes if _overlap(r, rows)]
+            waits = [ev for r, ev in self._writes if ranges_overlap(r, rows)]
             ready = self.tr.load(bufs, self.home, pieces, wait=waits)
         else:
             ready = self.tr.ready()  # the fill, on the transport's stream
@@ -230,7 +230,3 @@ class RowStore:
     def pending_rows(self) -> list[Range]:
         """Rows written to the home accumulators but not finalised."""
         return [(a, b) for a, b, f in _runs(self.written & ~self.final, 0) if f]
-
-
-def _overlap(a: Sequence[Range], b: Sequence[Range]) -> bool:
-    return any(s < e2 and s2 < e for s, e in a for s2, e2 in b)

@@ -17,6 +17,7 @@ import torch
 
 from cqs_attention import kernels as _registry
 from cqs_attention.engine.schedule import Call
+from cqs_attention.engine.transport import local_offsets
 from cqs_attention.kernels import select_kernel
 from cqs_attention.kernels.base import BlockMask, mask_category, scale_breaks_masking
 
@@ -47,11 +48,7 @@ class Staged:
         self.rows = tuple((int(s), int(e)) for s, e in rows)
         self.tensors = tensors
         self.ready = ready
-        self.starts: list[int] = []
-        pos = 0
-        for s, e in self.rows:
-            self.starts.append(pos)
-            pos += e - s
+        self.starts = local_offsets(self.rows)
 
     def local(self, g0: int, g1: int) -> int:
         for (s, e), st in zip(self.rows, self.starts, strict=True):

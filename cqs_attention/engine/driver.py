@@ -47,6 +47,7 @@ from cqs_attention.engine.schedule import (
 from cqs_attention.engine.transport import Transport
 from cqs_attention.masks import MaskSpec
 from cqs_attention.merge import merge_partials_
+from cqs_design.plans.intervals import ranges_overlap
 
 __all__ = ["TASK_HOOKS", "Driver", "Side"]
 
@@ -68,10 +69,6 @@ class Side:
         if self.acc is not None:
             evs.append(self.acc.ready)
         return [e for e in evs if e is not None]
-
-
-def _overlaps(a: Sequence[Range], b: Sequence[Range]) -> bool:
-    return any(s < e2 and s2 < e for s, e in a for s2, e2 in b)
 
 
 class Driver:
@@ -166,7 +163,7 @@ class Driver:
         if cur is not None and cur.rows == rows:
             return cur
         if cur is not None:
-            self._close(cur, store, final_ok=not any(_overlaps(cur.rows, r) for r in later))
+            self._close(cur, store, final_ok=not any(ranges_overlap(cur.rows, r) for r in later))
             setattr(self, f"{which}_side", None)
         # no reference to a closed side may survive here: the transport frees its buffers
         # before it stages new ones only when nothing else holds them (measured on an H100:
@@ -193,11 +190,12 @@ class Driver:
         # once per task, and holding two of it would double the largest buffers
         if (self.stationary == "q" and self.kv_next is None and self.kv_side is not None
                 and nxt.kv_rows != self.kv_side.rows
-                and (self.kv_store is None or not _overlaps(nxt.kv_rows, self.kv_side.rows))):
+                and (self.kv_store is None
+                     or not ranges_overlap(nxt.kv_rows, self.kv_side.rows))):
             self.kv_next = self._stage_kv(nxt.kv_rows)
         if (self.stationary == "kv" and self.q_next is None and self.q_side is not None
                 and nxt.q_rows != self.q_side.rows
-                and not _overlaps(nxt.q_rows, self.q_side.rows)):
+                and not ranges_overlap(nxt.q_rows, self.q_side.rows)):
             self.q_next = self._stage_q(nxt.q_rows)
 
     def _close_all(self, *, final_ok: bool) -> None:

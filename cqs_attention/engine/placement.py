@@ -33,6 +33,7 @@ import torch
 from cqs_attention.engine.schedule import PlanRects, plan_rectangles, stationary_side
 from cqs_attention.errors import MemoryBudgetError
 from cqs_attention.merge import accumulator_dtype
+from cqs_design.plans.mask import Mask
 
 __all__ = ["FORCE", "SLAB_BYTES", "Choice", "CostModel", "Dims", "call_memory", "choose",
            "conversion_slab_bytes", "footprint", "predict"]
@@ -455,9 +456,8 @@ def allowed_pairs(rects: PlanRects, d: Dims, *, causal: bool, window: Any) -> np
     q0, q1, k0, k1 = (x.astype(np.float64) for x in (rects.q0, rects.q1, rects.k0, rects.k1))
     n, w = q1 - q0, k1 - k0
     off = d.kv_len - d.q_len
-    right = None if window is None else window[1]
-    left = None if window is None else window[0]
-    hi = (0 if right is None else min(right, 0)) if causal else right
+    band = Mask.of(d.q_len, d.kv_len, causal=causal, window=window)  # the band rule
+    hi, left = band.upper_shift, band.lower_shift
 
     def p(x: np.ndarray) -> np.ndarray:  # sum_{u < x} max(0, u)
         x = np.maximum(x, 0)

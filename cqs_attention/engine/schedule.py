@@ -33,21 +33,21 @@ often its step is retried or split (:func:`split_call`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from cqs_attention.kernels.base import BlockMask
+from cqs_attention.kernels.base import BlockMask, block_mask_tensor
 from cqs_attention.masks import MaskSpec
+from cqs_design.plans.intervals import merge_ranges
 
 __all__ = [
     "Call",
     "PlanRects",
     "Step",
-    "call_pairs",
     "mask_categories",
     "merge_ranges",
     "plan_rectangles",
@@ -58,21 +58,6 @@ __all__ = [
 
 Range = tuple[int, int]
 _IDS = itertools.count()
-
-
-def merge_ranges(ranges: Iterable[Range]) -> tuple[Range, ...]:
-    """Sorted union of half-open ranges (empty ones dropped).
-
-    >>> merge_ranges([(4, 6), (0, 2), (2, 3), (5, 8), (9, 9)])
-    ((0, 3), (4, 8))
-    """
-    out: list[list[int]] = []
-    for s, e in sorted(r for r in ranges if r[1] > r[0]):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return tuple((s, e) for s, e in out)
 
 
 @dataclass
@@ -109,14 +94,6 @@ class Step:
     lineage: int = 0
     last_split: str | None = None
 
-    @property
-    def q_tokens(self) -> int:
-        return sum(e - s for s, e in self.q_rows)
-
-    @property
-    def kv_tokens(self) -> int:
-        return sum(e - s for s, e in self.kv_rows)
-
 
 @dataclass
 class PlanRects:
@@ -139,15 +116,6 @@ class PlanRects:
     def task(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         s, e = int(self.ptr[i]), int(self.ptr[i + 1])
         return self.q0[s:e], self.q1[s:e], self.k0[s:e], self.k1[s:e]
-
-    def subset(self, positions: Sequence[int]) -> PlanRects:
-        """The tasks at ``positions`` (a rank's shard, or the tasks not yet journaled)."""
-        pos = np.asarray(list(positions), dtype=np.int64)
-        counts = (self.ptr[pos + 1] - self.ptr[pos]) if len(pos) else np.zeros(0, np.int64)
-        sel = (np.concatenate([np.arange(self.ptr[p], self.ptr[p + 1]) for p in pos])
-               if len(pos) else np.zeros(0, np.int64))
-        return PlanRects(self.ids[pos], np.concatenate([[0], np.cumsum(counts)]).astype(
-            np.int64), self.q0[sel], self.q1[sel], self.k0[sel], self.k1[sel])
 
 
 def plan_rectangles(plan: Any) -> PlanRects:
@@ -187,8 +155,6 @@ def stationary_side(plan: Any, direction: Literal["forward", "backward"]) -> str
 def _calls(q0: int, q1: int, key_ranges: Iterable[Range], spec: MaskSpec,
            device: torch.device | None, counts: dict[str, int]) -> list[Call]:
     """Classify the blocks ``[q0, q1) x key range`` and build at most two calls."""
-    from cqs_attention.kernels.reference import block_mask_tensor
-
     full: list[Range] = []
     band: tuple[Range, int] | None = None  # a causal-only partial block
     masked: list[tuple[Range, BlockMask]] = []
@@ -342,11 +308,6 @@ def _simplified(co: int | None, lo: int | None, dense: torch.Tensor | None, lq: 
     return BlockMask(causal_offset=co, dense=dense, lower_offset=lo)
 
 
-def call_pairs(call: Call) -> int:
-    """(query, key) pairs handed to the kernel (masked ones included)."""
-    return call.lq * call.lk
-
-
 def mask_categories(rects: PlanRects, spec: MaskSpec, stationary: str = "kv") -> set[str]:
     """The kinds of kernel call a run of ``rects`` under ``spec`` makes: ``"none"`` (no mask),
     ``"causal"`` (a causal offset) and ``"dense"`` (a boolean mask), computed without
@@ -364,19 +325,11 @@ def mask_categories(rects: PlanRects, spec: MaskSpec, stationary: str = "kv") ->
         return {"none"}
     if spec.q_doc is not None or spec.mask_mod is not None:
         return {"none", "causal", "dense"}
-    off = spec.offset
-    hi, lo = spec._hi_shift(), spec._lo_shift()
     task = np.repeat(np.arange(len(rects), dtype=np.int64), np.diff(rects.ptr))
     q0, q1, k0, k1 = rects.q0, rects.q1, rects.k0, rects.k1
-    empty = np.zeros(len(q0), dtype=bool)
-    if hi is not None:
-        empty |= q1 - 1 + off + hi < k0
-    if lo is not None:
-        empty |= q0 + off - lo > k1 - 1
-    if hi is not None and lo is not None and hi + lo < 0:
-        empty[:] = True
-    cut = (q1 - 1 + off - lo > k0) if lo is not None else np.zeros(len(q0), dtype=bool)
-    partial = (q0 + off + hi < k1 - 1) if hi is not None else np.zeros(len(q0), dtype=bool)
+    none = np.zeros(len(q0), dtype=bool)
+    # the band's upper edge (a causal offset) and its lower edge (a window's left side: dense)
+    empty, partial, cut = (none | x for x in spec.band.block_cuts(q0, q1, k0, k1))
     keep = ~empty
     cats = set()
     if np.any(keep & cut):
@@ -387,7 +340,7 @@ def mask_categories(rects: PlanRects, spec: MaskSpec, stationary: str = "kv") ->
         cats.add("none")
     if np.any(band):
         cats.add("causal")
-        co = q0 - k0 + off + (hi if hi is not None else 0)
+        co = spec.band.block_offsets(q0, k0)[0]
         # a query range with two band blocks, or one below -1, gets a dense or bare call
         m1 = int(max(q1.max(), 1)) + 1 if len(q1) else 1
         key = (task * m1 + q0) * m1 + q1

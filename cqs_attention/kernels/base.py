@@ -21,12 +21,12 @@ query heads of each group).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    import torch
+import torch
 
-__all__ = ["FLOAT32_TINY", "BlockMask", "Kernel", "mask_category", "scale_breaks_masking"]
+__all__ = ["FLOAT32_TINY", "BlockMask", "Kernel", "block_mask_tensor", "mask_category",
+           "scale_breaks_masking"]
 
 #: the smallest normal float32
 FLOAT32_TINY = 1.1754943508222875e-38
@@ -79,6 +79,37 @@ class BlockMask:
         """True when the mask is at most a causal diagonal (``causal_offset``): what kernels
         with only a causal flag can run, cut into rectangles."""
         return self.dense is None and self.lower_offset is None
+
+
+def block_mask_tensor(mask: BlockMask | None, lq: int, lk: int,
+                      device: torch.device) -> torch.Tensor | None:
+    """The boolean ``allowed`` tensor (broadcastable to ``(B, H, lq, lk)``) of a BlockMask;
+    None when it allows everything. The one builder of a mask tensor: the reference kernel,
+    the block classification and the reference's whole-matrix mask all call it.
+
+    >>> block_mask_tensor(BlockMask(causal_offset=0), 2, 2, torch.device("cpu"))[0, 0].tolist()
+    [[True, False], [True, True]]
+    >>> m = BlockMask(causal_offset=0, lower_offset=0)  # the diagonal only
+    >>> block_mask_tensor(m, 2, 2, torch.device("cpu"))[0, 0].tolist()
+    [[True, False], [False, True]]
+    """
+    if mask is None or mask.is_full:
+        return None
+    allowed = None
+    if mask.causal_offset is not None or mask.lower_offset is not None:
+        a = torch.arange(lq, device=device).view(-1, 1)
+        c = torch.arange(lk, device=device).view(1, -1)
+        if mask.causal_offset is not None:
+            allowed = (c <= a + mask.causal_offset).view(1, 1, lq, lk)
+        if mask.lower_offset is not None:
+            low = (c >= a + mask.lower_offset).view(1, 1, lq, lk)
+            allowed = low if allowed is None else allowed & low
+    if mask.dense is not None:
+        d = mask.dense.to(device=device, dtype=torch.bool)
+        while d.dim() < 4:
+            d = d.unsqueeze(0)
+        allowed = d if allowed is None else allowed & d
+    return allowed
 
 
 def mask_category(mask: BlockMask | None) -> str:

@@ -24,44 +24,15 @@ from typing import Any
 
 import torch
 
-from cqs_attention.kernels.base import BlockMask
+from cqs_attention.kernels.base import BlockMask, block_mask_tensor
 
-__all__ = ["ReferenceKernel", "block_mask_tensor", "reference_bwd", "reference_fwd"]
+__all__ = ["ReferenceKernel", "reference_bwd", "reference_fwd"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def block_mask_tensor(mask: BlockMask | None, lq: int, lk: int,
-                      device: torch.device) -> torch.Tensor | None:
-    """The boolean ``allowed`` tensor (broadcastable to ``(B, H, lq, lk)``) of a BlockMask.
-
-    >>> block_mask_tensor(BlockMask(causal_offset=0), 2, 2, torch.device("cpu"))[0, 0].tolist()
-    [[True, False], [True, True]]
-    >>> m = BlockMask(causal_offset=0, lower_offset=0)  # the diagonal only
-    >>> block_mask_tensor(m, 2, 2, torch.device("cpu"))[0, 0].tolist()
-    [[True, False], [False, True]]
-    """
-    if mask is None or mask.is_full:
-        return None
-    allowed = None
-    if mask.causal_offset is not None or mask.lower_offset is not None:
-        a = torch.arange(lq, device=device).view(-1, 1)
-        c = torch.arange(lk, device=device).view(1, -1)
-        if mask.causal_offset is not None:
-            allowed = (c <= a + mask.causal_offset).view(1, 1, lq, lk)
-        if mask.lower_offset is not None:
-            low = (c >= a + mask.lower_offset).view(1, 1, lq, lk)
-            allowed = low if allowed is None else allowed & low
-    if mask.dense is not None:
-        d = mask.dense.to(device=device, dtype=torch.bool)
-        while d.dim() < 4:
-            d = d.unsqueeze(0)
-        allowed = d if allowed is None else allowed & d
-    return allowed
 
 
 def _grouped(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None):

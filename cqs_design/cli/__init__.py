@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cqs_design.cli.options import EXIT_USAGE, UsageParser
+
 __all__ = ["EXIT_NEGATIVE", "EXIT_OK", "EXIT_USAGE", "CLIError", "emit", "main"]
 
 #: ``--help`` text: plain, not the reStructuredText of the module docstring.
@@ -28,7 +30,6 @@ DESCRIPTION = ("Command line interface of cqs_design: difference sets, existence
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
-EXIT_USAGE = 2
 
 _GROUPS = ("cqs_design.cli.math", "cqs_design.cli.search", "cqs_design.cli.plans",
            "cqs_design.cli.ppc")
@@ -36,11 +37,6 @@ _GROUPS = ("cqs_design.cli.math", "cqs_design.cli.search", "cqs_design.cli.plans
 
 class CLIError(Exception):
     """Bad usage detected by a command; printed as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse prints usage + traceback-free exit 2
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def emit(payload: Any, *, as_json: bool, text: str) -> None:
@@ -58,9 +54,9 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cqs-design", description=DESCRIPTION)
+    parser = UsageParser(prog="cqs-design", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version="%(prog)s " + _version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
     sub.required = True
     for name in _GROUPS:
         try:

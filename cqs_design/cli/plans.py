@@ -23,21 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from cqs_design.cli import EXIT_OK, CLIError, emit
+from cqs_design.cli.options import window_side
 
 __all__ = ["register"]
-
-
-def _side(text: str) -> int | None:
-    if text.lower() in ("none", "inf", "-"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"window side must be a non-negative integer or 'none', got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"window side must be >= 0, got {value}")
-    return value
 
 
 def _add_plan_args(p: argparse.ArgumentParser, *, design_required: bool) -> None:
@@ -59,7 +47,7 @@ def _add_plan_args(p: argparse.ArgumentParser, *, design_required: bool) -> None
                    help="prime power of levels 2 and deeper (default: --design)")
     p.add_argument("--levels", type=int, default=1, metavar="N", help="levels of CQS Divide")
     p.add_argument("--causal", action="store_true", help="causal mask")
-    p.add_argument("--window", type=_side, nargs=2, default=None, metavar=("LEFT", "RIGHT"),
+    p.add_argument("--window", type=window_side, nargs=2, default=None, metavar=("LEFT", "RIGHT"),
                    help="sliding window: key j allowed iff i-LEFT <= j <= i+RIGHT ('none' = "
                    "unbounded side)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")

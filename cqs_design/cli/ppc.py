@@ -88,7 +88,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _one(args: argparse.Namespace) -> int:
     from cqs_design.ppc.checker import check_certificate
-    from cqs_design.ppc.criteria import MAX_ORDER, decide
+    from cqs_design.ppc.criteria import decide
+    from cqs_design.ppc.order import MAX_ORDER
 
     if not 2 <= args.order <= MAX_ORDER:
         raise CLIError(f"--order must be in [2, {MAX_ORDER}], got {args.order}")

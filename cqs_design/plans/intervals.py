@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from cqs_design.plans.check import _blocks
 
 __all__ = ["causal_pairs", "design_segments", "exact_sum", "exact_sum_products",
-           "sorted_unique"]
+           "merge_ranges", "ranges_overlap", "sorted_unique"]
 
 _I64 = np.int64
 
@@ -15,6 +17,32 @@ _I64 = np.int64
 def _per_task(ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
     csum = np.concatenate([[0], np.cumsum(values)]).astype(_I64)
     return csum[ptr[1:]] - csum[ptr[:-1]]
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted union of half-open ranges ``(start, end)``; empty ones are dropped, touching
+    ones joined.
+
+    >>> merge_ranges([(4, 6), (0, 2), (2, 3), (5, 8), (9, 9)])
+    ((0, 3), (4, 8))
+    """
+    out: list[list[int]] = []
+    for s, e in sorted(r for r in ranges if r[1] > r[0]):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return tuple((s, e) for s, e in out)
+
+
+def ranges_overlap(a: Iterable[tuple[int, int]], b: Iterable[tuple[int, int]]) -> bool:
+    """Whether some half-open range of ``a`` shares a position with some range of ``b``.
+
+    >>> ranges_overlap([(0, 2)], [(2, 4)]), ranges_overlap([(0, 3), (8, 9)], [(2, 4)])
+    (False, True)
+    """
+    b = list(b)
+    return any(s < e2 and s2 < e for s, e in a for s2, e2 in b)
 
 
 def sorted_unique(x: np.ndarray) -> np.ndarray:

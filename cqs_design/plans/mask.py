@@ -7,9 +7,13 @@ A plan attends query ``i`` (``0 <= i < seq_len``) to key ``j`` (``0 <= j < kv_le
   unbounded),
 
 where ``off = kv_len - seq_len`` aligns queries with the END of the keys (bottom-right, like
-flash-attn; ``off == 0`` for self-attention).  For every row ``i`` the allowed keys are the
-interval ``band(i) = [lo(i), hi(i))`` and both ``lo`` and ``hi`` never decrease with ``i``;
-everything here exploits that monotonicity, so no per-token loop is ever needed.
+flash-attn; ``off == 0`` for self-attention).  Both together are one band around the shifted
+diagonal: ``i + off - lower_shift <= j <= i + off + upper_shift`` with ``upper_shift =
+min(right, 0)`` under ``causal`` (:attr:`Mask.upper_shift`, :attr:`Mask.lower_shift`).  This
+module is the one place that rule is written: the plans, the attention engine's block
+classification and its mask tensors all read it from here.  For every row ``i`` the allowed
+keys are the interval ``band(i) = [lo(i), hi(i))`` and both ``lo`` and ``hi`` never decrease
+with ``i``; everything here exploits that monotonicity, so no per-token loop is ever needed.
 
 >>> m = Mask(seq_len=4, kv_len=4, causal=True)
 >>> m.dense().astype(int).tolist()
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +60,18 @@ class Mask:
     left: int | None = None
     right: int | None = None
 
+    @classmethod
+    def of(cls, seq_len: int, kv_len: int, *, causal: bool = False,
+           window: tuple[int | None, int | None] | None = None) -> Mask:
+        """The mask of a call or plan given as ``causal`` and ``window=(left, right)`` (None:
+        no window).
+
+        >>> Mask.of(5, 5, causal=True, window=(2, None))
+        Mask(seq_len=5, kv_len=5, causal=True, left=2, right=None)
+        """
+        left, right = (None, None) if window is None else window
+        return cls(seq_len, kv_len, bool(causal), left, right)
+
     @property
     def off(self) -> int:
         """Bottom-right alignment offset ``kv_len - seq_len``."""
@@ -64,6 +81,64 @@ class Mask:
     def trivial(self) -> bool:
         """True when every pair ``(i, j)`` is allowed."""
         return not self.causal and self.left is None and self.right is None
+
+    @property
+    def upper_shift(self) -> int | None:
+        """Row ``i`` attends keys ``j <= i + off + upper_shift`` (None: no upper edge).
+
+        >>> Mask(8, 8, causal=True, right=3).upper_shift, Mask(8, 8, right=3).upper_shift
+        (0, 3)
+        """
+        if self.causal:
+            return 0 if self.right is None else min(self.right, 0)
+        return self.right
+
+    @property
+    def lower_shift(self) -> int | None:
+        """Row ``i`` attends keys ``j >= i + off - lower_shift`` (None: no lower edge)."""
+        return self.left
+
+    def block_cuts(self, q0: Any, q1: Any, k0: Any, k1: Any) -> tuple[Any, Any, Any]:
+        """How the band meets the blocks rows ``[q0, q1)`` x keys ``[k0, k1)`` (non-empty).
+
+        The four bounds are ints or integer arrays (broadcast).  Returns ``(empty, upper,
+        lower)``: ``empty`` where the band allows no pair of the block, ``upper`` / ``lower``
+        where the band's upper / lower edge runs through the block (some pair of it is outside
+        that edge; read them only where the block is not empty); each is a bool for int bounds
+        and a bool array (or a plain ``False``, when that edge does not exist) for arrays.
+
+        >>> Mask(8, 8, causal=True).block_cuts(4, 8, 0, 4)  # below the diagonal: full
+        (False, False, False)
+        >>> Mask(8, 8, causal=True).block_cuts(0, 4, 4, 8)[0]  # above it: empty
+        True
+        >>> Mask(8, 8, causal=True, left=2).block_cuts(4, 8, 0, 8)
+        (False, True, True)
+        """
+        up, low, off = self.upper_shift, self.lower_shift, self.off
+        empty: Any = False
+        upper: Any = False
+        lower: Any = False
+        if up is not None:
+            empty = empty | (q1 - 1 + off + up < k0)
+            upper = q0 + off + up < k1 - 1
+        if low is not None:
+            empty = empty | (q0 + off - low > k1 - 1)
+            lower = q1 - 1 + off - low > k0
+        if up is not None and low is not None and up + low < 0:
+            empty = empty | True
+        return empty, upper, lower
+
+    def block_offsets(self, q0: Any, k0: Any) -> tuple[Any, Any]:
+        """The band's edges in the LOCAL coordinates of a block whose first row is ``q0`` and
+        first key ``k0``: ``(upper, lower)`` such that local row ``a`` attends local key ``c``
+        iff ``lower <= c - a <= upper`` (a None side has no edge).
+
+        >>> Mask(8, 8, causal=True, left=2).block_offsets(4, 0)
+        (4, 2)
+        """
+        up, low = self.upper_shift, self.lower_shift
+        base = q0 - k0 + self.off
+        return (None if up is None else base + up), (None if low is None else base - low)
 
     def band(self, i: int) -> tuple[int, int]:
         """Allowed keys ``[lo, hi)`` of query ``i`` (``lo >= hi`` means none)."""
@@ -80,10 +155,8 @@ class Mask:
         """One past the last allowed key of each row in ``i`` (vectorised; may be <= lo)."""
         i = np.asarray(i, dtype=_I64)
         h = np.full_like(i, self.kv_len)
-        if self.causal:
-            h = np.minimum(h, i + (self.off + 1))
-        if self.right is not None:
-            h = np.minimum(h, i + (self.off + self.right + 1))
+        if self.upper_shift is not None:
+            h = np.minimum(h, i + (self.off + self.upper_shift + 1))
         return h
 
     def first_hit(
@@ -102,10 +175,8 @@ class Mask:
         y0 = np.asarray(y0, dtype=_I64)
         g0 = np.asarray(g0, dtype=_I64)
         ia = y0
-        if self.causal:
-            ia = np.maximum(ia, g0 - self.off)
-        if self.right is not None:
-            ia = np.maximum(ia, g0 - (self.off + self.right))
+        if self.upper_shift is not None:
+            ia = np.maximum(ia, g0 - (self.off + self.upper_shift))
         ib = np.asarray(y1, dtype=_I64) - 1
         if self.left is not None:
             ib = np.minimum(ib, np.asarray(g1, dtype=_I64) - (self.off - self.left + 1))
@@ -126,12 +197,10 @@ class Mask:
         i = np.arange(self.seq_len, dtype=_I64)[:, None]
         j = np.arange(self.kv_len, dtype=_I64)[None, :]
         ok = np.ones((self.seq_len, self.kv_len), dtype=bool)
-        if self.causal:
-            ok &= j <= i + self.off
-        if self.left is not None:
-            ok &= j >= i + self.off - self.left
-        if self.right is not None:
-            ok &= j <= i + self.off + self.right
+        if self.upper_shift is not None:
+            ok &= j <= i + self.off + self.upper_shift
+        if self.lower_shift is not None:
+            ok &= j >= i + self.off - self.lower_shift
         return ok
 
 
@@ -145,11 +214,12 @@ def _band_count(mask: Mask, y0: int, y1: int) -> int:
         return 0
     off, kv = mask.off, mask.kv_len
     cuts = {y0, y1}
-    cand = [kv - off - 1, -off - 1, -off]
-    if mask.right is not None:
-        cand += [kv - off - mask.right - 1, -off - mask.right - 1, -off - mask.right]
-    if mask.left is not None:
-        cand += [mask.left - off, mask.left - off + 1, kv + mask.left - off]
+    cand = []
+    up, low = mask.upper_shift, mask.lower_shift
+    if up is not None:
+        cand += [kv - off - up - 1, -off - up - 1, -off - up]
+    if low is not None:
+        cand += [low - off, low - off + 1, kv + low - off]
     for c in cand:
         for x in (c, c + 1):
             if y0 < x < y1:

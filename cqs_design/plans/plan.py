@@ -78,6 +78,7 @@ from cqs_design.plans.intervals import (
     design_segments,
     exact_sum,
     exact_sum_products,
+    merge_ranges,
     sorted_unique,
 )
 from cqs_design.plans.mask import Mask
@@ -127,16 +128,6 @@ class Rect:
         return (self.q_end - self.q_start) * (self.k_end - self.k_start)
 
 
-def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    out: list[list[int]] = []
-    for s, e in sorted(ranges):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return tuple((s, e) for s, e in out)
-
-
 @dataclass(frozen=True)
 class Task:
     """One independent unit of work: the token segments it loads and the rectangles it owns.
@@ -158,12 +149,12 @@ class Task:
     @property
     def q_segments(self) -> tuple[tuple[int, int], ...]:
         """Merged query ranges the task's rectangles touch."""
-        return _merge((r.q_start, r.q_end) for r in self.rectangles)
+        return merge_ranges((r.q_start, r.q_end) for r in self.rectangles)
 
     @property
     def kv_segments(self) -> tuple[tuple[int, int], ...]:
         """Merged key ranges the task's rectangles touch."""
-        return _merge((r.k_start, r.k_end) for r in self.rectangles)
+        return merge_ranges((r.k_start, r.k_end) for r in self.rectangles)
 
     @property
     def tokens(self) -> int:
@@ -288,8 +279,7 @@ class Plan:
 
     @property
     def _mask(self) -> Mask:
-        left, right = self.window if self.window is not None else (None, None)
-        return Mask(self.seq_len, self.kv_len, self.causal, left, right)
+        return Mask.of(self.seq_len, self.kv_len, causal=self.causal, window=self.window)
 
     # --- access ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -680,8 +670,7 @@ def make_plan(
             raise PlanError(f"{name} applies to the block schedules ('query_blocks', "
                             "'kv_blocks') only, not to schedule='cqs'")
     reason = ""
-    left, right = win if win is not None else (None, None)
-    mask = Mask(seq_len, kv_len, bool(causal), left, right)
+    mask = Mask.of(seq_len, kv_len, causal=causal, window=win)
     sub = None if sub_design is None else _resolve_design(sub_design, "sub_design")
     if design is None:
         explicit = max_task_tokens is not None
@@ -702,8 +691,7 @@ def make_plan(
 def _block_plan(seq_len: int, kv_len: int, schedule: str, block_q: int, block_kv: int,
                 causal: bool, window: tuple[int | None, int | None] | None, *,
                 given_q: bool, given_kv: bool) -> Plan:
-    left, right = window if window is not None else (None, None)
-    mask = Mask(seq_len, kv_len, causal, left, right)
+    mask = Mask.of(seq_len, kv_len, causal=causal, window=window)
     stationary = "query" if schedule == "query_blocks" else "kv"
     try:
         arrays = block_rectangles(mask, block_q, block_kv, stationary)
@@ -724,8 +712,7 @@ def _block_plan(seq_len: int, kv_len: int, schedule: str, block_q: int, block_kv
 def _make_plan(seq_len: int, kv_len: int, ds: DifferenceSet, levels: int, causal: bool,
                window: tuple[int | None, int | None] | None, sub: DifferenceSet,
                reason: str) -> Plan:
-    left, right = window if window is not None else (None, None)
-    mask = Mask(seq_len, kv_len, causal, left, right)
+    mask = Mask.of(seq_len, kv_len, causal=causal, window=window)
     try:
         arrays = level_one(mask, ds.v, ds.elements)
     except ValueError as exc:

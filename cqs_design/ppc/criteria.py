@@ -36,8 +36,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cqs_design._checks import check_int
 from cqs_design.ppc.certificate import Certificate
+from cqs_design.ppc.multipliers import cover_criterion, hall_criterion
 from cqs_design.ppc.numbers import (
     cube_roots_of_unity,
     factorize,
@@ -46,7 +46,7 @@ from cqs_design.ppc.numbers import (
     primes_up_to,
     sidon_bound,
 )
-from cqs_design.ppc.order import Order
+from cqs_design.ppc.order import Order, as_order
 
 __all__ = [
     "CRITERIA",
@@ -64,18 +64,10 @@ __all__ = [
 #: ``orbit`` tries a prime ``w | v`` only when ``F(v/w)`` (the candidates for the number of
 #: points of a line in the subgroup of index ``w``) is at most this.
 ORBIT_MAX_CANDIDATES = 200_000
-#: Orders up to this are accepted (``v < 3.3 * 10**24``: Miller-Rabin is a proof).
-MAX_ORDER = 10**12
 _SMALL_W = np.array([w for w in primes_up_to(2000).tolist() if w == 3 or w % 3 == 1])
 _SMALL_ROOTS = np.array([(cube_roots_of_unity(w) * 2)[:2] for w in _SMALL_W.tolist()]).T
 
 Status = Literal["prime-power", "excluded", "open"]
-
-
-def _order(n: int | Order) -> Order:
-    if isinstance(n, Order):
-        return n
-    return Order(check_int(n, "n", minimum=2, maximum=MAX_ORDER))
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,7 +82,7 @@ def brc_criterion(n: int | Order) -> Certificate | None:
     >>> brc_criterion(21).to_dict(), brc_criterion(10)
     ({'test': 'brc', 'n': 21, 'q': 3, 'e': 1}, None)
     """
-    o = _order(n)
+    o = as_order(n)
     if o.n % 4 not in (1, 2):
         return None
     for q, e in sorted(o.n_factors.items()):
@@ -158,7 +150,7 @@ def mann_criterion(n: int | Order) -> Certificate | None:
     >>> mann_criterion(2_000_000_001).to_dict()
     {'test': 'mann', 'n': 2000000001, 'p': 3, 'w': 4000000006000000003, 'jacobi': -1}
     """
-    o = _order(n)
+    o = as_order(n)
     if o.is_square:
         return None
     small = _small_v_primes(o)
@@ -190,7 +182,7 @@ def baer_criterion(n: int | Order) -> Certificate | None:
     >>> c.witness["m"], c.witness["sub"]["test"]
     (12, 'mann')
     """
-    o = _order(n)
+    o = as_order(n)
     if not o.is_square or o.is_prime_power:
         return None
     m = math.isqrt(o.n)
@@ -246,7 +238,7 @@ def orbit_criterion(n: int | Order) -> Certificate | None:
     >>> orbit_criterion(12).to_dict()
     {'test': 'orbit', 'n': 12, 'w': 157, 'primes': [2, 3]}
     """
-    o = _order(n)
+    o = as_order(n)
     for w in sorted(o.v_primes, reverse=True):
         if w > 3 and _orbit_ruled_out(o, w):
             return Certificate("orbit", o.n, {"w": w, "primes": list(o.primes)})
@@ -302,7 +294,7 @@ def subplane_criterion(n: int | Order, *, max_group: int = 1 << 21) -> Certifica
     >>> subplane_criterion(10) is None
     True
     """
-    o = _order(n)
+    o = as_order(n)
     cands: list[tuple[list[list[int]], int]] = [([[p, 1]], math.gcd(p - 1, o.v))
                                                 for p in o.primes]
     if o.v_complete:
@@ -339,27 +331,15 @@ def subplane_criterion(n: int | Order, *, max_group: int = 1 << 21) -> Certifica
 # --------------------------------------------------------------------------------------------
 # all criteria
 # --------------------------------------------------------------------------------------------
-def _cover(n: int | Order) -> Certificate | None:
-    from cqs_design.ppc.multipliers import cover_criterion
-
-    return cover_criterion(n)
-
-
-def _hall(n: int | Order) -> Certificate | None:
-    from cqs_design.ppc.multipliers import hall_criterion
-
-    return hall_criterion(n)
-
-
 #: name -> criterion, in the order :func:`certify` tries them.
 CRITERIA: dict[str, Callable[[int | Order], Certificate | None]] = {
     "brc": brc_criterion,
     "mann": mann_criterion,
     "baer": baer_criterion,
     "orbit": orbit_criterion,
-    "cover": _cover,
+    "cover": cover_criterion,
     "subplane": subplane_criterion,
-    "hall": _hall,
+    "hall": hall_criterion,
 }
 
 
@@ -385,7 +365,7 @@ def decide(n: int | Order, *, skip: tuple[str, ...] = ()) -> Verdict:
     >>> d["status"], d["tried"], d["certificate"]
     ('excluded', ['brc', 'mann'], {'test': 'mann', 'n': 10, 'p': 2, 'w': 3, 'j': 1})
     """
-    o = _order(n)
+    o = as_order(n)
     if o.is_prime_power:
         return Verdict(o.n, "prime-power")
     tried = []

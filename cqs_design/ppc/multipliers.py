@@ -28,9 +28,8 @@ import math
 import numpy as np
 
 from cqs_design.ppc.certificate import Certificate
-from cqs_design.ppc.criteria import _order
 from cqs_design.ppc.numbers import factorize, order_witnesses, sidon_bound
-from cqs_design.ppc.order import Order
+from cqs_design.ppc.order import Order, as_order
 
 __all__ = [
     "HALL_MAX_GROUP",
@@ -122,7 +121,7 @@ def cover_criterion(n: int | Order) -> Certificate | None:
     >>> cover_criterion(674).to_dict()["factors"]
     [[7, 1], [103, 1], [631, 1]]
     """
-    o = _order(n)
+    o = as_order(n)
     if not o.v_complete:
         return None
     exps = dict(sorted(o.v_factors.items()))
@@ -156,7 +155,7 @@ def hall_criterion(n: int | Order, *, max_group: int = HALL_MAX_GROUP,
     >>> hall_criterion(7) is None    # a prime: the group <7> mod 57 has 3 elements
     True
     """
-    o = _order(n)
+    o = as_order(n)
     group = o.multiplier_group(max_group)
     if group is None:
         return None

@@ -16,9 +16,13 @@ import math
 
 import numpy as np
 
+from cqs_design._checks import check_int
 from cqs_design.ppc.numbers import factorize, mulmod
 
-__all__ = ["FACTOR_BUDGET", "Order", "multiplier_group"]
+__all__ = ["FACTOR_BUDGET", "MAX_ORDER", "Order", "as_order", "multiplier_group"]
+
+#: Orders up to this are accepted (``v < 3.3 * 10**24``: Miller-Rabin is a proof).
+MAX_ORDER = 10**12
 
 #: Pollard-Brent steps spent on one composite part of ``v`` before giving up on it.
 FACTOR_BUDGET = 1 << 22
@@ -68,6 +72,21 @@ class Order:
 
     def __repr__(self) -> str:
         return f"Order({self.n})"
+
+
+def as_order(n: int | Order) -> Order:
+    """``n`` as an :class:`Order` (checked: an integer in ``[2, MAX_ORDER]``).
+
+    >>> as_order(12) is not None, as_order(Order(12)).n
+    (True, 12)
+    >>> as_order(1)
+    Traceback (most recent call last):
+    ...
+    ValueError: n must be an integer in [2, 1000000000000], got 1
+    """
+    if isinstance(n, Order):
+        return n
+    return Order(check_int(n, "n", minimum=2, maximum=MAX_ORDER))
 
 
 def multiplier_group(primes: tuple[int, ...], v: int,

@@ -58,8 +58,8 @@ def test_argument_errors_come_before_torch(argv: list[str], message: str) -> Non
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--window", "-1,0"], "sides must be >= 0, got -1"),
-    (["--window", "-5,none"], "sides must be >= 0, got -5"),
+    (["--window", "-1,0"], "window side must be >= 0, got -1"),
+    (["--window", "-5,none"], "window side must be >= 0, got -5"),
 ])
 def test_negative_window_is_explained(argv: list[str], message: str) -> None:
     """Issue: ``--window -1,0`` gave argparse's "expected one argument"."""

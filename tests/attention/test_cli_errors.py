@@ -88,7 +88,7 @@ def test_info_help_is_honoured() -> None:
 def test_info_bad_option_is_one_line() -> None:
     proc = subprocess.run([sys.executable, "-m", "cqs_attention.info", "--head-dim", "0"],
                           capture_output=True, text=True, timeout=300)
-    assert "--head-dim must be >= 1" in _one_line_error(proc)
+    assert "argument --head-dim: must be an integer >= 1, got 0" in _one_line_error(proc)
 
 
 def test_info_head_dim_is_used(capsys: pytest.CaptureFixture[str]) -> None:

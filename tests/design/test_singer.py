@@ -16,16 +16,17 @@ from cqs_design import (
     is_prime_power,
     singer_difference_set,
 )
-from cqs_design.singer import (
-    SINGER_MAX_Q,
-    _coefficient_sequence,
-    _coefficient_sequence_reference,
-    _field,
-    _primitive_cubic,
+from cqs_design.singer import SINGER_MAX_Q, primitive_cubic
+from cqs_design.singer.construction import (
     _singer_difference_set,
     _singer_exponents_bsgs,
     _singer_exponents_sequence,
-    primitive_cubic,
+)
+from cqs_design.singer.cubic import (
+    coefficient_sequence,
+    coefficient_sequence_reference,
+    cubic_of,
+    field_of,
 )
 
 PRIME_POWERS_300 = [q for q in range(2, 301) if len(factorint(q)) == 1]
@@ -140,9 +141,9 @@ def test_perturbations_exhaustive_small() -> None:
 @pytest.mark.parametrize("q", [2, 3, 4, 5, 7, 8, 9, 16, 25, 27, 32, 49])
 def test_sequence_matches_reference(q: int) -> None:
     v = q * q + q + 1
-    assert _coefficient_sequence(q, v).tolist() == _coefficient_sequence_reference(q, v)
+    assert coefficient_sequence(q, v).tolist() == coefficient_sequence_reference(q, v)
     for length in (3, 4, 5, 9, 17):
-        assert _coefficient_sequence(q, length).tolist() == _coefficient_sequence_reference(
+        assert coefficient_sequence(q, length).tolist() == coefficient_sequence_reference(
             q, length
         )
 
@@ -169,9 +170,9 @@ def test_bsgs_default_matches_sequence_large() -> None:
 
 @pytest.mark.parametrize("q", [2, 3, 4, 5])
 def test_primitive_cubic_generates(q: int) -> None:
-    field = _field(q)
+    field = field_of(q)
     f = primitive_cubic(field)
-    assert f == _primitive_cubic(q)
+    assert f == cubic_of(q)
     assert f[3] == 1
     power, order = [1, 0, 0], None
     for i in range(1, q**3):
@@ -185,8 +186,8 @@ def test_primitive_cubic_generates(q: int) -> None:
 def test_trace_zero_definition_small() -> None:
     """Independent of the recurrence: D = exponents i with x^i in span{1, x} (brute force)."""
     for q in (2, 3, 4, 5, 7, 8, 9):
-        field = _field(q)
-        f = _primitive_cubic(q)
+        field = field_of(q)
+        f = cubic_of(q)
         v = q * q + q + 1
         power, exponents = [1, 0, 0], []
         for i in range(v):

@@ -1,4 +1,4 @@
-"""The O(sqrt(v))-memory Singer route (cqs_design._singer_large) and windowed verification."""
+"""The O(sqrt(v))-memory Singer route (cqs_design.singer.trace) and windowed verification."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from sympy import factorint
 
 from cqs_design import DifferenceSet, NotADifferenceSetError, singer_difference_set
 from cqs_design import difference_sets as ds_module
-from cqs_design._singer_large import singer_exponents_trace
-from cqs_design.singer import (
+from cqs_design.singer import SINGER_MAX_Q
+from cqs_design.singer.construction import (
     _TRACE_MIN_Q,
-    SINGER_MAX_Q,
     _singer_difference_set,
     _singer_exponents_bsgs,
     _singer_exponents_sequence,
 )
+from cqs_design.singer.trace import singer_exponents_trace
 
 PRIME_POWERS_8192 = [q for q in range(2, 8193) if len(factorint(q)) == 1]
 

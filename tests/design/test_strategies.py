@@ -82,14 +82,16 @@ def test_bad_arguments_raise_at_draw_time(strategy, match: str) -> None:
         draw()
 
 
-@pytest.mark.parametrize("make", [lambda: prime_powers(24, 24),
-                                  lambda: difference_sets(max_q=0)])
-def test_bad_arguments_do_not_raise_at_definition(make) -> None:
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: prime_powers(24, 24), r"^no prime power lies in \[24, 24\]"),
+    (lambda: difference_sets(max_q=0), r"^max_q must be an integer >= 2, got 0\b"),
+])
+def test_bad_arguments_do_not_raise_at_definition(make, match: str) -> None:
     s = make()  # defining does not raise
 
     @given(s)
     def draw(x) -> None:
         pass
 
-    with pytest.raises(InvalidArgument):  # drawing does
+    with pytest.raises(InvalidArgument, match=match):  # drawing does, naming the argument
         draw()

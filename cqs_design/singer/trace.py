@@ -1,6 +1,6 @@
 """Singer sets for large ``q`` in ``O(q) = O(sqrt(v))`` memory (the route past ``q = 8192``).
 
-:func:`cqs_design.singer._singer_exponents_bsgs` finds the line ``span{1, x}`` by a
+:func:`cqs_design.singer.construction._singer_exponents_bsgs` finds the line ``span{1, x}`` by a
 baby-step giant-step search with ``q^1.5`` baby steps: ``O(v^0.75)`` memory, about 0.06 GB at
 ``q = 8192`` but 4 GB at ``q = 65536``.  This module finds a *different* line of the same
 cyclic plane, the kernel ``T`` of the trace ``Tr: GF(q³) -> GF(q)``, with a baby table of only
@@ -24,13 +24,15 @@ from __future__ import annotations
 import numpy as np
 
 from cqs_design.fields import GaloisField
-from cqs_design.singer import (
-    _canonical_keys,
-    _coefficient_sequence,
-    _field,
-    _giant_steps,
-    _primitive_cubic,
+from cqs_design.singer.cubic import (
+    canonical_keys,
+    coefficient_sequence,
+    cubic_of,
+    field_of,
+    giant_steps,
 )
+
+__all__ = ["singer_exponents_trace"]
 
 #: Baby steps per unit of q: the baby table has ``_BABY_PER_Q * q`` entries.
 _BABY_PER_Q = 64
@@ -134,9 +136,9 @@ class _BucketIndex:
 
 def _baby_table(q: int, baby: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted keys of ``x^j``, ``0 <= j < baby``, and the exponent ``j`` of each."""
-    field = _field(q)
-    f = _primitive_cubic(q)
-    s = _coefficient_sequence(q, baby + 2)
+    field = field_of(q)
+    f = cubic_of(q)
+    s = coefficient_sequence(q, baby + 2)
     t_c1, t_c2 = field.mul_table(f[1]), field.mul_table(f[2])
     shift = max(1, int(baby - 1).bit_length())
     key_bits = int(2 * q * q - 1).bit_length()  # a canonical key is below 2q² (see below)
@@ -150,7 +152,7 @@ def _baby_table(q: int, baby: int) -> tuple[np.ndarray, np.ndarray]:
         # x^j = a + b x + s_j x² with b = s_{j+1} + c₂ s_j, a = s_{j+2} + c₂ s_{j+1} + c₁ s_j
         b = field.add_vec(s1, t_c2[s0])
         a = field.add_vec(field.add_vec(s2, t_c2[s1]), t_c1[s0])
-        keys[lo:hi] = _canonical_keys(field, a, b, s0)
+        keys[lo:hi] = canonical_keys(field, a, b, s0)
     del s
     if packed:
         keys <<= shift
@@ -170,14 +172,14 @@ def singer_exponents_trace(q: int, baby: int | None = None) -> np.ndarray:
     A canonical key (last non-zero coordinate 1) is ``c q² + b q + a`` with ``c`` in
     ``{0, 1}``, so it is below ``2q²`` and packs with ``j`` into one int64 for ``q <= 2^16``.
     """
-    field = _field(q)
-    f = _primitive_cubic(q)
+    field = field_of(q)
+    f = cubic_of(q)
     v = q * q + q + 1
     m = min(v, baby if baby is not None else max(64, _BABY_PER_Q * q))
     sorted_keys, order = _baby_table(q, m)
     points = _trace_kernel_points(field, f)
-    keys = _canonical_keys(field, *points)
-    image_keys = _canonical_keys(field, *_frobenius(field, f, points))
+    keys = canonical_keys(field, *points)
+    image_keys = canonical_keys(field, *_frobenius(field, f, points))
     by_key = np.argsort(keys)
     image = by_key[np.searchsorted(keys, image_keys, sorter=by_key)]
     if not (keys[image] == image_keys).all():  # pragma: no cover - would be a bug
@@ -190,7 +192,7 @@ def singer_exponents_trace(q: int, baby: int | None = None) -> np.ndarray:
         pos = index.find(target)
         return pos, pos >= 0
 
-    logs = _giant_steps(field, f, q, m, coords, order, lookup) % v
+    logs = giant_steps(field, f, q, m, coords, order, lookup) % v
     orbit = [logs]
     for _ in range(3 * field.m - 1):
         orbit.append(orbit[-1] * field.p % v)  # < v p < 2^63 for q <= 2^20
