@@ -56,7 +56,9 @@ def test_ctrl_c_stops_promptly_and_prints_what_was_measured(tmp_path) -> None:
     assert all(r["mono_fwd_ms"] > 0 for r in records)
     table = run.stdout[run.stdout.index("       L   mask"):].splitlines()[1:]
     assert len(table) == len(records)
-    assert table[0].split()[:3] == ["1024", "full", "cpu_fl"]
+    # the fastest monolithic kernel timed: cpu_flash unloaded, the reference on a loaded box
+    assert records[0]["mono_kernel"] in ("cpu_flash", "reference"), records[0]
+    assert table[0].split()[:3] == ["1024", "full", records[0]["mono_kernel"][:6]]
 
 
 def _bench_module():
