@@ -19,23 +19,64 @@ fastest predicted one that fits the budget.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from cqs_attention.engine.schedule import PlanRects, plan_rectangles, stationary_side
-from cqs_attention.errors import MemoryBudgetError
+from cqs_attention._bytes import format_bytes
+from cqs_attention.engine.request import AttentionRequest
+from cqs_attention.engine.schedule import (
+    PlanRects,
+    Step,
+    mask_categories,
+    plan_rectangles,
+    stationary_side,
+    task_steps,
+)
+from cqs_attention.errors import KernelUnavailableError, MemoryBudgetError
+from cqs_attention.kernels import registry_version as kernel_registry_version
+from cqs_attention.kernels import select_kernel
+from cqs_attention.kernels.base import BlockMask, Kernel, scale_breaks_masking
+from cqs_attention.kernels.reference import ReferenceKernel
+from cqs_attention.masks import MaskSpec
 from cqs_attention.merge import accumulator_dtype
+from cqs_attention.report import PlanSummary
 
-__all__ = ["FORCE", "SLAB_BYTES", "Choice", "CostModel", "Dims", "call_memory", "choose",
-           "conversion_slab_bytes", "footprint", "predict"]
+__all__ = [
+    "CATEGORY_PROBES",
+    "DECISIONS",
+    "DEFAULT_BUDGET_FRACTION",
+    "FORCE",
+    "SLAB_BYTES",
+    "Choice",
+    "CostModel",
+    "DecisionCache",
+    "Dims",
+    "Planned",
+    "call_budget",
+    "call_memory",
+    "check_unmasked_kernel",
+    "choose",
+    "choose_for",
+    "choose_kernel",
+    "conversion_slab_bytes",
+    "footprint",
+    "plan_call",
+    "plan_kernels",
+    "predict",
+    "replan_with_accumulators",
+    "streams_rows",
+    "summarize",
+]
 
 #: overrides for tests (:func:`cqs_attention.testing.force_placement`): keys "accumulators",
 #: "prefetch"
@@ -314,7 +355,7 @@ class CostModel:
                        call_overhead_s=5e-5, source="cpu defaults")
         name = torch.cuda.get_device_name(device)
         key = f"{name}|{torch.__version__}|{dtype}|{head_dim}|v2"
-        cache = _CACHE.get(key)
+        cache = DECISIONS.get(("calibration", key))
         if cache is not None:
             return cache
         path = _cache_path()
@@ -330,7 +371,7 @@ class CostModel:
             except TypeError:  # written by another version
                 model = None
             if model is not None:
-                _CACHE[key] = model
+                DECISIONS.put(("calibration", key), model, keep=True)
                 return model
         if budget is not None and budget < CALIBRATION_BYTES:
             return cls.gpu_defaults(f"memory_budget {budget} < {CALIBRATION_BYTES} bytes that "
@@ -339,7 +380,7 @@ class CostModel:
             model = calibrate(device, dtype, head_dim)
         except Exception as exc:  # e.g. a full card: plan with defaults, say so
             model = cls.gpu_defaults(f"calibration failed: {type(exc).__name__}")
-            _CACHE[key] = model
+            DECISIONS.put(("calibration", key), model, keep=True)
             return model
         stored[key] = model.__dict__
         if path is not None:
@@ -348,13 +389,10 @@ class CostModel:
                 path.write_text(json.dumps(stored, indent=1))
             except OSError:
                 pass
-        _CACHE[key] = model
+        DECISIONS.put(("calibration", key), model, keep=True)
         return model
 
 
-_CACHE: dict[str, CostModel] = {}
-#: planner results by call signature: (budget used, choice)
-_CHOICES: dict[tuple[Any, ...], tuple[int | None, Choice]] = {}
 #: device bytes :func:`calibrate` allocates at most (a run under a smaller budget does not
 #: calibrate)
 CALIBRATION_BYTES = 512 << 20
@@ -527,9 +565,10 @@ def predict(rects: PlanRects, d: Dims, model: CostModel, *, stationary: str, str
 
 
 # -- the search ---------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class Choice:
-    """What a run will do: the plan, where accumulators live, and why."""
+    """What a run will do: the plan, where accumulators live, and why (read-only: a choice
+    is a planning decision, shared by every run of the call it was made for)."""
 
     kind: str  # "whole", "query_blocks", "kv_blocks", "cqs" or "given"
     plan: Any
@@ -540,9 +579,7 @@ class Choice:
     footprint: int
     predicted_s: float
     reason: str = ""
-    candidates: list[tuple[str, int, float]] = field(default_factory=list)
-    #: the one kernel call of a single-call run, once classified (see run._single_call)
-    call: Any = None
+    candidates: tuple[tuple[str, int, float], ...] = ()
 
 
 def _block(n: int, parts: int) -> int:
@@ -608,20 +645,6 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
     forced = FORCE[-1] if FORCE else {}
     if force_accumulators is None and streamed:
         force_accumulators = forced.get("accumulators")
-    forced_key = (*tuple(sorted(forced.items())), force_accumulators)
-    key = (d, streamed, backward, causal, None if window is None else tuple(window),
-           dense_masks, masked, tuple(getattr(k, "name", None) for k in kernels),
-           model.source, allow_whole_call, min_tasks, forced_key, home_is_device, slack,
-           id(plan) if plan is not None else None)
-    if plan is None:
-        hit = _CHOICES.get(key)
-        if hit is not None:
-            used, cached = hit
-            ok_now = budget is None or cached.footprint <= budget
-            same = (budget is None) == (used is None) and (
-                budget is None or budget <= 1.25 * used)
-            if ok_now and same:
-                return cached
     best: Choice | None = None
     smallest: tuple[int, str] | None = None
     tried: list[tuple[str, int, float]] = []
@@ -641,7 +664,10 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
         if plan is None and len(rects) < min_tasks and name != "cqs":
             continue
         stationary = stationary_side(p, "backward" if backward else "forward")
-        single = len(rects) == 1 and int(rects.ptr[-1]) == 1
+        # one kernel call: one rectangle covering the whole matrix (its outputs are the result)
+        single = (len(rects) == 1 and int(rects.ptr[-1]) == 1
+                  and (int(rects.q0[0]), int(rects.q1[0]), int(rects.k0[0]), int(rects.k1[0]))
+                  == (0, d.q_len, 0, d.kv_len))
         places: list[str] = ["none"] if (single and allow_whole_call) else []
         places += ["device", "host"] if streamed else ["device"]
         if force_accumulators is not None:
@@ -686,17 +712,13 @@ def choose(d: Dims, *, budget: int | None, streamed: bool, backward: bool, causa
             f"{' (backward)' if backward else ''}: the smallest footprint found is {fp} "
             f"bytes ({label}); pass memory_budget >= {fp}"
             + (" or a finer plan" if plan is not None else ""), minimum=fp)
-    best.candidates = sorted(tried, key=lambda x: x[2])[:8]
-    if plan is None:
-        _CHOICES[key] = (budget, best)
-        while len(_CHOICES) > 256:
-            _CHOICES.pop(next(iter(_CHOICES)))
-    best.reason = (f"{best.kind} {_describe(best.plan)}, accumulators {best.accumulators}"
-                   f"{', prefetching' if best.prefetch else ''}: predicted "
-                   f"{best.predicted_s * 1e3:.1f} ms with footprint {best.footprint} bytes"
-                   + ("" if budget is None else f" <= budget {budget}")
-                   + f" ({len(tried)} candidates fit; cost model: {model.source})")
-    return best
+    return dataclasses.replace(
+        best, candidates=tuple(sorted(tried, key=lambda x: x[2])[:8]),
+        reason=(f"{best.kind} {_describe(best.plan)}, accumulators {best.accumulators}"
+                f"{', prefetching' if best.prefetch else ''}: predicted "
+                f"{best.predicted_s * 1e3:.1f} ms with footprint {best.footprint} bytes"
+                + ("" if budget is None else f" <= budget {budget}")
+                + f" ({len(tried)} candidates fit; cost model: {model.source})"))
 
 
 def _describe(p: Any) -> str:
@@ -709,46 +731,310 @@ def _describe(p: Any) -> str:
     return f"(v={ds.v}, k={ds.k}, levels={getattr(p, 'levels', 1)})"
 
 
+# -- which kernel runs a call ------------------------------------------------------------------
+_REFERENCE = ReferenceKernel()
 
-# -- the "what runs when" table of docs/what_runs_when.md ---------------------------------------
-#: a fixed H200-like cost model, so the documented table does not depend on the machine
-H200_MODEL = CostModel(flops_per_s=6.5e14, copy_bytes_per_s=5.0e10, mem_bytes_per_s=3.5e12,
-                       call_overhead_s=3e-5, source="fixed H200-like model", copy_call_s=6e-6)
-
-#: (length, causal, inputs on the device?, budget as a fraction of Q+K+V or None, backward)
-TABLE_CASES = [
-    (16384, True, True, None, False), (262144, False, True, None, False),
-    (262144, True, True, None, True), (262144, True, False, 0.5, False),
-    (262144, True, False, 0.25, False), (262144, True, False, 0.125, False),
-    (262144, True, False, 0.25, True), (1048576, False, False, 0.25, False),
-    (1048576, True, False, 0.25, False), (1048576, True, False, 0.25, True),
-]
+#: a mask of each category, for the dispatcher (kernels tell categories apart by
+#: ``BlockMask.band_only`` and ``is_full`` only)
+CATEGORY_PROBES: dict[str, BlockMask | None] = {
+    "none": None, "causal": BlockMask(causal_offset=0),
+    "dense": BlockMask(dense=torch.ones(1, 1, 1, 1, dtype=torch.bool))}
 
 
-def decision_table(cases: list[tuple[int, bool, bool, float | None, bool]] | None = None,
-                   model: CostModel = H200_MODEL) -> str:
-    """A markdown table of what :func:`choose` picks (bf16, B=1, H=16, D=128) for ``cases``.
+def choose_kernel(backend: str, *, device: torch.device, dtype: torch.dtype, head_dim: int,
+                  gqa: bool, category: str, needs_grad: bool, scale: float) -> Kernel:
+    """The kernel for calls of one mask ``category`` (``"none"``, ``"causal"``, ``"dense"``)
+    and direction: the registry's dispatcher (:func:`cqs_attention.kernels.select_kernel`),
+    except that masked calls whose score scale breaks the fast kernels' masking go to the
+    reference kernel. Raises :class:`~cqs_attention.errors.KernelUnavailableError` when none
+    (or not the forced ``backend``) can run them."""
+    if (category != "none" and scale_breaks_masking(scale) and backend == "auto"
+            and device.type == "cuda"):
+        # cuDNN and the flash kernels break masking for scales that are not positive in
+        # float32 (issue 13, item 7; a tiny positive scale rounds to 0 there); the
+        # reference kernel is right for every scale
+        return _REFERENCE
+    return select_kernel(backend, device=device, dtype=dtype, head_dim=head_dim,
+                         mask=CATEGORY_PROBES[category], gqa=gqa, needs_grad=needs_grad)
 
-    >>> print(decision_table([(4096, True, True, None, False)]).splitlines()[2])
-    | 4K | causal | device | - | forward | whole (one kernel call) | none | no |
+
+
+# -- the one cache of planning decisions -------------------------------------------------------
+class DecisionCache:
+    """The one cache of planning decisions, keyed by everything that decides them.
+
+    Keys are tuples whose first item names the decision: ``("plan", ...)`` a call's
+    :class:`Planned` (see :func:`plan_call` for its key), ``("valid", digest)`` a given plan
+    proven an exact cover, ``("calibration", device)`` a device's measured :class:`CostModel`.
+    Values are read-only and hold no state of any run. Least recently used entries go first
+    beyond ``size``; calibrations (seconds to measure) are kept.
     """
-    cases = TABLE_CASES if cases is None else cases
-    from cqs_attention.kernels.fa4 import Fa4Kernel  # its memory model: the GPU path
 
-    lines = ["| L | mask | inputs | budget (of Q+K+V) | pass | schedule | accumulators | "
-             "prefetch |", "|---|---|---|---|---|---|---|---|"]
-    for L, causal, resident, frac, backward in cases:
-        d = Dims(1, 16, 16, L, L, 128, torch.bfloat16)
-        qkv = 3 * L * 16 * 128 * 2
-        budget = None if frac is None else int(qkv * frac)
-        c = choose(d, budget=budget, streamed=not resident, backward=backward, causal=causal,
-                   window=None, model=model, kernels=[Fa4Kernel()], slack=True)
-        what = ("whole (one kernel call)" if c.kind == "whole" and len(c.rects) == 1
-                else f"{c.kind} {_describe(c.plan)}")
-        size = f"{L >> 20}M" if L >= 1 << 20 else f"{L >> 10}K"
-        lines.append(f"| {size} | {'causal' if causal else 'full'} | "
-                     f"{'device' if resident else 'host (pinned)'} | "
-                     f"{'-' if frac is None else f'1/{round(1 / frac)}'} | "
-                     f"{'backward' if backward else 'forward'} | {what} | {c.accumulators} | "
-                     f"{'yes' if c.prefetch else 'no'} |")
-    return "\n".join(lines)
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._lru: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
+        self._kept: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        """The value stored under ``key``, or None."""
+        hit = self._kept.get(key)
+        if hit is not None:
+            return hit
+        hit = self._lru.get(key)
+        if hit is not None:
+            self._lru.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple[Any, ...], value: Any, *, keep: bool = False) -> None:
+        """Store ``value`` under ``key`` (``keep``: never evicted)."""
+        if keep:
+            self._kept[key] = value
+            return
+        self._lru[key] = value
+        self._lru.move_to_end(key)
+        while len(self._lru) > self.size:
+            self._lru.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every decision (calibrations stored on disk are read again when needed)."""
+        self._lru.clear()
+        self._kept.clear()
+
+    def __len__(self) -> int:
+        return len(self._lru) + len(self._kept)
+
+
+#: the cache of :func:`plan_call`, :func:`CostModel.for_device` and given plans' validation
+DECISIONS = DecisionCache()
+
+
+# -- a call's plan: budget, placement, kernels --------------------------------------------------
+#: the fraction of the free device memory used as the budget when none is given (CUDA)
+DEFAULT_BUDGET_FRACTION = 0.8
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Everything decided for one call before any work: the forward's :class:`Choice` and,
+    when gradients are needed, the backward's; the kernel of every kind of call they make
+    (``(mask category, needs_grad) -> kernel``); for one-task plans under a band mask, the
+    steps of that task (per direction, classified once); and the plan summaries the run
+    reports start from. Read-only: every run of the call shares it."""
+
+    forward: Choice
+    backward: Choice | None
+    kernels: dict[tuple[str, bool], Any]
+    summaries: tuple[PlanSummary, PlanSummary | None]
+    steps: tuple[Any, Any] = (None, None)
+
+    @property
+    def footprint(self) -> int:
+        """The larger footprint of the two directions."""
+        return max(self.forward.footprint,
+                   0 if self.backward is None else self.backward.footprint)
+
+
+def streams_rows(request: AttentionRequest) -> bool:
+    """Whether rows are staged (and the budget bounds them): when kernels run elsewhere than
+    the data lives, or on the CPU under a budget (numpy memmaps: the data is on disk)."""
+    return request.device != request.home or (
+        request.device.type == "cpu" and request.memory_budget is not None)
+
+
+def call_budget(request: AttentionRequest) -> int | None:
+    """The budget in force: the one given, else on CUDA :data:`DEFAULT_BUDGET_FRACTION` of the
+    free device memory, else None (unbounded); a distributed run uses the smallest over its
+    ranks (one collective)."""
+    budget = request.memory_budget
+    if budget is None and request.device.type == "cuda":
+        budget = int(DEFAULT_BUDGET_FRACTION * torch.cuda.mem_get_info(request.device)[0])
+    if request.dist is not None:
+        budget = request.dist.shared_budget(budget)
+    return budget
+
+
+def plan_kernels(spec: MaskSpec, backend: str, dev: torch.device, dtype: torch.dtype,
+                 head_dim: int, gqa: bool, scale: float, *, needs_grad: bool) -> list[Any]:
+    """The kernels a run may call, one per kind of call the mask can make (none, a causal
+    offset, a window edge or dense mask), for the footprint model. Kinds no kernel can run
+    are left out here (:func:`plan_call` reports them)."""
+    cats = ["none"]
+    if spec.causal or spec.window is not None:
+        cats.append("causal")
+    if spec.q_doc is not None or spec.mask_mod is not None or (
+            spec.window is not None and spec.window[0] is not None):
+        cats.append("dense")
+    out = []
+    for cat in cats:
+        try:
+            out.append(choose_kernel(backend, device=dev, dtype=dtype, head_dim=head_dim,
+                                     gqa=gqa, category=cat, needs_grad=needs_grad,
+                                     scale=scale))
+        except KernelUnavailableError:
+            continue
+    return out
+
+
+def _plan_key(request: AttentionRequest, budget: int | None) -> tuple[Any, ...]:
+    """Everything that decides a call's :class:`Planned` besides the budget's value."""
+    q, k, v, spec, dev = request.q, request.k, request.v, request.spec, request.device
+    band = spec.q_doc is None and spec.mask_mod is None
+    model = ("cpu",) if dev.type != "cuda" else (
+        "uncalibrated",) if request.dist is not None else (
+        "cuda", budget is not None and budget < CALIBRATION_BYTES)
+    forced = FORCE[-1] if FORCE else {}
+    return ("plan", tuple(q.shape), tuple(k.shape), tuple(v.shape), q.dtype, dev,
+            request.home, request.memory_budget is None, spec.causal, spec.window,
+            band, spec.dense_bytes_per_pair(), scale_breaks_masking(request.scale),
+            request.plan_digest, request.backend, kernel_registry_version(),
+            request.needs_grad, None if request.dist is None else request.dist.world_size,
+            request.checkpoint is not None, tuple(sorted(forced.items())), model)
+
+
+def plan_call(request: AttentionRequest, budget: int | None) -> Planned:
+    """The plan of a call under ``budget`` (from :func:`call_budget`): both directions
+    chosen by :func:`choose`, every kind of call they make given a kernel (which raises
+    :class:`~cqs_attention.errors.KernelUnavailableError` before any work when one cannot
+    run), the one-task steps classified.
+
+    Decisions are cached (:data:`DECISIONS`) under everything that decides them; a cached
+    plan is reused while it fits the budget and the budget is at most 1.25x the one it was
+    chosen under (a larger budget may fit a faster plan).
+
+    Raises :class:`~cqs_attention.errors.MemoryBudgetError` when no plan fits; when gradients
+    are needed it names the budget that runs the forward AND the backward.
+    """
+    key = _plan_key(request, budget)
+    hit = DECISIONS.get(key)
+    if hit is not None:
+        used, planned = hit
+        if (budget is None) == (used is None) and (
+                budget is None or (planned.footprint <= budget and budget <= 1.25 * used)):
+            return planned
+    planned = _plan(request, budget)
+    DECISIONS.put(key, (budget, planned))
+    return planned
+
+
+def choose_for(request: AttentionRequest, budget: int | None, *, backward: bool,
+               allow_whole_call: bool = True) -> Choice:
+    """:func:`choose` for one direction of ``request`` under ``budget``. One kernel call (no
+    accumulators) is considered only where ``allow_whole_call`` and the run needs none: not
+    for a rank's shard, nor for a forward that checkpoints its accumulators."""
+    q, k, v, spec, dev = request.q, request.k, request.v, request.spec, request.device
+    b, h, lq, d = q.shape
+    dims = Dims(b, h, k.shape[1], lq, k.shape[2], d, q.dtype, v.shape[-1])
+    # distributed ranks must choose identically: the uncalibrated model then
+    model = (CostModel() if request.dist is not None else
+             CostModel.for_device(dev, q.dtype, d, budget=budget))
+    kernels = plan_kernels(spec, request.backend, dev, q.dtype, d, h != k.shape[1],
+                           request.scale, needs_grad=backward)
+    whole = (allow_whole_call and request.dist is None
+             and (backward or request.checkpoint is None))
+    return choose(dims, budget=budget, streamed=streams_rows(request), backward=backward,
+                  causal=spec.causal, window=spec.window,
+                  dense_masks=spec.dense_bytes_per_pair(), masked=not spec.is_empty_spec,
+                  plan=request.plan, kernels=kernels, model=model, allow_whole_call=whole,
+                  home_is_device=request.home == dev,
+                  min_tasks=1 if request.dist is None else 4 * request.dist.world_size,
+                  slack=dev.type == "cuda")
+
+
+def replan_with_accumulators(request: AttentionRequest, budget: int | None, *,
+                             backward: bool) -> Choice:
+    """The plan after one kernel call ran out of memory where the guard would split it: the
+    fastest run WITH accumulators that fits the same budget (the given plan, if any, with
+    accumulators); :class:`~cqs_attention.errors.MemoryBudgetError` when none does."""
+    try:
+        return choose_for(request, budget, backward=backward, allow_whole_call=False)
+    except MemoryBudgetError as exc:
+        raise MemoryBudgetError(
+            f"one kernel call ran out of device memory and no run with accumulators fits "
+            f"memory_budget={budget} bytes: {exc}", minimum=exc.minimum) from exc
+
+
+def check_unmasked_kernel(request: AttentionRequest) -> None:
+    """:class:`~cqs_attention.errors.KernelUnavailableError` when no kernel (or not the forced
+    backend) can run even an unmasked call of ``request``: before any planning."""
+    q = request.q
+    choose_kernel(request.backend, device=request.device, dtype=q.dtype,
+                  head_dim=q.shape[-1], gqa=q.shape[1] != request.k.shape[1],
+                  category="none", needs_grad=request.needs_grad, scale=request.scale)
+
+
+def _plan(request: AttentionRequest, budget: int | None) -> Planned:
+    q, k, spec, dev = request.q, request.k, request.spec, request.device
+    d = q.shape[-1]
+    gqa = q.shape[1] != k.shape[1]
+    check_unmasked_kernel(request)
+
+    def decide(backward: bool) -> Choice | MemoryBudgetError:
+        try:
+            return choose_for(request, budget, backward=backward)
+        except MemoryBudgetError as exc:
+            return exc
+
+    fwd = decide(False)
+    bwd = decide(True) if request.needs_grad else None
+    failed = [c for c in (fwd, bwd) if isinstance(c, MemoryBudgetError)]
+    if request.needs_grad and failed:  # name the budget that runs the forward AND the backward
+        need = max(c.minimum or 0 for c in failed)
+        which = ("forward and backward" if len(failed) == 2 else
+                 "backward" if failed[0] is bwd else "forward")
+        raise MemoryBudgetError(
+            f"memory_budget={budget} bytes is too small for the {which} of this call "
+            f"(q, k or v require grad, so the backward runs under the same budget): pass "
+            f"memory_budget >= {need} ({format_bytes(need)}) to run both; {failed[0]}",
+            minimum=need)
+    if failed:
+        raise failed[0]
+    assert isinstance(fwd, Choice)
+    assert not isinstance(bwd, MemoryBudgetError)
+    cats = mask_categories(fwd.rects, spec, fwd.stationary)
+    if bwd is not None:
+        cats |= mask_categories(bwd.rects, spec, bwd.stationary)
+    kernels = {(cat, grad): choose_kernel(request.backend, device=dev, dtype=q.dtype,
+                                          head_dim=d, gqa=gqa, category=cat, needs_grad=grad,
+                                          scale=request.scale)
+               for cat in sorted(cats)
+               for grad in ((False, True) if request.needs_grad else (False,))}
+    default = request.memory_budget is None and budget is not None
+    given = request.plan is not None
+    band = spec.q_doc is None and spec.mask_mod is None
+    return Planned(
+        forward=fwd, backward=bwd, kernels=kernels,
+        summaries=(summarize(fwd, given=given, default_budget=default),
+                   None if bwd is None else summarize(bwd, given=given,
+                                                      default_budget=default)),
+        steps=(_one_task_steps(fwd, spec, dev) if band else None,
+               _one_task_steps(bwd, spec, dev) if band and bwd is not None else None))
+
+
+def _one_task_steps(choice: Choice, spec: MaskSpec, dev: torch.device
+                    ) -> tuple[tuple[Step, ...], dict[str, int]] | None:
+    """The steps of a one-task plan and its block counts (a band mask classifies the same
+    way in every run), or None for plans of several tasks."""
+    if len(choice.rects) != 1:
+        return None
+    counts: dict[str, int] = {}
+    steps = task_steps(choice.rects, 0, spec, stationary=choice.stationary, device=dev,
+                       counts=counts)
+    return tuple(steps), counts
+
+
+def summarize(choice: Choice, *, given: bool, default_budget: bool = False) -> PlanSummary:
+    """The :class:`~cqs_attention.report.PlanSummary` of a planner ``choice``: the plan, how
+    it was chosen, its CQS design (None for other schedules), placement and prediction."""
+    p = choice.plan
+    sched = getattr(p, "schedule", "cqs")
+    source = "given" if given else choice.kind
+    if default_budget:
+        source += f" ({DEFAULT_BUDGET_FRACTION:.0%} of free device memory)"
+    ds = getattr(p, "design", None) if sched == "cqs" else None
+    return PlanSummary(
+        plan=p, plan_source=source, schedule=choice.kind if not given else f"given {sched}",
+        design_v=None if ds is None else ds.v, design_k=None if ds is None else ds.k,
+        levels=None if ds is None else getattr(p, "levels", 1),
+        accumulators=choice.accumulators, prefetch=choice.prefetch,
+        chosen_because=choice.reason, predicted_seconds=choice.predicted_s,
+        task_bytes_estimate=choice.footprint)
