@@ -71,7 +71,7 @@ class Residency:
 
     def __init__(self, rows: Sequence[Range], tensors: list[torch.Tensor], *,
                  global_view: bool, ready: Any = None) -> None:
-        self.rows = tuple((int(s), int(e)) for s, e in rows)
+        self.rows = tuple([(int(s), int(e)) for s, e in rows])
         self.tensors = tensors
         self.global_view = global_view
         self.ready = ready

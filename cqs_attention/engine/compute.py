@@ -18,6 +18,7 @@ import torch
 
 from cqs_attention.engine.placement import choose_kernel
 from cqs_attention.engine.schedule import Call
+from cqs_attention.engine.transport import local_offsets
 from cqs_attention.kernels.base import BlockMask, Kernel, mask_category
 from cqs_attention.report import RunCounters
 
@@ -40,14 +41,10 @@ class Staged:
     """Input rows ``rows`` of several tensors, contiguous on the device (row axis 2)."""
 
     def __init__(self, rows: Sequence[Range], tensors: list[torch.Tensor], ready: Any) -> None:
-        self.rows = tuple((int(s), int(e)) for s, e in rows)
+        self.rows = tuple([(int(s), int(e)) for s, e in rows])
         self.tensors = tensors
         self.ready = ready
-        self.starts: list[int] = []
-        pos = 0
-        for s, e in self.rows:
-            self.starts.append(pos)
-            pos += e - s
+        self.starts = local_offsets(self.rows)
 
     def local(self, g0: int, g1: int) -> int:
         for (s, e), st in zip(self.rows, self.starts, strict=True):

@@ -177,7 +177,8 @@ class Driver:
         """One side (``"q"`` or ``"kv"``) for ``rows``: the current one when its rows match;
         else the current one is closed (finalising only rows no step in ``later`` touches)
         and the prefetched one taken, or new rows staged."""
-        cur: Side | None = self.q_side if which == "q" else self.kv_side
+        side_name, next_name = ("q_side", "q_next") if which == "q" else ("kv_side", "kv_next")
+        cur: Side | None = getattr(self, side_name)
         if cur is not None and cur.rows == rows:
             return cur
         store = self.q_store if which == "q" else self.kv_store
@@ -185,21 +186,21 @@ class Driver:
         if cur is not None:
             touched = [s.q_rows if which == "q" else s.kv_rows for s in later]
             self._close(cur, store, final_ok=not any(_overlaps(cur.rows, r) for r in touched))
-            setattr(self, f"{which}_side", None)
+            setattr(self, side_name, None)
         # no reference to a closed side may survive here: the transport frees its buffers
         # before it stages new ones only when nothing else holds them (measured on an H100:
         # a side kept alive by this variable held the old and the new stationary side at once,
         # 1.2x the budget)
         del cur
-        nxt: Side | None = getattr(self, f"{which}_next")
-        setattr(self, f"{which}_next", None)
+        nxt: Side | None = getattr(self, next_name)
+        setattr(self, next_name, None)
         if nxt is not None and nxt.rows == rows:
             side = nxt
         else:
             self._close(nxt, store, final_ok=False)
             del nxt
             side = stage(rows)
-        setattr(self, f"{which}_side", side)
+        setattr(self, side_name, side)
         return side
 
     def _prefetch(self, nxt: Step | None) -> None:
@@ -325,7 +326,8 @@ class Driver:
                 while queue:
                     step = queue[0]
                     nxt = queue[1] if len(queue) > 1 else (
-                        self._first_step(steps_for, n + 1))
+                        self._first_step(steps_for, n + 1) if n + 1 < len(self.order)
+                        else None)
                     try:
                         self._run_step(step, queue, nxt, first)
                         first = False

@@ -19,7 +19,7 @@ from cqs_attention.masks import MaskSpec
 __all__ = ["AttentionRequest"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttentionRequest:
     """One call of :func:`cqs_attention.attention`, validated.
 

@@ -121,11 +121,14 @@ def execute(request: AttentionRequest) -> torch.Tensor | tuple[torch.Tensor, tor
                      kernels=planned.kernels, journal=journal, positions=positions)
     if request.needs_grad:
         res_out, res_lse = CQSAttentionFunction.apply(q, k, v, planned, ctx)
-    else:
+    elif torch.is_grad_enabled():
         with torch.no_grad():
             res_out, res_lse = run_forward(q, k, v, planned.forward, ctx,
                                            classified=planned.steps[0],
                                            out_target=request.out)
+    else:
+        res_out, res_lse = run_forward(q, k, v, planned.forward, ctx,
+                                       classified=planned.steps[0], out_target=request.out)
     set_last(report)
     if dist is not None and not dist.is_destination:
         return None
@@ -407,12 +410,12 @@ def _finish_rows(store: RowStore, finals: list[torch.Tensor],
 
 def _to_home(t: torch.Tensor, dtype: torch.dtype, home: torch.device,
              target: torch.Tensor | None, *, budget: int | None = None) -> torch.Tensor:
+    if target is None and t.device == home:
+        return t if t.dtype == dtype else t.to(dtype)
     slab = conversion_slab_bytes(budget)
     if target is not None:
         _convert_into(target, t, slab)
         return target
-    if t.device == home:
-        return t.to(dtype)
     res = host_empty(t.shape, dtype, pin=t.device.type == "cuda") if home.type == "cpu" else \
         torch.empty(t.shape, dtype=dtype, device=home)
     _convert_into(res, t, slab)
