@@ -61,6 +61,7 @@ __all__ = [
     "CostModel",
     "DecisionCache",
     "Dims",
+    "OneTaskSteps",
     "Planned",
     "call_budget",
     "call_memory",
@@ -813,6 +814,10 @@ DECISIONS = DecisionCache()
 DEFAULT_BUDGET_FRACTION = 0.8
 
 
+#: the steps of a one-task plan and the counts of its blocks by classification
+OneTaskSteps = tuple[tuple[Step, ...], dict[str, int]]
+
+
 @dataclass(frozen=True)
 class Planned:
     """Everything decided for one call before any work: the forward's :class:`Choice` and,
@@ -823,9 +828,9 @@ class Planned:
 
     forward: Choice
     backward: Choice | None
-    kernels: dict[tuple[str, bool], Any]
+    kernels: dict[tuple[str, bool], Kernel]
     summaries: tuple[PlanSummary, PlanSummary | None]
-    steps: tuple[Any, Any] = (None, None)
+    steps: tuple[OneTaskSteps | None, OneTaskSteps | None] = (None, None)
 
     @property
     def footprint(self) -> int:
@@ -1010,8 +1015,7 @@ def _plan(request: AttentionRequest, budget: int | None) -> Planned:
                _one_task_steps(bwd, spec, dev) if band and bwd is not None else None))
 
 
-def _one_task_steps(choice: Choice, spec: MaskSpec, dev: torch.device
-                    ) -> tuple[tuple[Step, ...], dict[str, int]] | None:
+def _one_task_steps(choice: Choice, spec: MaskSpec, dev: torch.device) -> OneTaskSteps | None:
     """The steps of a one-task plan and its block counts (a band mask classifies the same
     way in every run), or None for plans of several tasks."""
     if len(choice.rects) != 1:

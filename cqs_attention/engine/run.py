@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +41,7 @@ from cqs_attention.engine.driver import Driver, PlacementSwitch
 from cqs_attention.engine.placement import (
     SLAB_BYTES,
     Choice,
+    OneTaskSteps,
     Planned,
     call_budget,
     check_unmasked_kernel,
@@ -51,7 +51,7 @@ from cqs_attention.engine.placement import (
     streams_rows,
 )
 from cqs_attention.engine.request import AttentionRequest
-from cqs_attention.engine.schedule import PlanRects, Step, merge_ranges
+from cqs_attention.engine.schedule import PlanRects, merge_ranges
 from cqs_attention.engine.transport import Transport, host_empty
 from cqs_attention.errors import MemoryBudgetError
 from cqs_attention.kernels.base import Kernel
@@ -66,7 +66,7 @@ from cqs_attention.report import (
 
 __all__ = ["CQSAttentionFunction", "RunContext", "execute", "run_backward", "run_forward"]
 
-Classified = tuple[Sequence[Step], dict[str, int]] | None
+Classified = OneTaskSteps | None
 
 
 @dataclass
@@ -512,6 +512,7 @@ def _backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
         driver.run()
     finally:  # on any error too: no buffer is freed while a copy or kernel may still use it
         tr.close()
+    del driver  # its stores go with the last reference below: each gradient freed once home
     if isinstance(q_store, ResultStore) and isinstance(kv_store, ResultStore):
         if not q_store.results.taken:  # the mask allows no pair at all: zero gradients
             return tuple(torch.zeros_like(t, device=ctx.home)  # type: ignore[return-value]
