@@ -80,6 +80,12 @@ class RunCounters:
         self.blocks_partial += counts.get("partial", 0)
         self.blocks_empty += counts.get("empty", 0)
 
+    def discard_plan(self) -> None:
+        """Forget the tasks and blocks of a plan the run abandoned (a single call switched to
+        accumulators); its out-of-memory errors, bytes and timings stay counted."""
+        self.tasks = self.tasks_skipped = 0
+        self.blocks_full = self.blocks_partial = self.blocks_empty = 0
+
     def count_oom(self, task_id: int, attempt: int) -> None:
         """An out-of-memory error caught in a step of task ``task_id``."""
         self.oom_retries += 1

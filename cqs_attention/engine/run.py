@@ -261,6 +261,7 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
         res = _forward(q, k, v, choice, ctx, classified, out_target)
     except PlacementSwitch:
         choice = replan_with_accumulators(ctx.request, ctx.budget, backward=False)
+        ctx.counters.discard_plan()
         res = _forward(q, k, v, choice, ctx, None, out_target,
                        ooms_before=ctx.counters.oom_retries)
     ctx.counters.peak_device_bytes = _peak(ctx.device, mem0)
@@ -450,6 +451,7 @@ def run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
         res = _backward(dout, q, k, v, out, lse, choice, ctx, classified)
     except PlacementSwitch:
         choice = replan_with_accumulators(ctx.request, ctx.budget, backward=True)
+        ctx.counters.discard_plan()
         res = _backward(dout, q, k, v, out, lse, choice, ctx, None,
                         ooms_before=ctx.counters.oom_retries)
     ctx.counters.peak_device_bytes = _peak(ctx.device, mem0)

@@ -65,6 +65,8 @@ def test_single_call_that_fails_again_switches_to_accumulators():
     assert rep.accumulators == "none"  # what the planner chose first
     assert rep.accumulator_device == "cpu"  # where the run kept them after the switch
     assert rep.oom_retries == 2
+    assert rep.tasks == 1  # the plan that ran, not the abandoned one as well
+    assert rep.blocks_full + rep.blocks_partial + rep.blocks_empty == 1
     ref, ref_lse = reference_attention(q, k, v, causal=True)
     assert torch.allclose(out, ref, atol=1e-12)
     assert torch.allclose(lse, ref_lse, atol=1e-12)
