@@ -197,7 +197,8 @@ class Driver:
         if nxt is not None and nxt.rows == rows:
             side = nxt
         else:
-            self._close(nxt, store, final_ok=False)
+            if nxt is not None:
+                self._close(nxt, store, final_ok=False)
             del nxt
             side = stage(rows)
         setattr(self, side_name, side)

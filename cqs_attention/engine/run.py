@@ -79,18 +79,15 @@ class RunContext:
     kernels: dict[tuple[str, bool], Kernel] = dataclasses.field(default_factory=dict)
     journal: Journal | None = None
     positions: list[int] | None = None  # this rank's tasks (plan positions)
+    #: the request's compute device and home, and whether rows are staged (from the request)
+    device: torch.device = dataclasses.field(init=False)
+    home: torch.device = dataclasses.field(init=False)
+    streamed: bool = dataclasses.field(init=False)
 
-    @property
-    def device(self) -> torch.device:
-        return self.request.device
-
-    @property
-    def home(self) -> torch.device:
-        return self.request.home
-
-    @property
-    def streamed(self) -> bool:
-        return streams_rows(self.request)
+    def __post_init__(self) -> None:
+        self.device = self.request.device
+        self.home = self.request.home
+        self.streamed = streams_rows(self.request)
 
 
 # -- the call ------------------------------------------------------------------------------------
@@ -339,9 +336,10 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choice,
 
         driver.on_commit = lambda tid: journal.commit(tid, snapshot)
     try:
-        driver.run()
-    finally:  # on any error too: no buffer is freed while a copy or kernel may still use it
+        driver.run()  # which closes the transport at its end
+    except BaseException:  # no buffer is freed while a copy or kernel may still use it
         tr.close()
+        raise
     if ctx.journal is not None:
         ctx.journal.finish(snapshot)  # flushes the driver: copies to wait for again
         rep.add_time("checkpoint", ctx.journal.seconds)
