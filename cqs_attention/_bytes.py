@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["format_bytes", "parse_bytes"]
+from cqs_attention.errors import MemoryBudgetError
+
+__all__ = ["check_budget", "format_bytes", "parse_bytes"]
 
 _UNITS = {
     "": 1, "b": 1,
@@ -71,6 +73,30 @@ def parse_bytes(value: int | float | str | None) -> int | None:
         # 0 parses (to 0), but every caller refuses it: say what is valid for them
         raise ValueError(f"memory_budget must be a finite size > 0 bytes, got {value!r}")
     return round(number * _UNITS[unit])
+
+
+def check_budget(memory_budget: int | float | str | None) -> int | None:
+    """``memory_budget`` as a positive int of bytes (ints and strings like ``"2GiB"``), or
+    None; :class:`~cqs_attention.errors.MemoryBudgetError` (a ``ValueError``) naming the value
+    otherwise. The one check of every entry point that takes a budget.
+
+    >>> check_budget("1 KiB"), check_budget(None)
+    (1024, None)
+    >>> check_budget(0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cqs_attention.errors.MemoryBudgetError: memory_budget must be > 0 bytes (a positive int ...
+    """
+    if memory_budget is None:
+        return None
+    try:
+        value = parse_bytes(memory_budget)
+    except ValueError as exc:
+        raise MemoryBudgetError(str(exc)) from None
+    if value is None or value <= 0:
+        raise MemoryBudgetError(f"memory_budget must be > 0 bytes (a positive int or a string "
+                                f"like '2GiB') or None, got {memory_budget!r}")
+    return int(value)
 
 
 def format_bytes(n: int | float) -> str:

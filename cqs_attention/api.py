@@ -1,9 +1,8 @@
-"""The public :func:`attention`: validate everything, choose a plan and a placement, run it.
+"""The public :func:`attention`: validate every argument, then hand the call to the engine.
 
-This module is thin: arguments are checked here (before any work), the plan and the placement
-of the accumulators come from :mod:`cqs_attention.engine.placement`, and the run itself from
-:mod:`cqs_attention.engine.run` (through :class:`~cqs_attention.autograd.CQSAttentionFunction`
-when gradients are needed).
+:func:`attention` checks its arguments (before any work) into one
+:class:`~cqs_attention.engine.request.AttentionRequest`; :func:`cqs_attention.engine.run.execute`
+plans it (:mod:`cqs_attention.engine.placement`) and runs it.
 
 >>> import torch
 >>> from cqs_attention import attention, reference_attention
@@ -17,31 +16,24 @@ True
 
 from __future__ import annotations
 
-import collections
 from typing import Any
 
 import torch
 
-from cqs_attention._bytes import format_bytes, parse_bytes
-from cqs_attention.autograd import CQSAttentionFunction
-from cqs_attention.engine.placement import Choice, CostModel, Dims, choose
-from cqs_attention.engine.run import RunContext, run_forward
-from cqs_attention.engine.schedule import mask_categories
-from cqs_attention.errors import (
-    AttentionInputError,
-    KernelUnavailableError,
-    MemoryBudgetError,
-    PlanMismatchError,
-)
-from cqs_attention.kernels import available_kernels, select_kernel
-from cqs_attention.kernels.base import BlockMask, scale_breaks_masking
+from cqs_attention._bytes import check_budget
+from cqs_attention._collectives import distributed_options
+from cqs_attention.checkpoint import checkpoint_options, plan_digest
+from cqs_attention.engine.placement import DECISIONS
+from cqs_attention.engine.request import AttentionRequest
+from cqs_attention.engine.run import execute
+from cqs_attention.errors import AttentionInputError, PlanMismatchError
+from cqs_attention.kernels import check_backend
 from cqs_attention.masks import MaskMod, make_mask_spec
-from cqs_attention.merge import accumulator_dtype
 from cqs_attention.reference import as_tensor, check_qkv
-from cqs_attention.report import RunReport, _set_last, fill_plan_summary
+from cqs_design.difference_sets import DifferenceSet
+from cqs_design.plans import Plan, PlanError, make_plan
 
-__all__ = ["attention", "check_budget", "out_of_core_attention", "resolve_device",
-           "validated_plan"]
+__all__ = ["attention", "out_of_core_attention", "resolve_device", "validated_plan"]
 
 _DEVICE_TYPES = ("cpu", "cuda")
 
@@ -81,41 +73,13 @@ def resolve_device(device: Any, q: torch.Tensor) -> torch.device:
     return torch.device("cpu")
 
 
-def check_budget(memory_budget: Any) -> int | None:
-    """``memory_budget`` as a positive int of bytes (ints and strings like ``"2GiB"``).
-
-    >>> check_budget("1 KiB"), check_budget(None)
-    (1024, None)
-    >>> check_budget(0)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    cqs_attention.errors.MemoryBudgetError: memory_budget must be a positive number of bytes...
-    """
-    if memory_budget is None:
-        return None
-    try:
-        value = parse_bytes(memory_budget)
-    except ValueError as exc:
-        raise MemoryBudgetError(str(exc)) from None
-    if value is None or value <= 0:
-        raise MemoryBudgetError(f"memory_budget must be a positive number of bytes (an int or "
-                                f"a string like '2GiB') or None, got {memory_budget!r}")
-    return int(value)
-
-
-# given plans are validated once per content (the digest covers lengths, mask and rectangles)
-_VALIDATED: collections.OrderedDict[str, bool] = collections.OrderedDict()
-
-
-def validated_plan(plan: Any, lq: int, lk: int, causal: bool, window: Any) -> Any:
-    """Check a given plan against the call and prove its exact cover (cached by content).
+def validated_plan(plan: Any, lq: int, lk: int, causal: bool, window: Any) -> tuple[Any, str]:
+    """Check a given plan against the call and prove its exact cover (once per content: the
+    proof is cached by the plan's digest); returns the plan and its digest.
 
     Raises :class:`~cqs_attention.errors.PlanMismatchError` for another length or a weaker
     mask, or a plan that is not an exact cover.
     """
-    from cqs_attention.checkpoint import plan_digest
-    from cqs_design.plans import Plan, PlanError
-
     if not isinstance(plan, Plan):
         raise PlanMismatchError(f"plan must be a cqs_design Plan (load others with "
                                 f"Plan.from_json), a design or None, got {type(plan).__name__}")
@@ -131,16 +95,14 @@ def validated_plan(plan: Any, lq: int, lk: int, causal: bool, window: Any) -> An
             f"pairs this call needs (causal={causal}, window={window}); build the plan with "
             "this call's mask")
     key = plan_digest(plan)
-    if key not in _VALIDATED:
+    if DECISIONS.get(("valid", key)) is None:
         try:
             plan.validate()
         except PlanError as exc:
             raise PlanMismatchError(f"plan is not an exact cover of the attention matrix: "
                                     f"{exc}") from exc
-        _VALIDATED[key] = True
-        while len(_VALIDATED) > 64:
-            _VALIDATED.popitem(last=False)
-    return plan
+        DECISIONS.put(("valid", key), True)
+    return plan, key
 
 
 def _bounds(causal: bool, window: Any) -> tuple[float, float]:
@@ -154,9 +116,6 @@ def _bounds(causal: bool, window: Any) -> tuple[float, float]:
 
 
 def _design_plan(design: Any, lq: int, lk: int, causal: bool, window: Any) -> Any:
-    from cqs_design.difference_sets import DifferenceSet
-    from cqs_design.plans import PlanError, make_plan
-
     if isinstance(design, bool) or not isinstance(design, (int, DifferenceSet)):
         raise PlanMismatchError(f"plan must be a Plan, a design (prime power q or "
                                 f"DifferenceSet) or None, got {type(design).__name__}")
@@ -198,61 +157,6 @@ def _check_out(out: Any, q: torch.Tensor, v: torch.Tensor,
     if out.requires_grad:
         raise AttentionInputError("out must not require grad (out= does not support autograd)")
     return out
-
-
-def _probe_kernels(backend: str, dev: torch.device, q: torch.Tensor, gqa: bool,
-                   cats: set[str], needs_grad: bool) -> None:
-    """Every kind of call the run will make has a kernel (before any work)."""
-    probes: dict[str, BlockMask | None] = {
-        "none": None, "causal": BlockMask(causal_offset=0),
-        "dense": BlockMask(dense=torch.ones(1, 1, 1, 1, dtype=torch.bool))}
-    for cat in sorted(cats):
-        for grad in ((False, True) if needs_grad else (False,)):
-            select_kernel(backend, device=dev, dtype=q.dtype, head_dim=q.shape[-1],
-                          mask=probes[cat], gqa=gqa, needs_grad=grad)
-
-
-def plan_kernels(spec: Any, backend: str, dev: torch.device, q: torch.Tensor, gqa: bool,
-                 scale: float, *, needs_grad: bool) -> list[Any]:
-    """The kernels a run may call: one per kind of call the mask can make (none, a causal
-    offset, a window edge or dense mask), for the footprint model. Kinds no kernel can run
-    are left out here (the probe before the run reports them)."""
-    probes: list[BlockMask | None] = [None]
-    if spec.causal or spec.window is not None:
-        probes.append(BlockMask(causal_offset=0))
-    if spec.q_doc is not None or spec.mask_mod is not None or (
-            spec.window is not None and spec.window[0] is not None):
-        probes.append(BlockMask(causal_offset=0, lower_offset=0))
-    out = []
-    for mask in probes:
-        try:
-            out.append(select_kernel(backend, device=dev, dtype=q.dtype, head_dim=q.shape[-1],
-                                     mask=mask, gqa=gqa, needs_grad=needs_grad))
-        except KernelUnavailableError:
-            continue
-    if len(probes) > 1 and dev.type == "cuda" and scale_breaks_masking(scale):
-        from cqs_attention.kernels.reference import ReferenceKernel
-
-        out.append(ReferenceKernel())  # masked calls with such a scale go there
-    return out
-
-
-def plan_run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, spec: Any, plan: Any,
-             budget: int | None, dev: torch.device, streamed: bool, backward: bool,
-             kernels: list[Any], home_is_device: bool, dist_opts: Any = None) -> Choice:
-    """The planner's choice for one direction of a call (see :func:`choose`)."""
-    b, h, lq, d = q.shape
-    dims = Dims(b, h, k.shape[1], lq, k.shape[2], d, q.dtype, v.shape[-1])
-    # distributed ranks must choose identically: the uncalibrated model then
-    model = (CostModel() if dist_opts is not None else
-             CostModel.for_device(dev, q.dtype, d, budget=budget))
-    return choose(dims, budget=budget, streamed=streamed, backward=backward,
-                  causal=spec.causal, window=spec.window,
-                  dense_masks=spec.dense_bytes_per_pair(),
-                  masked=not spec.is_empty_spec, plan=plan, kernels=kernels, model=model,
-                  allow_whole_call=dist_opts is None, home_is_device=home_is_device,
-                  min_tasks=1 if dist_opts is None else 4 * dist_opts.world_size,
-                  slack=dev.type == "cuda")
 
 
 def attention(
@@ -345,228 +249,41 @@ def attention(
     value a row attends, makes that row NaN. The plan used, kernels, bytes moved, timings and
     the planner's reasons are in :func:`cqs_attention.last_run_stats`.
     """
-    fast = _fast_key(q, k, v, causal, window, document_ids, mask_mod, scale, plan,
-                     memory_budget, device, backend, return_lse, out, progress, process_group,
-                     dst, checkpoint_dir, checkpoint_interval)
-    if fast is not None:
-        hit = _FAST.get(fast)
-        if hit is not None:
-            res = _run_fast(q, k, v, hit, return_lse)
-            if res is not None:
-                return res
     q, k, v, scale = check_qkv(q, k, v, scale)
-    b, h, lq, d = q.shape
+    b, h, lq, _d = q.shape
     lk = k.shape[2]
     spec = make_mask_spec(lq, lk, batch=b, heads=h, causal=causal, window=window,
                           document_ids=document_ids, mask_mod=mask_mod)
     dev = resolve_device(device, q)
-    if not isinstance(backend, str):
-        raise AttentionInputError(f"backend must be a str ('auto' or a kernel name), got "
-                                  f"{backend!r}")
-    if backend != "auto":
-        names = [kk.name for kk in available_kernels()]
-        if backend not in names:
-            raise KernelUnavailableError(f"backend={backend!r} is not a registered kernel; "
-                                         "valid: 'auto', " + ", ".join(map(repr, names)))
+    backend = check_backend(backend)
     if not isinstance(return_lse, bool):
         raise AttentionInputError(f"return_lse must be a bool, got {return_lse!r}")
     if progress is not None and not isinstance(progress, bool):
         raise AttentionInputError(f"progress must be None, True or False, got {progress!r}")
-    memory_budget = check_budget(memory_budget)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    dist_opts = ckpt_opts = None
+    budget = check_budget(memory_budget)
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                              or v.requires_grad)
+    dist = ckpt = None
     if process_group is not None or dst is not None:
-        from cqs_attention._collectives import distributed_options
-
-        dist_opts = distributed_options(process_group, dst, needs_grad=needs_grad)
+        dist = distributed_options(process_group, dst, needs_grad=needs_grad)
     if checkpoint_dir is not None or checkpoint_interval is not None:
-        from cqs_attention.checkpoint import checkpoint_options
-
-        ckpt_opts = checkpoint_options(checkpoint_dir, checkpoint_interval, dist=dist_opts)
+        ckpt = checkpoint_options(checkpoint_dir, checkpoint_interval, dist=dist)
     if out is not None:
         out = _check_out(out, q, v, (q, k, v))
         if needs_grad:
             raise AttentionInputError("out= cannot be used when q, k or v require grad")
-    gqa = h != k.shape[1]
-    select_kernel(backend, device=dev, dtype=q.dtype, head_dim=d, mask=None, gqa=gqa,
-                  needs_grad=needs_grad)  # a forced backend that cannot run fails here
-    home = out.device if out is not None else q.device
-    report = RunReport(memory_budget=memory_budget)
-    if lq == 0 or lk == 0:
-        return _empty(q, v, out, home, return_lse, report, needs_grad, (q, k, v))
-
-    given = None
-    if plan is not None:
-        given = (validated_plan(plan, lq, lk, causal, spec.window) if not isinstance(
-            plan, (int, bool)) and not _is_design(plan) else
-            _design_plan(plan, lq, lk, causal, spec.window))
-    # rows are staged (and the budget bounds them) when kernels run elsewhere than the data,
-    # or on the CPU under a budget (numpy memmaps: the data is on disk)
-    streamed = dev != home or (dev.type == "cpu" and memory_budget is not None)
-    budget = memory_budget
-    if budget is None and dev.type == "cuda":
-        budget = int(0.8 * torch.cuda.mem_get_info(dev)[0])
-        report.memory_budget = budget
-    if dist_opts is not None:
-        budget = dist_opts.shared_budget(budget)
-
-    def decide(backward: bool) -> Choice | MemoryBudgetError:
-        kernels = plan_kernels(spec, backend, dev, q, gqa, scale, needs_grad=backward)
-        try:
-            return plan_run(q, k, v, spec=spec, plan=given, budget=budget, dev=dev,
-                            streamed=streamed, backward=backward, kernels=kernels,
-                            home_is_device=home == dev, dist_opts=dist_opts)
-        except MemoryBudgetError as exc:
-            return exc
-
-    choice = decide(False)
-    bwd_choice = decide(True) if needs_grad else None
-    failed = [c for c in (choice, bwd_choice) if isinstance(c, MemoryBudgetError)]
-    if needs_grad and failed:  # name the budget that runs the forward AND the backward
-        need = max(c.minimum or 0 for c in failed)
-        which = ("forward and backward" if len(failed) == 2 else
-                 "backward" if failed[0] is bwd_choice else "forward")
-        err = MemoryBudgetError(
-            f"memory_budget={budget} bytes is too small for the {which} of this call "
-            f"(q, k or v require grad, so the backward runs under the same budget): pass "
-            f"memory_budget >= {need} ({format_bytes(need)}) to run both; {failed[0]}",
-            minimum=need)
-        choice = err if isinstance(choice, MemoryBudgetError) else choice
-        bwd_choice = err if isinstance(bwd_choice, MemoryBudgetError) else bwd_choice
-    if dist_opts is not None:
-        first = choice if isinstance(choice, Choice) else None
-        if first is not None:
-            dist_opts.check_same(first.plan, q, k, v)
-        bad = next((c for c in (choice, bwd_choice) if isinstance(c, Exception)), None)
-        dist_opts.agree(bad is None, str(bad))
-    for c in (choice, bwd_choice):
-        if isinstance(c, Exception):
-            raise c
-    assert isinstance(choice, Choice)
-    cats = mask_categories(choice.rects, spec, choice.stationary)
-    if bwd_choice is not None:
-        cats |= mask_categories(bwd_choice.rects, spec, bwd_choice.stationary)
-    _probe_kernels(backend, dev, q, gqa, cats, needs_grad)
-
-    positions = None
-    if dist_opts is not None:
-        positions = [int(p) for p in dist_opts.positions(choice.plan)]
-    journal = None
-    if ckpt_opts is not None:
-        from cqs_attention.checkpoint import Journal, make_manifest
-
-        ids = [int(choice.rects.ids[p]) for p in (positions if positions is not None
-                                                  else range(len(choice.rects)))]
-        manifest = make_manifest(q, k, v, spec=spec, scale=scale, plan=choice.plan,
-                                 task_ids=ids, rank=ckpt_opts.rank)
-        journal = Journal(ckpt_opts, manifest, ids)
-    fill_plan_summary(report, choice, given=given is not None,
-                      default_budget=memory_budget is None and budget is not None)
-    ctx = RunContext(device=dev, home=home, streamed=streamed, spec=spec, scale=scale,
-                     backend=backend, report=report, progress=progress, journal=journal,
-                     dist=dist_opts, positions=positions, budget=budget)
-    out_target = out if isinstance(out, torch.Tensor) and out.device == home else None
-    if (fast is not None and choice.accumulators == "none" and not streamed
-            and (bwd_choice is None or isinstance(bwd_choice, Choice))):
-        _remember(fast, choice, bwd_choice, ctx, report)
-    if needs_grad:
-        res_out, res_lse = CQSAttentionFunction.apply(q, k, v, choice, bwd_choice, ctx)
-    else:
-        with torch.no_grad():
-            res_out, res_lse = run_forward(q, k, v, choice, ctx, out_target=out_target)
-    _set_last(report)
-    if dist_opts is not None and not dist_opts.is_destination:
-        return None
-    if out is not None and res_out is not out:
-        out.copy_(res_out)
-        res_out = out
-    return (res_out, res_lse) if return_lse else res_out
-
-
-# -- the fast path: a repeated call with the same signature that runs as ONE kernel call -----
-_FAST: collections.OrderedDict[tuple[Any, ...], tuple[Any, ...]] = collections.OrderedDict()
-
-
-def _fast_key(q: Any, k: Any, v: Any, causal: Any, window: Any, document_ids: Any,
-              mask_mod: Any, scale: Any, plan: Any, memory_budget: Any, device: Any,
-              backend: Any, return_lse: Any, out: Any, progress: Any, process_group: Any,
-              dst: Any, checkpoint_dir: Any, checkpoint_interval: Any) -> tuple[Any, ...] | None:
-    """The cache key of a call eligible for the fast path (tensors on one accelerator or the
-    CPU, no document ids / mask_mod / plan / budget / out / distributed / checkpoint / forced
-    progress bar), or None. Everything the full path validates is part of the key, so a hit
-    needs no check."""
-    if (document_ids is not None or mask_mod is not None or plan is not None
-            or memory_budget is not None or out is not None or process_group is not None
-            or dst is not None or checkpoint_dir is not None
-            or checkpoint_interval is not None or progress is True):
-        return None
-    if not (type(q) is torch.Tensor and type(k) is torch.Tensor and type(v) is torch.Tensor):
-        return None
-    if not (isinstance(causal, bool) and isinstance(return_lse, bool)
-            and isinstance(backend, str)):
-        return None
-    if window is not None and not isinstance(window, tuple):
-        return None
-    if scale is not None and type(scale) is not float:
-        return None
-    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    return (q.shape, k.shape, v.shape, q.dtype, k.dtype, v.dtype, q.device, k.device,
-            v.device, causal, window, scale, backend, device if device is None or isinstance(
-                device, str) else str(device), grad, q.is_contiguous(), k.is_contiguous(),
-            v.is_contiguous())
-
-
-def _remember(key: tuple[Any, ...], choice: Choice, bwd_choice: Any, ctx: RunContext,
-              report: RunReport) -> None:
-    _FAST[key] = (choice, bwd_choice, ctx, report)
-    while len(_FAST) > 64:
-        _FAST.popitem(last=False)
-
-
-def _run_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hit: tuple[Any, ...],
-              return_lse: bool) -> Any:
-    """Run a remembered single-call choice; None to take the full path (e.g. out of memory)."""
-    import copy
-
-    choice, bwd_choice, ctx, report = hit
-    rep = report.fresh_copy()  # this run's own counters, never the first run's
-    run_ctx = copy.copy(ctx)
-    run_ctx.report = rep
-    try:
-        if bwd_choice is not None:
-            res_out, res_lse = CQSAttentionFunction.apply(q, k, v, choice, bwd_choice, run_ctx)
+    given = digest = None
+    if plan is not None and lq > 0 and lk > 0:
+        if isinstance(plan, (int, bool, DifferenceSet)):
+            given = _design_plan(plan, lq, lk, causal, spec.window)
+            digest = plan_digest(given)
         else:
-            with torch.no_grad():
-                res_out, res_lse = run_forward(q, k, v, choice, run_ctx)
-    except torch.cuda.OutOfMemoryError:
-        return None
-    _set_last(rep)
-    return (res_out, res_lse) if return_lse else res_out
-
-
-def _is_design(plan: Any) -> bool:
-    from cqs_design.difference_sets import DifferenceSet
-
-    return isinstance(plan, DifferenceSet)
-
-
-def _empty(q: torch.Tensor, v: torch.Tensor, out: Any, home: torch.device, return_lse: bool,
-           report: RunReport, needs_grad: bool, inputs: tuple[torch.Tensor, ...]) -> Any:
-    """Lq == 0 or Lk == 0: zeros and -inf, still connected to the graph (zero gradients)."""
-    b, h, lq, _ = q.shape
-    res_out = torch.zeros(b, h, lq, v.shape[-1], dtype=q.dtype, device=home)
-    res_lse = torch.full((b, h, lq), float("-inf"), dtype=accumulator_dtype(q.dtype),
-                         device=home)
-    if needs_grad:  # connect to the inputs so backward gives (zero) gradients
-        tie = sum(t.reshape(-1)[:0].sum().to(res_out.dtype) for t in inputs
-                  if t.requires_grad)
-        res_out = res_out + tie
-    report.plan_source = "none (empty sequence)"
-    _set_last(report)
-    if out is not None:
-        out.copy_(res_out)
-        res_out = out
-    return (res_out, res_lse) if return_lse else res_out
+            given, digest = validated_plan(plan, lq, lk, causal, spec.window)
+    return execute(AttentionRequest(
+        q=q, k=k, v=v, spec=spec, scale=scale, plan=given, plan_digest=digest,
+        memory_budget=budget, device=dev, home=out.device if out is not None else q.device,
+        backend=backend, needs_grad=needs_grad, return_lse=return_lse, out=out,
+        progress=progress, dist=dist, checkpoint=ckpt))
 
 
 def out_of_core_attention(q: Any, k: Any, v: Any, *, block_q: int | None = None,
@@ -586,8 +303,6 @@ def out_of_core_attention(q: Any, k: Any, v: Any, *, block_q: int | None = None,
     >>> bool((out - reference_attention(q, k, v, causal=True)[0]).norm() < 1e-12)
     True
     """
-    from cqs_design.plans import make_plan
-
     qt, kt = as_tensor(q, "q"), as_tensor(k, "k")
     if qt.dim() != 4 or kt.dim() != 4:
         raise AttentionInputError("q and k must have 4 dims (batch, heads, seq, head_dim)")

@@ -213,8 +213,9 @@ def _dry_run(args: argparse.Namespace, opts: dict[str, Any], plan: Any) -> int |
     footprint bound of the chosen run (the device bytes it holds at once)."""
     import torch
 
-    from cqs_attention.api import plan_kernels, plan_run
-    from cqs_attention.kernels import select_kernel
+    from cqs_attention.checkpoint import plan_digest
+    from cqs_attention.engine.placement import call_budget, plan_call
+    from cqs_attention.engine.request import AttentionRequest
     from cqs_attention.masks import make_mask_spec
 
     dev, dtype = opts["device"], opts["dtype"]
@@ -224,17 +225,14 @@ def _dry_run(args: argparse.Namespace, opts: dict[str, Any], plan: Any) -> int |
         opts["seq_len"]
     q = torch.empty(b, h, n, d, dtype=dtype, device="meta")
     k = torch.empty(b, hkv, n, d, dtype=dtype, device="meta")
-    budget = opts["budget"]
-    if budget is None and dev.type == "cuda":
-        budget = int(0.8 * torch.cuda.mem_get_info(dev)[0])
     spec = make_mask_spec(n, n, batch=b, heads=h, causal=args.causal, window=args.window)
-    select_kernel(args.backend, device=dev, dtype=dtype, head_dim=d, mask=None, gqa=h != hkv,
-                  needs_grad=False)  # a backend that cannot run: its error, now
-    kernels = plan_kernels(spec, args.backend, dev, q, h != hkv, d ** -0.5, needs_grad=False)
-    streamed = dev.type == "cuda" or budget is not None
-    choice = plan_run(q, k, k, spec=spec, plan=plan, budget=budget, dev=dev,
-                      streamed=streamed, backward=False, kernels=kernels,
-                      home_is_device=not streamed)
+    # the demo's inputs live on the host; a backend that cannot run: its error, now
+    request = AttentionRequest(q=q, k=k, v=k, spec=spec, scale=d ** -0.5, plan=plan,
+                               plan_digest=None if plan is None else plan_digest(plan),
+                               memory_budget=opts["budget"], device=dev,
+                               home=torch.device("cpu"), backend=args.backend,
+                               needs_grad=False)
+    choice = plan_call(request, call_budget(request)).forward
     return int(choice.footprint)
 
 

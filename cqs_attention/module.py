@@ -40,11 +40,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from cqs_attention._bytes import parse_bytes
+from cqs_attention._bytes import check_budget, parse_bytes
+from cqs_attention.kernels import check_backend
 
 __all__ = ["CQSAttention", "bool_mask_to_mask_mod", "check_attn_mask_shape", "parse_bytes"]
-
-_BACKENDS_HINT = '"auto" or the name of a registered kernel'
 
 
 def bool_mask_to_mask_mod(mask: torch.Tensor) -> Callable[..., torch.Tensor]:
@@ -161,31 +160,6 @@ def float_mask_to_bool(mask: torch.Tensor) -> torch.Tensor:
 PlanPolicy = Any  # None | Plan | Mapping[str, Any] (make_plan keywords) | Callable[..., Plan]
 
 
-def _check_budget(memory_budget: int | float | str | None) -> int | None:
-    """``memory_budget`` in bytes (``None`` stays ``None``); ValueError unless it is > 0."""
-    budget = parse_bytes(memory_budget)
-    if budget is not None and budget <= 0:
-        raise ValueError(f"memory_budget must be > 0 bytes (or None: chosen per call), got "
-                         f"{memory_budget!r}")
-    return budget
-
-
-def _check_backend(backend: str) -> str:
-    """``backend`` if it is ``"auto"`` or a registered kernel's name, else
-    :class:`~cqs_attention.errors.KernelUnavailableError` listing the valid names."""
-    if not isinstance(backend, str) or not backend:
-        raise ValueError(f"backend must be {_BACKENDS_HINT}, got {backend!r}")
-    if backend != "auto":
-        from cqs_attention.errors import KernelUnavailableError
-        from cqs_attention.kernels import available_kernels
-
-        names = [k.name for k in available_kernels()]
-        if backend not in names:
-            raise KernelUnavailableError(f"backend={backend!r} is not a registered kernel; "
-                                         "valid: 'auto', " + ", ".join(map(repr, names)))
-    return backend
-
-
 class CQSAttention(nn.Module):
     """Exact streamed attention as a module, usable in place of an SDPA call.
 
@@ -240,8 +214,8 @@ class CQSAttention(nn.Module):
         progress: bool = False,
     ) -> None:
         super().__init__()
-        self.memory_budget = _check_budget(memory_budget)
-        self.backend = _check_backend(backend)
+        self.memory_budget = check_budget(memory_budget)
+        self.backend = check_backend(backend)
         if plan is not None and not (isinstance(plan, Mapping) or callable(plan)
                                      or hasattr(plan, "tasks")):
             raise TypeError(f"plan must be None, a Plan, a mapping of make_plan keywords or a "

@@ -1,7 +1,11 @@
 """Reference attention: the whole score matrix at once, returning ``(out, lse)``.
 
-Obviously correct and slow (it materialises ``(B, H, Lq, Lk)`` scores); used as the test
-oracle and, block by block through :mod:`cqs_attention.kernels.reference`, as the CPU kernel.
+:func:`reference_attention` is public API (``cqs_attention.reference_attention``): an
+obviously correct and slow implementation (it materialises ``(B, H, Lq, Lk)`` scores) to check
+:func:`cqs_attention.attention` and other kernels against, as the tests and the CLI demo do.
+Block by block, through :mod:`cqs_attention.kernels.reference`, the same code is the CPU
+kernel. The module also holds the input checks every entry point shares (:func:`as_tensor`,
+:func:`check_qkv`).
 Computation is in float32 (float64 for float64 inputs); ``out`` has q's dtype, ``lse`` is
 float32 (float64 for float64 inputs). Rows with no allowed key give ``out = 0``,
 ``lse = -inf``.

@@ -701,6 +701,9 @@ def find_difference_sets(
 def reference_find_difference_sets(v: int, k: int, lam: int = 1) -> list[tuple[int, ...]]:
     """Obviously-right (slow) twin: every k-subset containing 0, checked by counting.
 
+    Public: a reference implementation to check :func:`find_difference_sets` against (the
+    tests compare the two); exponential in ``k``.
+
     Returns translation-class representatives (:func:`translation_canonical`), sorted.
 
     >>> reference_find_difference_sets(7, 3)

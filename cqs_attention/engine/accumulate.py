@@ -16,6 +16,10 @@ backward. Steps merge into a :class:`Residency`: device tensors holding some row
   full and every row counts as written, so a snapshot is always the complete state; no row is
   finalised during the run.
 
+A run of one kernel call (accumulators ``"none"``) has a :class:`ResultStore` instead: the
+call's outputs are the results, taken as they are (no accumulator, no merge); it cannot take a
+second call, so the driver switches placement rather than split its step.
+
 The merge itself is :func:`cqs_attention.merge.merge_partials_` (the package's one
 log-sum-exp merge) for ``(out, lse)`` and a sum for gradients; both compute every temporary
 before the first write, so an out-of-memory error leaves the accumulators untouched. The
@@ -40,9 +44,10 @@ import numpy as np
 import torch
 
 from cqs_attention.engine.transport import Transport, host_empty, local_offsets
+from cqs_attention.merge import merge_partials_
 from cqs_design.plans.intervals import ranges_overlap
 
-__all__ = ["Residency", "RowStore"]
+__all__ = ["Residency", "ResultStore", "Results", "RowStore"]
 
 Range = tuple[int, int]
 
@@ -67,7 +72,7 @@ class Residency:
 
     def __init__(self, rows: Sequence[Range], tensors: list[torch.Tensor], *,
                  global_view: bool, ready: Any = None) -> None:
-        self.rows = tuple((int(s), int(e)) for s, e in rows)
+        self.rows = tuple([(int(s), int(e)) for s, e in rows])
         self.tensors = tensors
         self.global_view = global_view
         self.ready = ready
@@ -88,9 +93,66 @@ class Residency:
         a = self.local(g0)
         return [t[:, :, a:a + g1 - g0] for t in self.tensors]
 
+    def merge(self, g0: int, g1: int, out: torch.Tensor, lse: torch.Tensor) -> None:
+        """Merge a call's ``(out, lse)`` for rows ``[g0, g1)`` into ``(out, lse)``
+        accumulators, in log-sum-exp space (allocating before the first write)."""
+        acc_out, acc_lse = self.slices(g0, g1)
+        merge_partials_(acc_out, acc_lse, out, lse)
+        self.dirty = True
+
+    def add(self, ranges: Sequence[Range], grads: Sequence[torch.Tensor]) -> None:
+        """Add gradients whose rows are the concatenation of ``ranges`` (in place: nothing is
+        allocated, so an out-of-memory error cannot leave a call half added)."""
+        pos = 0
+        for s, e in ranges:
+            n = e - s
+            for acc, g in zip(self.slices(s, e), grads, strict=True):
+                acc.add_(g[:, :, pos:pos + n])
+            pos += n
+        self.dirty = True
+
+
+class Results(Residency):
+    """The outputs of the one kernel call of a run without accumulators, taken as they are."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(((0, rows),), [], global_view=True)
+        self.taken = False
+
+    def _take(self, ranges: Sequence[Range], tensors: Sequence[torch.Tensor]) -> None:
+        if self.taken or tuple(ranges) != self.rows:
+            raise RuntimeError(f"internal error: a run without accumulators got a second call "
+                               f"or one over rows {tuple(ranges)}, not {self.rows}")
+        self.tensors = list(tensors)
+        self.taken = True
+
+    def merge(self, g0: int, g1: int, out: torch.Tensor, lse: torch.Tensor) -> None:
+        self._take(((g0, g1),), [out, lse])
+
+    def add(self, ranges: Sequence[Range], grads: Sequence[torch.Tensor]) -> None:
+        self._take(ranges, grads)
+
+
+class ResultStore:
+    """The "store" of a run of one kernel call (accumulators ``"none"``): every side opens
+    the same :class:`Results`, which takes the call's outputs. ``accumulates`` is False: a
+    step of such a run cannot be split (the driver switches placement instead)."""
+
+    accumulates = False
+
+    def __init__(self, rows: int) -> None:
+        self.results = Results(rows)
+
+    def open(self, rows: Sequence[Range]) -> Residency:
+        return self.results
+
+    def close(self, res: Residency, *, final_ok: bool) -> Any:
+        return None
+
 
 class RowStore:
-    """Accumulators of one side (see the module docstring).
+    """Accumulators of one side (see the module docstring); ``accumulates``: steps may be
+    split (every call merges).
 
     Parameters
     ----------
@@ -110,6 +172,8 @@ class RowStore:
         Per row, how many not-yet-started tasks still touch it (the driver decrements it when
         a task starts).
     """
+
+    accumulates = True
 
     def __init__(self, home: list[torch.Tensor], *, inits: Sequence[float], transport: Transport,
                  placement: Literal["device", "host"], full: bool = False,

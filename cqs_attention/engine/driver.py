@@ -20,6 +20,9 @@ runs them:
 An out-of-memory error anywhere in a step closes the open residencies without finalising
 anything, drops staged buffers and asks :class:`~cqs_attention.engine.guard.OOMGuard` what to
 do: retry, or split the step's unmerged calls along the queries or the keys (the refinement).
+A run of one kernel call has no accumulators to merge the halves into: where the guard would
+split its step, the driver raises :class:`PlacementSwitch` and the run re-plans with
+accumulators under the same budget (:mod:`cqs_attention.engine.run`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cqs_attention.engine.accumulate import Residency, RowStore
+from cqs_attention.engine.accumulate import Residency, ResultStore, RowStore
 from cqs_attention.engine.compute import Compute, Staged
 from cqs_attention.engine.guard import OOMGuard
 from cqs_attention.engine.schedule import (
@@ -46,10 +49,10 @@ from cqs_attention.engine.schedule import (
 )
 from cqs_attention.engine.transport import Transport
 from cqs_attention.masks import MaskSpec
-from cqs_attention.merge import merge_partials_
+from cqs_attention.report import RunCounters
 from cqs_design.plans.intervals import ranges_overlap
 
-__all__ = ["TASK_HOOKS", "Driver", "Side"]
+__all__ = ["TASK_HOOKS", "Driver", "PlacementSwitch", "Side"]
 
 Range = tuple[int, int]
 #: ``fn(task_id, attempt)`` run before a task's first step and each retry (see testing.py)
@@ -71,6 +74,11 @@ class Side:
         return [e for e in evs if e is not None]
 
 
+class PlacementSwitch(Exception):
+    """Raised by the driver of a run without accumulators where the guard would split a step:
+    the run re-plans with accumulators (the step's out-of-memory error is ``__cause__``)."""
+
+
 class Driver:
     """Runs the tasks of ``rects`` (see the module docstring).
 
@@ -87,16 +95,25 @@ class Driver:
         task starts); used by stores that finalise rows.
     on_commit
         ``on_commit(task_id)`` after every merged task.
+    classified
+        The steps of the only task of a one-task plan and their block counts, classified
+        already (by the planner); None: every task is classified when reached.
+    ooms_before
+        Out-of-memory errors the run met before this driver (a run without accumulators that
+        switched placement): counted in every step's lineage, and no prefetching.
     """
 
     def __init__(self, *, direction: Literal["forward", "backward"], rects: PlanRects,
                  order: Sequence[int], spec: MaskSpec, stationary: str, transport: Transport,
                  compute: Compute, q_inputs: list[torch.Tensor], kv_inputs: list[torch.Tensor],
-                 q_store: RowStore, kv_store: RowStore | None, report: Any,
+                 q_store: RowStore | ResultStore, kv_store: RowStore | ResultStore | None,
+                 counters: RunCounters,
                  remaining_q: np.ndarray | None = None,
                  remaining_kv: np.ndarray | None = None,
                  on_commit: Callable[[int], None] | None = None,
-                 prefetch: bool = True, progress: bool | None = None) -> None:
+                 prefetch: bool = True, progress: bool | None = None,
+                 classified: tuple[Sequence[Step], dict[str, int]] | None = None,
+                 ooms_before: int = 0) -> None:
         self.direction = direction
         self.rects = rects
         self.order = list(order)
@@ -108,12 +125,14 @@ class Driver:
         self.kv_inputs = kv_inputs
         self.q_store = q_store
         self.kv_store = kv_store
-        self.report = report
+        self.counters = counters
+        self.classified = classified
         self.remaining_q = remaining_q
         self.remaining_kv = remaining_kv
         self.on_commit = on_commit
         self.guard = OOMGuard()
-        self.guard.prefetch = prefetch
+        self.guard.prefetch = prefetch and not ooms_before
+        self.ooms_before = ooms_before
         self.progress = progress
         self.merged: set[int] = set()
         self.q_side: Side | None = None
@@ -147,38 +166,39 @@ class Driver:
         # every step of the current task still to run, this one included: the task has
         # started (its rows' remaining counts are decremented), so a side closed now must not
         # finalise rows any of them will still merge into
-        later = list(queue)
-        kv = self._side("kv", step.kv_rows, [s.kv_rows for s in later])
-        q = self._side("q", step.q_rows, [s.q_rows for s in later])
+        kv = self._side("kv", step.kv_rows, queue)
+        q = self._side("q", step.q_rows, queue)
         return q, kv
 
-    def _side(self, which: str, rows: tuple[Range, ...], later: list[tuple[Range, ...]]
-              ) -> Side:
+    def _side(self, which: str, rows: tuple[Range, ...], later: deque[Step]) -> Side:
         """One side (``"q"`` or ``"kv"``) for ``rows``: the current one when its rows match;
-        else the current one is closed (finalising only rows no remaining step of the current
-        task touches) and the prefetched one taken, or new rows staged."""
-        store = self.q_store if which == "q" else self.kv_store
-        stage = self._stage_q if which == "q" else self._stage_kv
-        cur: Side | None = getattr(self, f"{which}_side")
+        else the current one is closed (finalising only rows no step in ``later`` touches)
+        and the prefetched one taken, or new rows staged."""
+        side_name, next_name = ("q_side", "q_next") if which == "q" else ("kv_side", "kv_next")
+        cur: Side | None = getattr(self, side_name)
         if cur is not None and cur.rows == rows:
             return cur
+        store = self.q_store if which == "q" else self.kv_store
+        stage = self._stage_q if which == "q" else self._stage_kv
         if cur is not None:
-            self._close(cur, store, final_ok=not any(ranges_overlap(cur.rows, r) for r in later))
-            setattr(self, f"{which}_side", None)
+            touched = [s.q_rows if which == "q" else s.kv_rows for s in later]
+            self._close(cur, store, final_ok=not any(ranges_overlap(cur.rows, r) for r in touched))
+            setattr(self, side_name, None)
         # no reference to a closed side may survive here: the transport frees its buffers
         # before it stages new ones only when nothing else holds them (measured on an H100:
         # a side kept alive by this variable held the old and the new stationary side at once,
         # 1.2x the budget)
         del cur
-        nxt: Side | None = getattr(self, f"{which}_next")
-        setattr(self, f"{which}_next", None)
+        nxt: Side | None = getattr(self, next_name)
+        setattr(self, next_name, None)
         if nxt is not None and nxt.rows == rows:
             side = nxt
         else:
-            self._close(nxt, store, final_ok=False)
+            if nxt is not None:
+                self._close(nxt, store, final_ok=False)
             del nxt
             side = stage(rows)
-        setattr(self, f"{which}_side", side)
+        setattr(self, side_name, side)
         return side
 
     def _prefetch(self, nxt: Step | None) -> None:
@@ -225,7 +245,8 @@ class Driver:
             for hook in list(TASK_HOOKS):
                 hook(step.task_id, self._task_ooms.get(step.task_id, 0))
         qs, kvs = self._acquire(step, queue)
-        self.tr.wait(qs.events() + kvs.events())
+        if self.tr.cuda:
+            self.tr.wait(qs.events() + kvs.events())
         self._compute(step, qs, kvs)
         # staged after this step's kernels are queued: the transport first waits for the
         # buffers the previous step released, so at most two of the streaming side are held
@@ -237,30 +258,12 @@ class Driver:
                 continue
             if self.direction == "forward":
                 out, lse = self.compute.forward(call, qs.inputs, kvs.inputs)
-                acc_out, acc_lse = qs.acc.slices(call.q0, call.q1)
-                merge_partials_(acc_out, acc_lse, out, lse)
-                qs.acc.dirty = True
+                qs.acc.merge(call.q0, call.q1, out, lse)
             else:
                 dq, dk, dv = self.compute.backward(call, qs.inputs, kvs.inputs)
-                self._add_grads(call, qs.acc, kvs.acc, dq, dk, dv)
+                qs.acc.add(((call.q0, call.q1),), [dq])
+                kvs.acc.add(call.key_ranges, [dk, dv])
             self.merged.add(call.id)
-
-    @staticmethod
-    def _add_grads(call: Call, qacc: Residency, kvacc: Residency, dq: torch.Tensor,
-                   dk: torch.Tensor, dv: torch.Tensor) -> None:
-        """Sum a call's gradients into the residencies (in-place adds allocate nothing, so an
-        out-of-memory error cannot leave a call half added)."""
-        (gq,) = qacc.slices(call.q0, call.q1)
-        gq.add_(dq)  # in place, computed in the accumulators' dtype (no temporaries)
-        pos = 0
-        for s, e in call.key_ranges:
-            n = e - s
-            gk, gv = kvacc.slices(s, e)
-            gk.add_(dk[:, :, pos:pos + n])
-            gv.add_(dv[:, :, pos:pos + n])
-            pos += n
-        qacc.dirty = True
-        kvacc.dirty = True
 
     def _split(self, step: Step, axis: Literal["q", "k"]) -> list[Step]:
         calls = [c for c in step.calls if c.id not in self.merged]
@@ -285,12 +288,8 @@ class Driver:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
-        from tqdm.auto import tqdm
-
-        rep = self.report
-        disable = False if self.progress is True else (True if self.progress is False else None)
-        bar = tqdm(total=len(self.order), desc=f"cqs attention {self.direction}", unit="task",
-                   disable=disable, delay=0 if self.progress else 2.0, leave=False)
+        rep = self.counters
+        bar = _Progress(len(self.order), f"cqs attention {self.direction}", self.progress)
         t_classify = 0.0
         steps_of: dict[int, list[Step]] = {}
 
@@ -298,9 +297,17 @@ class Driver:
             nonlocal t_classify
             if pos not in steps_of:
                 t0 = time.perf_counter()
-                steps_of[pos] = task_steps(self.rects, pos, self.spec,
-                                           stationary=self.stationary,
-                                           device=self.compute.device, counts=self._counts)
+                if self.classified is not None:  # a copy: the driver marks failures on steps
+                    known, counts = self.classified
+                    steps_of[pos] = [Step(s.task_id, s.q_rows, s.kv_rows, list(s.calls))
+                                     for s in known]
+                    for kind, n in counts.items():
+                        self._counts[kind] = self._counts.get(kind, 0) + n
+                else:
+                    steps_of[pos] = task_steps(self.rects, pos, self.spec,
+                                               stationary=self.stationary,
+                                               device=self.compute.device,
+                                               counts=self._counts)
                 t_classify += time.perf_counter() - t0
             return steps_of[pos]
 
@@ -318,7 +325,8 @@ class Driver:
                 while queue:
                     step = queue[0]
                     nxt = queue[1] if len(queue) > 1 else (
-                        self._first_step(steps_for, n + 1))
+                        self._first_step(steps_for, n + 1) if n + 1 < len(self.order)
+                        else None)
                     try:
                         self._run_step(step, queue, nxt, first)
                         first = False
@@ -333,9 +341,7 @@ class Driver:
             self._close_all(final_ok=True)
         finally:
             bar.close()
-            rep.blocks_full += self._counts.get("full", 0)
-            rep.blocks_partial += self._counts.get("partial", 0)
-            rep.blocks_empty += self._counts.get("empty", 0)
+            rep.count_blocks(self._counts)
             rep.add_time("classify", t_classify)
 
     def _first_step(self, steps_for: Callable[[int], list[Step]], n: int) -> Step | None:
@@ -347,6 +353,8 @@ class Driver:
         return None
 
     def _start_task(self, pos: int) -> None:
+        if self.remaining_q is None and self.remaining_kv is None:
+            return
         q0, q1, k0, k1 = self.rects.task(pos)
         for rem, a, b in ((self.remaining_q, q0, q1), (self.remaining_kv, k0, k1)):
             if rem is None:
@@ -355,14 +363,13 @@ class Driver:
                 rem[s:e] -= 1
 
     def _on_oom(self, step: Step, queue: deque[Step], exc: BaseException) -> None:
-        rep = self.report
-        rep.oom_retries += 1
-        rep.oom_events.append((step.task_id, self._task_ooms.get(step.task_id, 0)))
+        rep = self.counters
+        rep.count_oom(step.task_id, self._task_ooms.get(step.task_id, 0))
         self._task_ooms[step.task_id] = self._task_ooms.get(step.task_id, 0) + 1
         step.failures += 1
         unmerged = [c for c in step.calls if c.id not in self.merged]
         self._evict()
-        act = self.guard.on_oom(failures=step.failures, lineage=step.lineage,
+        act = self.guard.on_oom(failures=step.failures, lineage=step.lineage + self.ooms_before,
                                 rows=max((c.lq for c in unmerged), default=1),
                                 keys=max((c.lk for c in unmerged), default=1),
                                 last=step.last_split)
@@ -373,7 +380,50 @@ class Driver:
                 f"a step of task {step.task_id} ran out of device memory even split down to "
                 f"single rows and keys; lower memory_budget or free device memory ({exc})"
             ) from exc
+        if not (self.q_store.accumulates
+                and (self.kv_store is None or self.kv_store.accumulates)):
+            raise PlacementSwitch(f"task {step.task_id}: one kernel call ran out of device "
+                                  "memory twice") from exc
         queue.popleft()
         parts = self._split(step, "q" if act == "split_q" else "k")
         queue.extendleft(reversed(parts))
         rep.refinements += 1
+
+
+class _Progress:
+    """The tqdm bar over tasks: ``progress=True`` at once, None only once the run has taken
+    :data:`PROGRESS_DELAY` seconds (and on a terminal: tqdm decides), False never. The bar is
+    created only then, so short runs pay nothing for it."""
+
+    def __init__(self, total: int, desc: str, progress: bool | None) -> None:
+        self.total = total
+        self.desc = desc
+        self.progress = progress
+        self.done = 0
+        self.start = time.perf_counter()
+        self.bar: Any = None
+        if progress is True:
+            self._open()
+
+    def _open(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc=self.desc, unit="task", leave=False,
+                        initial=self.done, disable=None if self.progress is None else False)
+
+    def update(self) -> None:
+        self.done += 1
+        if (self.bar is None and self.progress is None
+                and time.perf_counter() - self.start >= PROGRESS_DELAY):
+            self._open()
+            return
+        if self.bar is not None:
+            self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+#: seconds after which a run with ``progress=None`` shows its bar (on a terminal)
+PROGRESS_DELAY = 2.0

@@ -1,12 +1,26 @@
-"""Forward and backward runs: the engine's pieces wired together for one call.
+"""Run: one validated call of attention, planned and executed by the driver.
 
-:func:`run_forward` and :func:`run_backward` take a :class:`~cqs_attention.engine.placement.Choice`
-(plan, accumulator placement, prefetching) and a :class:`RunContext` (device, mask, scale,
-kernels, and the optional checkpoint journal and process group) and return the results on
-the inputs' device. They build the transport, the compute, the accumulator stores and the
-driver; checkpointing is the journal's ``commit`` hook plus a resume of the stored
-accumulators, and a distributed run is a shard of the plan's tasks plus one collective at the
-end: both take the same streamed path with the same OOM guard as any other run.
+:func:`execute` takes the :class:`~cqs_attention.engine.request.AttentionRequest` that
+:func:`cqs_attention.attention` builds and
+
+1. plans it (:func:`cqs_attention.engine.placement.plan_call`: the budget, both directions'
+   plans and placements, the kernels);
+2. wires what the plan needs besides the driver: a distributed run's agreement (every rank
+   checks the same plan and inputs, and all raise together when any cannot run) and its shard
+   of tasks; a checkpointed run's manifest and journal;
+3. runs the forward (through :class:`CQSAttentionFunction` when gradients are needed, whose
+   backward runs the backward plan) and files the report (:func:`last_run_stats`).
+
+:func:`run_forward` and :func:`run_backward` are the passes: they build the transport, the
+compute, the accumulator stores and the driver for a
+:class:`~cqs_attention.engine.placement.Choice`.
+Every run goes through the driver, the single kernel call too (a one-step plan whose call's
+outputs are the result, with no accumulators); when that call runs out of memory where the
+guard would split it, the run re-plans with accumulators under the same budget
+(:func:`cqs_attention.engine.placement.replan_with_accumulators`). Checkpointing is the
+journal's ``commit`` hook plus a resume of the stored accumulators, and a distributed run is a
+shard of the plan's tasks plus one collective at the end: both take the same streamed path
+with the same out-of-memory guard as any other run.
 """
 
 from __future__ import annotations
@@ -19,36 +33,203 @@ from typing import Any
 import numpy as np
 import torch
 
-from cqs_attention.engine.accumulate import RowStore
-from cqs_attention.engine.compute import Compute, Staged
-from cqs_attention.engine.driver import Driver
-from cqs_attention.engine.placement import SLAB_BYTES, Choice, conversion_slab_bytes
-from cqs_attention.engine.schedule import PlanRects, merge_ranges, task_steps
+from cqs_attention._collectives import _all_reduce_sum_, collective_merge_, guarded
+from cqs_attention.checkpoint import Journal, make_manifest
+from cqs_attention.engine.accumulate import ResultStore, RowStore
+from cqs_attention.engine.compute import Compute
+from cqs_attention.engine.driver import Driver, PlacementSwitch
+from cqs_attention.engine.placement import (
+    SLAB_BYTES,
+    Choice,
+    OneTaskSteps,
+    Planned,
+    call_budget,
+    check_unmasked_kernel,
+    conversion_slab_bytes,
+    plan_call,
+    replan_with_accumulators,
+    streams_rows,
+)
+from cqs_attention.engine.request import AttentionRequest
+from cqs_attention.engine.schedule import PlanRects, merge_ranges
 from cqs_attention.engine.transport import Transport, host_empty
-from cqs_attention.masks import MaskSpec
+from cqs_attention.errors import MemoryBudgetError
+from cqs_attention.kernels.base import Kernel
 from cqs_attention.merge import accumulator_dtype
+from cqs_attention.report import (
+    PlanSummary,
+    RunCounters,
+    RunReport,
+    current_slot,
+    set_last,
+)
 
-__all__ = ["RunContext", "run_backward", "run_forward"]
+__all__ = ["CQSAttentionFunction", "RunContext", "execute", "run_backward", "run_forward"]
+
+Classified = OneTaskSteps | None
 
 
 @dataclass
 class RunContext:
-    """Everything about one call that is not the tensors or the choice of plan."""
+    """Everything about one pass that is not the tensors or the choice of plan."""
 
-    device: torch.device
-    home: torch.device
-    streamed: bool
-    spec: MaskSpec
-    scale: float
-    backend: str
-    report: Any
-    progress: bool | None = None
-    journal: Any = None  # cqs_attention.checkpoint.Journal
-    dist: Any = None  # cqs_attention._collectives.DistributedOptions
+    request: AttentionRequest
+    budget: int | None  # the device memory budget in force (None: unbounded)
+    counters: RunCounters
+    kernels: dict[tuple[str, bool], Kernel] = dataclasses.field(default_factory=dict)
+    journal: Journal | None = None
     positions: list[int] | None = None  # this rank's tasks (plan positions)
-    budget: int | None = None  # the device memory budget in force (None: unbounded)
+    #: the request's compute device and home, and whether rows are staged (from the request)
+    device: torch.device = dataclasses.field(init=False)
+    home: torch.device = dataclasses.field(init=False)
+    streamed: bool = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.device = self.request.device
+        self.home = self.request.home
+        self.streamed = streams_rows(self.request)
 
 
+# -- the call ------------------------------------------------------------------------------------
+def execute(request: AttentionRequest) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
+    """Plan and run ``request`` (see the module docstring); the value
+    :func:`cqs_attention.attention` returns."""
+    q, k, v = request.q, request.k, request.v
+    if q.shape[2] == 0 or k.shape[2] == 0:
+        check_unmasked_kernel(request)
+        return _empty(request)
+    budget = call_budget(request)
+    dist = request.dist
+    try:
+        planned = plan_call(request, budget)
+    except MemoryBudgetError as exc:
+        if dist is not None:  # every rank raises, none waits for the others
+            dist.agree(False, str(exc))
+        raise
+    positions = None
+    if dist is not None:
+        dist.check_same(planned.forward.plan, q, k, v)
+        dist.agree(True, "")
+        positions = [int(p) for p in dist.positions(planned.forward.plan)]
+    journal = None if request.checkpoint is None else _journal(request, planned.forward,
+                                                               positions)
+    report = _report("forward", planned.summaries[0], request, budget)
+    ctx = RunContext(request=request, budget=budget, counters=report.counters,
+                     kernels=planned.kernels, journal=journal, positions=positions)
+    if request.needs_grad:
+        res_out, res_lse = CQSAttentionFunction.apply(q, k, v, planned, ctx)
+    elif torch.is_grad_enabled():
+        with torch.no_grad():
+            res_out, res_lse = run_forward(q, k, v, planned.forward, ctx,
+                                           classified=planned.steps[0],
+                                           out_target=request.out)
+    else:
+        res_out, res_lse = run_forward(q, k, v, planned.forward, ctx,
+                                       classified=planned.steps[0], out_target=request.out)
+    set_last(report)
+    if dist is not None and not dist.is_destination:
+        return None
+    if request.out is not None and res_out is not request.out:
+        request.out.copy_(res_out)
+        res_out = request.out
+    return (res_out, res_lse) if request.return_lse else res_out
+
+
+def _report(direction: str, summary: PlanSummary, request: AttentionRequest,
+            budget: int | None) -> RunReport:
+    return RunReport(direction=direction, summary=summary, counters=RunCounters(),
+                     device=str(request.device), memory_budget=budget)
+
+
+def _journal(request: AttentionRequest, choice: Choice, positions: list[int] | None
+             ) -> Journal:
+    """The checkpoint journal of a forward run of ``choice`` (this rank's tasks)."""
+    opts = request.checkpoint
+    assert opts is not None
+    rects = choice.rects
+    ids = [int(rects.ids[p]) for p in (positions if positions is not None
+                                       else range(len(rects)))]
+    manifest = make_manifest(request.q, request.k, request.v, spec=request.spec,
+                             scale=request.scale, plan=choice.plan, task_ids=ids,
+                             rank=opts.rank)
+    return Journal(opts, manifest, ids)
+
+
+def _empty(request: AttentionRequest) -> Any:
+    """Lq == 0 or Lk == 0: zeros and -inf, still connected to the graph (zero gradients)."""
+    q, v = request.q, request.v
+    b, h, lq, _ = q.shape
+    res_out = torch.zeros(b, h, lq, v.shape[-1], dtype=q.dtype, device=request.home)
+    res_lse = torch.full((b, h, lq), float("-inf"), dtype=accumulator_dtype(q.dtype),
+                         device=request.home)
+    if request.needs_grad:  # connect to the inputs so backward gives (zero) gradients
+        tie = sum(t.reshape(-1)[:0].sum().to(res_out.dtype)
+                  for t in (q, request.k, v) if t.requires_grad)
+        res_out = res_out + tie
+    set_last(_report("forward", PlanSummary(plan_source="none (empty sequence)"), request,
+                     request.memory_budget))
+    if request.out is not None:
+        request.out.copy_(res_out)
+        res_out = request.out
+    return (res_out, res_lse) if request.return_lse else res_out
+
+
+class CQSAttentionFunction(torch.autograd.Function):
+    """``apply(q, k, v, planned, run_ctx) -> (out, lse)``: the forward pass of
+    ``planned.forward``, and a backward pass of ``planned.backward``.
+
+    The forward saves ``q, k, v`` and the GLOBAL merged ``out`` and ``lse``. The backward runs
+    the plan the planner chose for it under the same budget (key/value-stationary: ``dk``/``dv``
+    rows stay with their keys while ``dq`` rows stream), passing the global ``out`` and ``lse``
+    to every kernel backward, so each call's ``dq, dk, dv`` are exact partial sums. Gradients
+    are accumulated in float32 (float64 for float64 inputs) and returned in the inputs' dtypes.
+    The log-sum-exp output is not differentiable, and the backward itself is not: a backward
+    with ``create_graph=True`` (the start of a double backward) raises a ``RuntimeError``
+    saying so.
+
+    >>> import cqs_attention
+    >>> q = torch.randn(1, 2, 12, 4, dtype=torch.float64, requires_grad=True)
+    >>> cqs_attention.attention(q, q, q, causal=True).sum().backward()
+    >>> q.grad.shape
+    torch.Size([1, 2, 12, 4])
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                planned: Planned, run_ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
+        out, lse = run_forward(q, k, v, planned.forward, run_ctx, classified=planned.steps[0])
+        ctx.run_ctx = run_ctx
+        ctx.planned = planned
+        ctx.report_slot = current_slot()  # the backward may run on another thread
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx: Any, dout: torch.Tensor, _dlse: torch.Tensor | None):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
+            raise RuntimeError("cqs attention is differentiable once: double backward "
+                               "(create_graph=True through attention) is not supported")
+        q, k, v, out, lse = ctx.saved_tensors
+        fwd: RunContext = ctx.run_ctx
+        planned: Planned = ctx.planned
+        choice = planned.backward
+        assert choice is not None
+        assert planned.summaries[1] is not None
+        rep = _report("backward", planned.summaries[1], fwd.request, fwd.budget)
+        positions = None
+        if fwd.request.dist is not None:
+            positions = [int(p) for p in fwd.request.dist.positions(choice.plan)]
+        run_ctx = dataclasses.replace(fwd, counters=rep.counters, journal=None,
+                                      positions=positions)
+        with torch.no_grad():
+            dq, dk, dv = run_backward(dout.contiguous().to(q.dtype), q, k, v, out, lse,
+                                      choice, run_ctx, classified=planned.steps[1])
+        set_last(rep, ctx.report_slot)
+        return dq, dk, dv, None, None
+
+
+# -- the passes ----------------------------------------------------------------------------------
 def _row_counts(rects: PlanRects, positions: list[int], n: int, side: str) -> np.ndarray:
     """Per row: how many of the tasks at ``positions`` touch it (merged ranges per task)."""
     diff = np.zeros(n + 1, dtype=np.int64)
@@ -61,69 +242,55 @@ def _row_counts(rects: PlanRects, positions: list[int], n: int, side: str) -> np
     return np.cumsum(diff[:-1]).astype(np.int32)
 
 
-def _single_call(rects: PlanRects, ctx: RunContext, lq: int, lk: int) -> Any:
-    """The one call of a one-rectangle plan covering everything, or None."""
-    if len(rects) != 1 or int(rects.ptr[-1]) != 1:
-        return None
-    steps = task_steps(rects, 0, ctx.spec, stationary="kv", device=ctx.device)
-    if len(steps) != 1 or len(steps[0].calls) != 1:
-        return None
-    call = steps[0].calls[0]
-    if (call.q0, call.q1) != (0, lq) or call.key_ranges != ((0, lk),):
-        return None
-    return call
-
-
 def _pin(ctx: RunContext) -> bool:
     return ctx.device.type == "cuda" and ctx.streamed
 
 
 def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choice,
-                ctx: RunContext, out_target: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ctx: RunContext, *, classified: Classified = None,
+                out_target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, lse)``: out in q's dtype (written into ``out_target`` when given, which must be
-    on the home device), lse in the accumulator dtype, both on the home device."""
-    rep = ctx.report
+    on the home device), lse in the accumulator dtype, both on the home device.
+    ``classified``: the steps of a one-task ``choice``, classified by the planner."""
     t_start = time.perf_counter()
+    mem0 = _peak_start(ctx.device)
+    try:
+        res = _forward(q, k, v, choice, ctx, classified, out_target)
+    except PlacementSwitch:
+        choice = replan_with_accumulators(ctx.request, ctx.budget, backward=False)
+        ctx.counters.discard_plan()
+        res = _forward(q, k, v, choice, ctx, None, out_target,
+                       ooms_before=ctx.counters.oom_retries)
+    ctx.counters.peak_device_bytes = _peak(ctx.device, mem0)
+    ctx.counters.add_time("total", time.perf_counter() - t_start)
+    return res
+
+
+def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choice,
+             ctx: RunContext, classified: Classified, out_target: torch.Tensor | None, *,
+             ooms_before: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    rep = ctx.counters
     b, h, lq, _d = q.shape
-    lk, dv = k.shape[2], v.shape[-1]
-    acc_dt = accumulator_dtype(q.dtype)
-    tr = Transport(ctx.device, streamed=ctx.streamed, report=rep)
-    comp = Compute(device=ctx.device, backend=ctx.backend, scale=ctx.scale, report=rep)
+    dv = v.shape[-1]
+    tr = Transport(ctx.device, streamed=ctx.streamed, counters=rep)
+    comp = Compute(device=ctx.device, backend=ctx.request.backend, scale=ctx.request.scale,
+                   counters=rep, kernels=ctx.kernels)
     rects = choice.rects
     positions = list(range(len(rects))) if ctx.positions is None else list(ctx.positions)
-    full = ctx.journal is not None or ctx.dist is not None
-    _peak_start(ctx)
-    if choice.accumulators == "none" and not full:
-        # the classified call is cached on the (shared) choice only for band masks, which the
-        # choice's cache key determines; document ids and mask_mod change it call by call
-        band = ctx.spec.q_doc is None and ctx.spec.mask_mod is None
-        call = choice.call if band else None
-        if call is None:
-            call = _single_call(rects, ctx, lq, lk)
-            if band:
-                choice.call = call
-        if call is not None:
-            try:
-                res = _whole_forward(q, k, v, call, tr, comp, ctx, out_target)
-                rep.tasks, rep.accumulator_device = 1, "none (one kernel call)"
-                _peak_end(ctx, rep)
-                rep.add_time("total", time.perf_counter() - t_start)
-                return res
-            except torch.cuda.OutOfMemoryError:
-                rep.oom_retries += 1
-                if ctx.device.type == "cuda":
-                    torch.cuda.empty_cache()
-            finally:  # no buffer is freed while a copy or kernel may still use it
-                tr.close()
-        choice = dataclasses.replace(choice, accumulators="host" if ctx.streamed else "device")
-    placement = "device" if choice.accumulators in ("device", "none") else "host"
+    full = ctx.journal is not None or ctx.request.dist is not None
+    placement = choice.accumulators
     done: set[int] = set()
     initial = None
     complete = False
     if ctx.journal is not None:
         done, initial, complete = ctx.journal.resume()
-    if placement == "device":
+    store: RowStore | ResultStore
+    remaining = None
+    final_out: torch.Tensor | None = None
+    acc_dt = accumulator_dtype(q.dtype)
+    if placement == "none":
+        store = ResultStore(lq)
+    elif placement == "device":
         acc_out = torch.zeros(b, h, lq, dv, dtype=acc_dt, device=ctx.device)
         acc_lse = torch.full((b, h, lq), float("-inf"), dtype=acc_dt, device=ctx.device)
         if initial is not None:
@@ -131,8 +298,6 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
             acc_lse.copy_(initial[1])
         store = RowStore([acc_out, acc_lse], inits=[0.0, float("-inf")], transport=tr,
                          placement="device")
-        final_out = None
-        remaining = None
     else:
         pin = _pin(ctx)
         if out_target is not None:
@@ -150,62 +315,79 @@ def run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choic
         if initial is not None:
             store.home_tensor(0).copy_(initial[0])
             store.home_tensor(1).copy_(initial[1])
-    order = [] if complete else [p for p in positions if int(rects.ids[p]) not in done]
-    rep.accumulator_device = (str(ctx.device) if placement == "device" else
-                              f"{ctx.home} (merged on {ctx.device})")
-    driver = Driver(direction="forward", rects=rects, order=order, spec=ctx.spec,
+    order = [] if complete else positions if not done else [
+        p for p in positions if int(rects.ids[p]) not in done]
+    rep.accumulator_device = _where(placement, ctx)
+    driver = Driver(direction="forward", rects=rects, order=order, spec=ctx.request.spec,
                     stationary=choice.stationary, transport=tr, compute=comp,
-                    q_inputs=[q], kv_inputs=[k, v], q_store=store, kv_store=None, report=rep,
-                    remaining_q=remaining, prefetch=choice.prefetch, progress=ctx.progress)
-
-    def snapshot() -> tuple[torch.Tensor, torch.Tensor]:
-        driver.flush()
-        return store.home[0].cpu(), store.home[1].cpu()
+                    q_inputs=[q], kv_inputs=[k, v], q_store=store, kv_store=None, counters=rep,
+                    remaining_q=remaining, prefetch=choice.prefetch,
+                    progress=ctx.request.progress, classified=classified,
+                    ooms_before=ooms_before)
 
     if ctx.journal is not None:
-        driver.on_commit = lambda tid: ctx.journal.commit(tid, snapshot)
+        journal = ctx.journal
+        assert isinstance(store, RowStore)
+        row_store = store
+
+        def snapshot() -> tuple[torch.Tensor, torch.Tensor]:
+            driver.flush()
+            return row_store.home[0].cpu(), row_store.home[1].cpu()
+
+        driver.on_commit = lambda tid: journal.commit(tid, snapshot)
     try:
-        driver.run()
-    finally:  # on any error too: no buffer is freed while a copy or kernel may still use it
+        driver.run()  # which closes the transport at its end
+    except BaseException:  # no buffer is freed while a copy or kernel may still use it
         tr.close()
+        raise
     if ctx.journal is not None:
-        ctx.journal.finish(snapshot)
+        ctx.journal.finish(snapshot)  # flushes the driver: copies to wait for again
         rep.add_time("checkpoint", ctx.journal.seconds)
-    tr.close()
-    if ctx.dist is not None:
-        from cqs_attention._collectives import collective_merge_, guarded
-
+        tr.close()
+    if isinstance(store, ResultStore):  # the one call's outputs are the result
+        if not store.results.taken:  # the mask allows no pair at all
+            return _no_keys(q, v, ctx.home, out_target)
+        out, lse = store.results.tensors
+        return (_to_home(out, q.dtype, ctx.home, out_target, budget=ctx.budget),
+                lse.to(ctx.home))
+    if ctx.request.dist is not None:
         t0 = time.perf_counter()
-        guarded("merge (forward)", ctx.dist.rank, collective_merge_, store.home_tensor(0),
-                store.home_tensor(1), group=ctx.dist.group, dst=ctx.dist.dst)
+        guarded("merge (forward)", ctx.request.dist.rank, collective_merge_,
+                store.home_tensor(0), store.home_tensor(1), group=ctx.request.dist.group,
+                dst=ctx.request.dist.dst)
         rep.add_time("collective", time.perf_counter() - t0)
     # assemble the result on the home device
     if placement == "device":
-        res_out = _to_home(acc_out, q.dtype, ctx.home, out_target, budget=ctx.budget)
-        res_lse = acc_lse.to(ctx.home)
+        res_out = _to_home(store.home_tensor(0), q.dtype, ctx.home, out_target,
+                           budget=ctx.budget)
+        res_lse = store.home_tensor(1).to(ctx.home)
     else:
+        assert final_out is not None
         res_lse = store.home_tensor(1)
         if full:
             _convert_into(final_out, store.home_tensor(0))
         else:
             _finish_rows(store, [final_out, res_lse], [None, float("-inf")])
         res_out = final_out
-    _peak_end(ctx, rep)
-    rep.add_time("total", time.perf_counter() - t_start)
     return res_out, res_lse
 
 
-def _whole_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: Any,
-                   tr: Transport, comp: Compute, ctx: RunContext,
-                   out_target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    lq, lk = q.shape[2], k.shape[2]
-    (qd,), ev_q = tr.gather([q], ((0, lq),))
-    kv, ev_kv = tr.gather([k, v], ((0, lk),))
-    tr.wait([ev_q, ev_kv])
-    out, lse = comp.forward(call, Staged(((0, lq),), [qd], ev_q),
-                            Staged(((0, lk),), kv, ev_kv))
-    res = _to_home(out, q.dtype, ctx.home, out_target)
-    return res, lse.to(ctx.home)
+def _where(placement: str, ctx: RunContext) -> str:
+    if placement == "none":
+        return "none (one kernel call)"
+    return (str(ctx.device) if placement == "device" else
+            f"{ctx.home} (merged on {ctx.device})")
+
+
+def _no_keys(q: torch.Tensor, v: torch.Tensor, home: torch.device,
+             out_target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The result when the mask allows no pair: out = 0, lse = -inf."""
+    b, h, lq, _ = q.shape
+    out = out_target if out_target is not None else torch.empty(
+        b, h, lq, v.shape[-1], dtype=q.dtype, device=home)
+    out.zero_()
+    return out, torch.full((b, h, lq), float("-inf"), dtype=accumulator_dtype(q.dtype),
+                           device=home)
 
 
 def _finish_rows(store: RowStore, finals: list[torch.Tensor],
@@ -227,12 +409,12 @@ def _finish_rows(store: RowStore, finals: list[torch.Tensor],
 
 def _to_home(t: torch.Tensor, dtype: torch.dtype, home: torch.device,
              target: torch.Tensor | None, *, budget: int | None = None) -> torch.Tensor:
+    if target is None and t.device == home:
+        return t if t.dtype == dtype else t.to(dtype)
     slab = conversion_slab_bytes(budget)
     if target is not None:
         _convert_into(target, t, slab)
         return target
-    if t.device == home:
-        return t.to(dtype)
     res = host_empty(t.shape, dtype, pin=t.device.type == "cuda") if home.type == "cpu" else \
         torch.empty(t.shape, dtype=dtype, device=home)
     _convert_into(res, t, slab)
@@ -254,50 +436,48 @@ def _convert_into(dst: torch.Tensor, src: torch.Tensor, slab_bytes: int = SLAB_B
 
 
 def run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                 out: torch.Tensor, lse: torch.Tensor, choice: Choice, ctx: RunContext
+                 out: torch.Tensor, lse: torch.Tensor, choice: Choice, ctx: RunContext, *,
+                 classified: Classified = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` in the inputs' dtypes on the inputs' device; ``out`` and ``lse`` are
-    the GLOBAL forward results."""
-    rep = ctx.report
+    the GLOBAL forward results. ``classified``: the steps of a one-task ``choice``,
+    classified by the planner."""
     t_start = time.perf_counter()
+    mem0 = _peak_start(ctx.device)
+    out = out.to(q.dtype)
+    try:
+        res = _backward(dout, q, k, v, out, lse, choice, ctx, classified)
+    except PlacementSwitch:
+        choice = replan_with_accumulators(ctx.request, ctx.budget, backward=True)
+        ctx.counters.discard_plan()
+        res = _backward(dout, q, k, v, out, lse, choice, ctx, None,
+                        ooms_before=ctx.counters.oom_retries)
+    ctx.counters.peak_device_bytes = _peak(ctx.device, mem0)
+    ctx.counters.add_time("total", time.perf_counter() - t_start)
+    return res
+
+
+def _backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              out: torch.Tensor, lse: torch.Tensor, choice: Choice, ctx: RunContext,
+              classified: Classified, *, ooms_before: int = 0
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rep = ctx.counters
     acc_dt = accumulator_dtype(q.dtype)
-    tr = Transport(ctx.device, streamed=ctx.streamed, report=rep)
-    comp = Compute(device=ctx.device, backend=ctx.backend, scale=ctx.scale, report=rep)
+    tr = Transport(ctx.device, streamed=ctx.streamed, counters=rep)
+    comp = Compute(device=ctx.device, backend=ctx.request.backend, scale=ctx.request.scale,
+                   counters=rep, kernels=ctx.kernels)
     rects = choice.rects
     positions = list(range(len(rects))) if ctx.positions is None else list(ctx.positions)
-    full = ctx.dist is not None
-    out = out.to(q.dtype)
+    full = ctx.request.dist is not None
     lq, lk = q.shape[2], k.shape[2]
-    _peak_start(ctx)
-    if choice.accumulators == "none" and not full:
-        call = _single_call(rects, ctx, lq, lk)
-        if call is not None:
-            try:
-                (qd, dod, od, ld), ev_q = tr.gather([q, dout, out, lse], ((0, lq),))
-                kv, ev_kv = tr.gather([k, v], ((0, lk),))
-                tr.wait([ev_q, ev_kv])
-                grads = comp.backward(call, Staged(((0, lq),), [qd, dod, od, ld], ev_q),
-                                      Staged(((0, lk),), kv, ev_kv))
-                tr.release([qd, dod, od, ld, *kv])
-                del qd, dod, od, ld, kv
-                res = tuple(_to_home(g, t.dtype, ctx.home, None, budget=ctx.budget)
-                            for g, t in zip(grads, (q, k, v), strict=True))
-                del grads
-                rep.tasks, rep.accumulator_device = 1, "none (one kernel call)"
-                _peak_end(ctx, rep)
-                rep.add_time("total", time.perf_counter() - t_start)
-                return res  # type: ignore[return-value]
-            except torch.cuda.OutOfMemoryError:
-                rep.oom_retries += 1
-                if ctx.device.type == "cuda":
-                    torch.cuda.empty_cache()
-            finally:  # no buffer is freed while a copy or kernel may still use it
-                tr.close()
-        choice = dataclasses.replace(choice, accumulators="host" if ctx.streamed else "device")
-    placement = "host" if choice.accumulators == "host" else "device"
+    placement = choice.accumulators
     finals: list[torch.Tensor] = []
     remaining_kv = None
-    if placement == "device":
+    q_store: RowStore | ResultStore
+    kv_store: RowStore | ResultStore
+    if placement == "none":
+        q_store, kv_store = ResultStore(lq), ResultStore(lk)
+    elif placement == "device":
         dq = torch.zeros(q.shape, dtype=acc_dt, device=ctx.device)
         dk = torch.zeros(k.shape, dtype=acc_dt, device=ctx.device)
         dvv = torch.zeros(v.shape, dtype=acc_dt, device=ctx.device)
@@ -321,48 +501,57 @@ def run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
             remaining_kv = _row_counts(rects, positions, lk, "k")
             kv_store = RowStore([lazy(k), lazy(v)], inits=[0.0, 0.0], transport=tr,
                                 placement="host", finalize_to=finals, remaining=remaining_kv)
-    rep.accumulator_device = (str(ctx.device) if placement == "device" else
-                              f"{ctx.home} (merged on {ctx.device})")
-    driver = Driver(direction="backward", rects=rects, order=positions, spec=ctx.spec,
+    rep.accumulator_device = _where(placement, ctx)
+    driver = Driver(direction="backward", rects=rects, order=positions, spec=ctx.request.spec,
                     stationary=choice.stationary, transport=tr, compute=comp,
                     q_inputs=[q, dout, out, lse], kv_inputs=[k, v], q_store=q_store,
-                    kv_store=kv_store, report=rep, prefetch=choice.prefetch,
-                    progress=ctx.progress, remaining_kv=remaining_kv)
+                    kv_store=kv_store, counters=rep, prefetch=choice.prefetch,
+                    progress=ctx.request.progress, remaining_kv=remaining_kv,
+                    classified=classified, ooms_before=ooms_before)
     try:
         driver.run()
     finally:  # on any error too: no buffer is freed while a copy or kernel may still use it
         tr.close()
-    if placement == "host" and not full:
-        for s0, e0 in q_store.unwritten_rows():
-            q_store.home_tensor(0)[:, :, s0:e0].zero_()
-        _finish_rows(kv_store, finals, [None, None])
-        dq_acc = q_store.home_tensor(0)
-        res = (_to_home(dq_acc, q.dtype, ctx.home, None, budget=ctx.budget), *finals)
-    else:
+    del driver  # its stores go with the last reference below: each gradient freed once home
+    if isinstance(q_store, ResultStore) and isinstance(kv_store, ResultStore):
+        if not q_store.results.taken:  # the mask allows no pair at all: zero gradients
+            return tuple(torch.zeros_like(t, device=ctx.home)  # type: ignore[return-value]
+                         for t in (q, k, v))
+        grads = [*q_store.results.tensors, *kv_store.results.tensors]
+        del q_store, kv_store
+    elif isinstance(q_store, RowStore) and isinstance(kv_store, RowStore):
+        if placement == "host" and not full:
+            for s0, e0 in q_store.unwritten_rows():
+                q_store.home_tensor(0)[:, :, s0:e0].zero_()
+            _finish_rows(kv_store, finals, [None, None])
+            return (_to_home(q_store.home_tensor(0), q.dtype, ctx.home, None,
+                             budget=ctx.budget), finals[0], finals[1])
         grads = [q_store.home_tensor(0), kv_store.home_tensor(0), kv_store.home_tensor(1)]
-        if ctx.dist is not None:
-            from cqs_attention._collectives import _all_reduce_sum_, guarded
-
+        if ctx.request.dist is not None:
             t0 = time.perf_counter()
-            guarded("gradient sum (backward)", ctx.dist.rank, _all_reduce_sum_, grads,
-                    ctx.dist.group)
+            guarded("gradient sum (backward)", ctx.request.dist.rank, _all_reduce_sum_, grads,
+                    ctx.request.dist.group)
             rep.add_time("collective", time.perf_counter() - t0)
-        res = tuple(_to_home(g, t.dtype, ctx.home, None, budget=ctx.budget)
-                    for g, t in zip(grads, (q, k, v), strict=True))
-    _peak_end(ctx, rep)
-    rep.add_time("total", time.perf_counter() - t_start)
-    return res  # type: ignore[return-value]
-
-
-def _peak_start(ctx: RunContext) -> None:
-    if ctx.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(ctx.device)
-        ctx._mem0 = torch.cuda.memory_allocated(ctx.device)  # type: ignore[attr-defined]
-
-
-def _peak_end(ctx: RunContext, rep: Any) -> None:
-    if ctx.device.type == "cuda":
-        rep.peak_device_bytes = (torch.cuda.max_memory_allocated(ctx.device)
-                                 - ctx._mem0)  # type: ignore[attr-defined]
     else:
-        rep.peak_device_bytes = None  # not measured on the CPU
+        raise RuntimeError("internal error: a backward with one store of each kind")
+    res = []
+    for i, t in enumerate((q, k, v)):  # each gradient released once it is home
+        res.append(_to_home(grads[i], t.dtype, ctx.home, None, budget=ctx.budget))
+        grads[i] = None  # type: ignore[call-overload]
+    return res[0], res[1], res[2]
+
+
+def _peak_start(device: torch.device) -> int:
+    """The device bytes allocated now, after resetting the peak counter (0 on the CPU)."""
+    if device.type != "cuda":
+        return 0
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def _peak(device: torch.device, start: int) -> int | None:
+    """The peak device bytes since :func:`_peak_start` above ``start``; None on the CPU,
+    where it is not measured."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) - start

@@ -8,7 +8,7 @@ device, ordered with streams and events (a synchronous shim when the device is t
 * :meth:`Transport.scatter` writes device rows back into home tensors on the D2H stream after
   a given event; pageable destinations go through a pinned buffer and a host copy that runs
   once the D2H event has fired (:meth:`poll` / :meth:`drain`).
-* Every copy is counted in the run report (``bytes_to_device``, ``bytes_from_device``).
+* Every copy is counted in the run's counters (``bytes_to_device``, ``bytes_from_device``).
 
 **Memory the run holds is what the footprint model counts, never more.** The staging and
 accumulator buffers of a streamed run are allocated by the transport itself
@@ -46,7 +46,8 @@ from typing import Any
 
 import torch
 
-from cqs_attention._copies import copy_rows_in, copy_rows_out
+from cqs_attention.engine.copies import copy_rows_in, copy_rows_out
+from cqs_attention.report import RunCounters
 
 __all__ = ["Transport", "host_empty", "local_offsets"]
 
@@ -112,15 +113,16 @@ class Transport:
         The compute device.
     streamed
         True when the tensors live elsewhere than ``device`` (host or disk), so rows are copied.
-    report
-        Optional run report whose byte counters and ``profile["host_copy"]`` are updated.
+    counters
+        The run's counters: bytes copied each way and ``profile["host_copy"]``.
     """
 
-    def __init__(self, device: torch.device, *, streamed: bool, report: Any = None) -> None:
+    def __init__(self, device: torch.device, *, streamed: bool,
+                 counters: RunCounters | None = None) -> None:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.streamed = streamed
-        self.report = report
+        self.counters = RunCounters() if counters is None else counters
         self.h2d = torch.cuda.Stream(self.device) if self.cuda and streamed else None
         self.d2h = torch.cuda.Stream(self.device) if self.cuda and streamed else None
         self._pending: deque[tuple[Any, Callable[[], None]]] = deque()
@@ -184,10 +186,6 @@ class Transport:
             if ev is not None:
                 s.wait_event(ev)
 
-    def _count(self, name: str, n: int) -> None:
-        if self.report is not None:
-            setattr(self.report, name, getattr(self.report, name) + n)
-
     # -- home -> device ------------------------------------------------------------------------
     def gather(self, tensors: Sequence[torch.Tensor], rows: Sequence[Range], *,
                wait: Sequence[Any] = ()) -> tuple[list[torch.Tensor], Any]:
@@ -197,6 +195,9 @@ class Transport:
         if not self.streamed:
             out = []
             for t in tensors:
+                if len(rows) == 1 and rows[0] == (0, t.shape[2]):
+                    out.append(t)  # all rows: the tensor itself
+                    continue
                 parts = [t[:, :, s:e] for s, e in rows]
                 out.append(parts[0] if len(parts) == 1 else
                            torch.cat(parts, dim=2) if parts else t[:, :, 0:0])
@@ -218,9 +219,9 @@ class Transport:
                 for s, e, pos in pieces:
                     nbytes, staged = copy_rows_in(buf[:, :, pos:pos + e - s], t, s, e,
                                                   cuda=self.cuda)
-                    self._count("bytes_to_device", nbytes)
-                    if staged and self.report is not None:
-                        self.report.add_profile("host_copy", staged)
+                    self.counters.add_bytes_to_device(nbytes)
+                    if staged:
+                        self.counters.add_profile("host_copy", staged)
             return self.event(self.h2d)
 
     def ready(self) -> Any:
@@ -244,8 +245,8 @@ class Transport:
             for dst, src in zip(dsts, srcs, strict=True):
                 for (s, e), pos in zip(rows, offs, strict=True):
                     dst[:, :, s:e].copy_(src[:, :, pos:pos + e - s])
-                    self._count("bytes_from_device",
-                                (e - s) * src[:, :, :1].numel() * src.element_size())
+                    self.counters.add_bytes_from_device(
+                        (e - s) * src[:, :, :1].numel() * src.element_size())
             return None
         if not self.streamed:  # home is the device: plain copies on the compute stream
             for dst, src in zip(dsts, srcs, strict=True):
@@ -271,7 +272,7 @@ class Transport:
                         nbytes = copy_rows_out(tmp, 0, piece)
                         self._pending.append(
                             (None, lambda d=dst, t=tmp, a=s, b=e: d[:, :, a:b].copy_(t)))
-                    self._count("bytes_from_device", nbytes)
+                    self.counters.add_bytes_from_device(nbytes)
             ev = self.event(self.d2h)
         # host copies out of pinned temporaries wait for this event
         self._pending = deque((ev if e is None else e, fn) for e, fn in self._pending)
@@ -287,8 +288,7 @@ class Transport:
                 ev.synchronize()
             t0 = time.perf_counter()
             fn()
-            if self.report is not None:
-                self.report.add_profile("host_copy", time.perf_counter() - t0)
+            self.counters.add_profile("host_copy", time.perf_counter() - t0)
             self._pending.popleft()
 
     def drain(self) -> None:

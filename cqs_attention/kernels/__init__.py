@@ -27,7 +27,7 @@ import warnings
 
 import torch
 
-from cqs_attention.errors import KernelUnavailableError
+from cqs_attention.errors import AttentionInputError, KernelUnavailableError
 from cqs_attention.kernels.base import BlockMask, Kernel
 from cqs_attention.kernels.reference import ReferenceKernel
 
@@ -35,9 +35,11 @@ __all__ = [
     "BlockMask",
     "Kernel",
     "available_kernels",
+    "check_backend",
     "import_failures",
     "kernel_reasons",
     "register_kernel",
+    "registry_version",
     "select_kernel",
     "unregister_kernel",
 ]
@@ -108,6 +110,37 @@ def available_kernels() -> list[Kernel]:
     return list(_KERNELS)
 
 
+def registry_version() -> int:
+    """A number that changes whenever the registry does (decisions cached on kernels key on
+    it)."""
+    return VERSION[0]
+
+
+def check_backend(backend: object) -> str:
+    """``backend`` if it is ``"auto"`` or a registered kernel's name; else
+    :class:`~cqs_attention.errors.AttentionInputError` (not a non-empty str) or
+    :class:`~cqs_attention.errors.KernelUnavailableError` (no such kernel), naming the valid
+    names.
+
+    >>> check_backend("auto")
+    'auto'
+    >>> check_backend("nope")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cqs_attention.errors.KernelUnavailableError: backend='nope' is not a registered kernel; \
+valid: 'auto', ...
+    """
+    if not isinstance(backend, str) or not backend:
+        raise AttentionInputError(f"backend must be 'auto' or the name of a registered kernel, "
+                                  f"got {backend!r}")
+    if backend != "auto":
+        names = [k.name for k in available_kernels()]
+        if backend not in names:
+            raise KernelUnavailableError(f"backend={backend!r} is not a registered kernel; "
+                                         "valid: 'auto', " + ", ".join(map(repr, names)))
+    return backend
+
+
 def import_failures() -> dict[str, str]:
     """Kernel modules that failed to import, with the error."""
     _discover()
@@ -134,10 +167,8 @@ def select_kernel(backend: str = "auto", *, device: torch.device, dtype: torch.d
         When no kernel (or not the forced one) can run; lists every reason.
     """
     _discover()
-    names = [k.name for k in _KERNELS]
-    if backend != "auto" and backend not in names:
-        raise KernelUnavailableError(f"backend={backend!r} is not a registered kernel; "
-                                     f"valid: 'auto', " + ", ".join(map(repr, names)))
+    if backend != "auto" and all(k.name != backend for k in _KERNELS):
+        check_backend(backend)
     props = {"device": torch.device(device), "dtype": dtype, "head_dim": head_dim,
              "mask": mask, "gqa": gqa, "needs_grad": needs_grad}
     reasons: dict[str, list[str]] = {}

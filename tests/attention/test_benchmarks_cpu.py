@@ -337,3 +337,16 @@ def test_streamed_results_plot(tmp_path):
     src.write_text(json.dumps(data))
     mod.plot(str(src), str(tmp_path / "r.png"))
     assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_bench_overhead_cpu_smoke(tmp_path, capsys):
+    bench = _load("bench_overhead")
+    out = tmp_path / "overhead.json"
+    assert bench.main(["--lengths", "32", "--repeat", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["L"], r["backward"]) for r in rows] == [(32, False), (32, True)]
+    for r in rows:
+        assert r["attention_s"] > 0
+        assert r["kernel_s"] > 0
+        assert math.isclose(r["overhead_s"], r["attention_s"] - r["kernel_s"])
+    assert capsys.readouterr().out.count("overhead") == 2

@@ -176,10 +176,11 @@ def test_task_pairs_sum_to_plan_pairs():
 
 def test_plan_shard_runs_only_its_tasks_and_shards_merge_exactly(make_qkv):
     from cqs_attention.engine.placement import Dims, choose
+    from cqs_attention.engine.request import AttentionRequest
     from cqs_attention.engine.run import RunContext, run_forward
     from cqs_attention.masks import make_mask_spec
     from cqs_attention.merge import merge_partials
-    from cqs_attention.report import RunReport
+    from cqs_attention.report import RunCounters
 
     q, k, v = make_qkv(1, 2, 61, 8, seed=5)
     plan = make_plan(61, design=2, causal=True)
@@ -191,8 +192,10 @@ def test_plan_shard_runs_only_its_tasks_and_shards_merge_exactly(make_qkv):
         choice = choose(Dims(1, 2, 2, 61, 61, 8, q.dtype), budget=None, streamed=False,
                         backward=False, causal=True, window=None, plan=plan,
                         force_accumulators="device")
-        ctx = RunContext(device=torch.device("cpu"), home=torch.device("cpu"), streamed=False,
-                         spec=spec, scale=8 ** -0.5, backend="auto", report=RunReport(),
+        request = AttentionRequest(q=q, k=k, v=v, spec=spec, scale=8 ** -0.5, plan=plan,
+                                   memory_budget=None, device=torch.device("cpu"),
+                                   home=torch.device("cpu"), backend="auto", needs_grad=False)
+        ctx = RunContext(request=request, budget=None, counters=RunCounters(),
                          positions=list(share))
         parts.append(run_forward(q, k, v, choice, ctx))
     out, lse = parts[0]

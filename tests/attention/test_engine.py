@@ -245,11 +245,9 @@ def test_given_plans_are_validated():
 
 
 def test_validation_is_cached_by_content(monkeypatch):
-    import collections
+    from cqs_attention.engine.placement import DECISIONS
 
-    import cqs_attention.api as api
-
-    monkeypatch.setattr(api, "_VALIDATED", collections.OrderedDict())  # no earlier test's
+    DECISIONS.clear()  # no earlier test's
     p = make_plan(49, design=2, causal=True)
     q = torch.randn(1, 1, 49, 4, dtype=torch.float64)
     calls = []
@@ -262,6 +260,8 @@ def test_validation_is_cached_by_content(monkeypatch):
     monkeypatch.setattr(Plan, "validate", counting)
     for _ in range(3):
         attention(q, q, q, causal=True, plan=p)
+    # a plan of the same content, another object: proven once all the same
+    attention(q, q, q, causal=True, plan=make_plan(49, design=2, causal=True))
     assert len(calls) == 1
     p.window = (5, 0)  # content changed: validated again (and now invalid)
     with pytest.raises(PlanMismatchError, match="outside the mask"):
@@ -523,17 +523,17 @@ def test_cached_plans_never_reuse_another_calls_mask():
 
 
 def test_fast_path_for_repeated_single_calls_is_exact_and_reported():
-    from cqs_attention import api
+    from cqs_attention.engine.placement import DECISIONS
 
     q, k, v = _qkv(1, 2, 33, 8, seed=21)
-    api._FAST.clear()
+    DECISIONS.clear()
     for causal in (True, True, False, True):
         out, lse = attention(q, k, v, causal=causal, progress=False, return_lse=True)
         _check(out, lse, q, k, v, causal=causal)
         r = last_run_stats()
         assert r.accumulators == "none"
         assert sum(r.kernel_calls.values()) == 1
-    assert len(api._FAST) == 2  # one entry per signature (causal and full)
+    assert len(DECISIONS) == 2  # one decision per signature (causal and full)
 
 
 def test_rows_are_not_finalised_while_the_started_task_still_needs_them():

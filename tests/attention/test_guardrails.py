@@ -144,9 +144,9 @@ def test_guard_splits_keys_when_keys_are_what_does_not_fit():
                         memory_budget=1 << 24)
     rep = last_run_stats()
     assert _rel(out, reference_attention(q, k, v)[0]) < 1e-12
-    # the single call, one retry, then splits of the longer axis (keys on a tie, then
-    # alternating): 64x64 -> 64x32 -> 32x32 -> 32x16, 1 + 1 + 1 + 2 + 4 errors; before, rows
-    # were halved down to single rows (511 errors)
+    # the single call and its retry; then, re-planned with accumulators, splits of the longer
+    # axis (keys on a tie, then alternating): 64x64 -> 64x32 -> 32x32 -> 32x16, 1 + 1 + 1 + 2
+    # + 4 errors; before, rows were halved down to single rows (511 errors)
     assert rep.oom_retries <= 9, rep.oom_retries
     assert min(lq for lq, _ in shapes) >= 16
     assert all(lk <= 16 for _, lk in shapes)

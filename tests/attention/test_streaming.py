@@ -112,13 +112,12 @@ def test_persistent_oom_is_raised(make_qkv):
 
 def _no_work(monkeypatch):
     """Make any engine run fail loudly: errors must come before work starts."""
-    from cqs_attention import api
-    from cqs_attention.engine import driver
+    from cqs_attention.engine import driver, run
 
     def boom(*a, **kw):
         raise AssertionError("work started")
 
-    monkeypatch.setattr(api, "run_forward", boom)
+    monkeypatch.setattr(run, "run_forward", boom)
     monkeypatch.setattr(driver.Driver, "run", boom)
 
 

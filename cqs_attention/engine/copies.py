@@ -1,5 +1,4 @@
-"""Row copies between host and device for (B, H, L, ...) tensors, shared by the streaming
-executor and the out-of-core baseline.
+"""Row copies between host and device for (B, H, L, ...) tensors, for the transport.
 
 A slice ``t[:, :, r0:r1]`` of a ``(B, H, L, ...)`` tensor is not contiguous, and PyTorch
 copies a non-contiguous host tensor to the device through a synchronous temporary. So rows
