@@ -62,6 +62,7 @@ for part in "$@"; do
                tests/attention/test_guardrails.py tests/attention/test_module.py
                tests/attention/test_cli_attention.py tests/attention/test_gpu_kernels.py" ;;
       esac
+      files=${TESTS_FILES:-$files}  # a chosen list (node ids in priority order) overrides
       # shellcheck disable=SC2086
       CQS_GPU_RECORD="$OUT/gpu_test_records_$tag.jsonl" timeout "${TESTS_TIMEOUT:-280}" \
         python3 -m pytest -q -m gpu -p no:cacheprovider -rfEs --durations=10 $files 2>&1 \
