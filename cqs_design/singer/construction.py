@@ -7,7 +7,7 @@
 See :mod:`cqs_design.singer` for the construction.
 
 >>> singer_difference_set(5).elements
-(0, 1, 3, 8, 12, 18)
+(0, 1, 3, 10, 14, 26)
 """
 
 from __future__ import annotations

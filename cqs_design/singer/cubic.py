@@ -9,7 +9,7 @@ points, and the giant steps of baby-step giant-step, which both the table route
 (:mod:`cqs_design.singer.trace`) run.
 
 >>> coefficient_sequence(2, 7).tolist()
-[0, 0, 1, 0, 1, 1, 1]
+[0, 0, 1, 1, 1, 0, 1]
 """
 
 from __future__ import annotations
