@@ -7,6 +7,7 @@ benchmarks/ is not a package: the scripts are imported from their file paths.
 
 from __future__ import annotations
 
+import argparse
 import doctest
 import importlib.util
 import json
@@ -106,11 +107,85 @@ def test_bench_attention_cpu_smoke_covers_every_part(bench_attention, tmp_path, 
         assert rec[key] <= 2e-2, key
     if "streamed_bwd" not in rec.get("errors", {}):
         assert rec["ratio_backward_streamed"] > 0
+    _check_bound_fields(data["records"])
     table = capsys.readouterr().out.splitlines()
     assert any("r_base" in line for line in table)  # the summary has the baseline columns
     png = tmp_path / "a.png"
     assert bench_attention.main(["--plot", str(out), str(png)]) == 0
     assert _is_png(png)
+
+
+def _check_bound_fields(records: list[dict]) -> None:
+    """The host-link bound of every streamed part: no link on the CPU, so the bound is the
+    fastest monolithic kernel's time; bytes moved at least the bound's; the ratio in (0, ~1]
+    where the part ran, None where it failed."""
+    for r in records:
+        assert r["link_h2d_bytes_per_s"] is None
+        assert r["link_d2h_bytes_per_s"] is None
+        for prefix, ratio_key, kernel_key, measured_key in (
+                ("streamed", "ratio_to_bound", "mono_fwd_ms", "streamed_fwd_ms"),
+                ("streamed_bwd", "ratio_to_bound_backward", "mono_bwd_ms", "streamed_bwd_ms")):
+            assert ratio_key in r, ratio_key
+            if prefix in r.get("errors", {}):
+                assert r[ratio_key] is None
+                continue
+            assert r[f"{prefix}_bytes_to_device"] >= r[f"{prefix}_min_bytes_to_device"] > 0
+            assert r[f"{prefix}_bytes_from_device"] >= r[f"{prefix}_min_bytes_from_device"] > 0
+            assert r[f"{prefix}_bound_kind"] in ("compulsory", "reuse")
+            assert r[f"{prefix}_link_ms"] is None
+            assert r[f"{prefix}_bound_ms"] == r[kernel_key]
+            assert r[f"{prefix}_bound_limited_by"] == "kernel"
+            assert math.isclose(r[ratio_key], r[kernel_key] / r[measured_key])
+            assert r[ratio_key] > 0
+        # the streamed forward cannot beat the one kernel call by much (the backward, a
+        # difference of two timings, can look faster on a loaded machine)
+        if "streamed" not in r.get("errors", {}):
+            assert r["ratio_to_bound"] <= 1.5
+
+
+def test_bench_attention_time_bound(bench_attention):
+    tb = bench_attention.time_bound
+    link = tb(kernel_ms=10.0, min_in=4 * 10**9, min_out=10**9, h2d=5e10, d2h=2e10,
+              measured_ms=160.0)
+    assert link == {"link_ms": 80.0, "bound_ms": 80.0, "bound_limited_by": "link",
+                    "ratio_to_bound": 0.5}
+    duplex = tb(kernel_ms=10.0, min_in=10**9, min_out=2 * 10**9, h2d=5e10, d2h=5e10,
+                measured_ms=80.0)  # the directions overlap: the larger, not the sum
+    assert (duplex["link_ms"], duplex["ratio_to_bound"]) == (40.0, 0.5)
+    kernel = tb(kernel_ms=100.0, min_in=10**9, min_out=10**9, h2d=5e10, d2h=5e10,
+                measured_ms=125.0)
+    assert (kernel["bound_limited_by"], kernel["ratio_to_bound"]) == ("kernel", 0.8)
+    assert tb(kernel_ms=None, min_in=1, min_out=1, h2d=1.0, d2h=1.0,
+              measured_ms=1.0)["ratio_to_bound"] is None
+    assert tb(kernel_ms=1.0, min_in=1, min_out=1, h2d=1.0, d2h=1.0,
+              measured_ms=None)["ratio_to_bound"] is None
+    assert doctest.testmod(bench_attention, verbose=False).failed == 0
+
+
+def test_bench_attention_bound_uses_the_measured_link(bench_attention, monkeypatch):
+    # a slow fake link (1 MB/s each way): the bound is the link's time, from the least bytes
+    monkeypatch.setattr(bench_attention, "link_rates", lambda dev: (1e6, 2e6))
+    (rec,) = bench_attention.measure(64, False, heads=1, head_dim=8, reps=1,
+                                     kernel_names=["cpu_flash"], backward=False,
+                                     streamed=True, progress=False, gpu=False, baseline=False,
+                                     streamed_backward=False, device="cpu",
+                                     budget_fraction=0.5)
+    assert (rec["link_h2d_bytes_per_s"], rec["link_d2h_bytes_per_s"]) == (1e6, 2e6)
+    q_bytes = 64 * 8 * 2
+    assert rec["streamed_min_bytes_to_device"] == 3 * q_bytes
+    assert rec["streamed_min_bytes_from_device"] == q_bytes
+    assert math.isclose(rec["streamed_link_ms"], 3 * q_bytes / 1e6 * 1e3)
+    assert rec["streamed_bound_limited_by"] == "link"
+    assert math.isclose(rec["ratio_to_bound"], rec["streamed_link_ms"] / rec["streamed_fwd_ms"])
+    assert "ratio_to_bound_backward" not in rec  # no streamed backward asked
+
+
+def test_bench_attention_budget_fraction_accepts_sixteenths(bench_attention):
+    assert bench_attention._fraction("1/16") == 0.0625
+    assert bench_attention._fraction("1") == 1.0
+    for bad in ("0", "1/0", "-1/4", "x", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench_attention._fraction(bad)
 
 
 def test_bench_attention_mono_only_fastest(bench_attention):
