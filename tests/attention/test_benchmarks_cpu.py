@@ -113,6 +113,62 @@ def test_bench_attention_cpu_smoke_covers_every_part(bench_attention, tmp_path, 
     png = tmp_path / "a.png"
     assert bench_attention.main(["--plot", str(out), str(png)]) == 0
     assert _is_png(png)
+    ratio_png = tmp_path / "ratio.png"  # the ratio-against-budget plot of CPU-made records
+    assert _load("plot_budget_ratio").main([str(ratio_png), str(out)]) == 0
+    assert _is_png(ratio_png)
+
+
+def _sweep_records(with_bound: bool) -> list[dict]:
+    recs = []
+    for L in (262144, 1 << 20):
+        for causal in (False, True):
+            for i, frac in enumerate((1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)):
+                r = {"L": L, "causal": causal, "gpu": "NVIDIA H100", "H": 16, "D": 128,
+                     "mono_kernel": "fa4", "mono_fwd_ms": 800.0, "mono_fwd_tflops": 690.0,
+                     "mono_bwd_ms": 2000.0, "budget_fraction": frac,
+                     "ratio_streamed": 0.5 + 0.1 * i, "ratio_backward_streamed": 0.2 + 0.1 * i}
+                if with_bound:
+                    r.update(streamed_bound_ms=1000.0 if frac < 0.2 else 800.0,
+                             streamed_bwd_bound_ms=2000.0)
+                recs.append(r)
+    recs.append({"L": 262144, "causal": False, "error": "RuntimeError: boom"})
+    return recs
+
+
+@pytest.mark.parametrize("with_bound", [False, True])
+def test_plot_budget_ratio_old_and_new_records(tmp_path, with_bound):
+    mod = _load("plot_budget_ratio")
+    src = tmp_path / "sweep.json"
+    recs = _sweep_records(with_bound)
+    src.write_text(json.dumps({"meta": {}, "records": recs}))
+    fwd = mod.series(mod.load([str(src)]), 262144, True, "forward")
+    assert fwd["fractions"] == [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
+    assert fwd["ratio"] == [0.5, 0.6, 0.7, 0.8, 0.9]
+    assert fwd["ceiling"] == ([0.8, 0.8, 1.0, 1.0, 1.0] if with_bound else [None] * 5)
+    png = tmp_path / "sweep.png"
+    assert mod.main([str(png), str(src), "--lengths", "262144", "1048576"]) == 0
+    assert _is_png(png)
+
+
+def test_plot_budget_ratio_later_files_override_and_errors(tmp_path, capsys):
+    mod = _load("plot_budget_ratio")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    recs = _sweep_records(True)
+    a.write_text(json.dumps({"records": recs}))
+    b.write_text(json.dumps({"records": [{**recs[0], "ratio_streamed": 0.123}]}))
+    merged = mod.load([str(a), str(b)])
+    assert len(merged) == 20
+    assert mod.series(merged, 262144, False, "forward")["ratio"][0] == 0.123
+    png = tmp_path / "x.png"
+    assert mod.main([str(png), str(a), "--lengths", "65536"]) == 2
+    assert "L = 65536" in capsys.readouterr().err
+    no_budget = tmp_path / "c.json"
+    no_budget.write_text(json.dumps({"records": [{"L": 1, "causal": False,
+                                                  "mono_fwd_ms": 1.0}]}))
+    assert mod.main([str(png), str(no_budget)]) == 2
+    assert mod.main([str(png), str(tmp_path / "missing.json")]) == 2
+    assert not png.exists()
+    assert doctest.testmod(mod, verbose=False).failed == 0
 
 
 def _check_bound_fields(records: list[dict]) -> None:
