@@ -12,6 +12,9 @@ import doctest
 import importlib.util
 import json
 import math
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -481,3 +484,36 @@ def test_bench_overhead_cpu_smoke(tmp_path, capsys):
         assert r["kernel_s"] > 0
         assert math.isclose(r["overhead_s"], r["attention_s"] - r["kernel_s"])
     assert capsys.readouterr().out.count("overhead") == 2
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_runs_sweep_parts_run_the_benchmark(tmp_path):
+    """Every sweep part of scripts/gpu_runs.sh passes arguments the benchmark accepts and
+    writes one record per budget fraction (run here on the CPU: a stand-in python3 appends
+    tiny CPU sizes, which override the GPU ones)."""
+    root = BENCH.parent
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text(
+        f'#!/bin/sh\nexec {sys.executable} "$@" --device cpu --lengths 64 --heads 1 '
+        '--head-dim 8 --kernels cpu_flash --reps 1 --quiet\n')
+    (fake / "nvidia-smi").write_text('#!/bin/sh\necho "NVIDIA H100 80GB HBM3"\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(out),
+           "PYTHONPATH": str(root)}
+    parts = ["sweep_256k_full", "sweep_256k_causal", "sweep_1m_causal_a", "sweep_1m_causal_b",
+             "sweep_1m_full"]
+    res = subprocess.run(["bash", "scripts/gpu_runs.sh", *parts], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    expect = {"sweep_256k_full": [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1],
+              "sweep_256k_causal": [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1],
+              "sweep_1m_causal_a": [1 / 16, 1 / 8, 1 / 4], "sweep_1m_causal_b": [1 / 2, 1],
+              "sweep_1m_full": [1 / 4]}
+    for part, fractions in expect.items():
+        recs = json.loads((out / f"attention_h100_{part}.json").read_text())["records"]
+        assert [r["budget_fraction"] for r in recs] == fractions, part
+        assert all("ratio_to_bound" in r for r in recs), part
