@@ -41,7 +41,9 @@ process (``mono_fwd_ms``, ``mono_bwd_ms``) and ``max(min bytes in / h2d, min byt
 d2h)`` (the link is full duplex: the two directions may overlap); ``*_bound_limited_by`` says
 which. ``ratio_to_bound`` (forward) and ``ratio_to_bound_backward`` are bound / measured: 1.0
 would be a run at the bound; None where the part failed. On the CPU, with no link measured,
-the bound is the kernel's time.
+the bound is the kernel's time. ``benchmarks/plot_budget_ratio.py`` draws the ratios against
+the budget fraction beside the bound (the sweep: the ``sweep_*`` parts of
+``scripts/gpu_runs.sh``).
 
 TFLOP/s counts 4·B·H·L²·D per forward (halved for causal) and 2.5x that per backward. Times on
 the GPU are medians of CUDA-event-timed repetitions after one warm-up call; streamed and
