@@ -106,6 +106,8 @@ def test_bound_never_above_the_engines_runs(L, heads, head_dim, causal, backward
             break
         except MemoryBudgetError:
             budget *= 2
+    else:
+        pytest.fail(f"no budget up to {budget} bytes fits")
     rep = last_run_stats()
     assert rep.direction == ("backward" if backward else "forward")
     lb = min_link_bytes(batch=1, heads=heads, q_len=L, kv_len=L, head_dim=head_dim, elem=2,
