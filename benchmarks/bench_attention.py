@@ -22,11 +22,28 @@ like:
   and its accumulators resident, key/value blocks streamed double-buffered, the same kernel),
   independent of the engine, on the same pinned inputs and budget.
 
-``--budget-fraction`` takes several values (e.g. ``0.125 0.25 0.5``): the streamed, baseline and
+``--budget-fraction`` takes several values (e.g. ``0.125 0.25 0.5``, or ``1/16 1/8``): the
+streamed, baseline and
 streamed-backward parts run once per budget, one record each (the monolithic and on-GPU parts
 are measured once and copied into each). Each streamed record names the schedule the planner
 chose (``streamed_schedule``, ``streamed_accumulators``, ``streamed_chosen_because``) and its
 predicted vs measured time.
+
+**The host-link bound** (issue 21): each streamed forward and backward also records the bytes
+the run moved (``streamed_bytes_to_device``, ``streamed_bytes_from_device``; ``streamed_bwd_*``
+for the backward), the bytes any schedule under that budget must move at least
+(``*_min_bytes_to_device``, ``*_min_bytes_from_device``, ``*_bound_kind``: from
+:func:`cqs_attention.engine.placement.traffic.min_link_bytes`), and the pinned host <-> device
+bandwidths measured once per process (``link_h2d_bytes_per_s``, ``link_d2h_bytes_per_s``: the
+best of 3 copies of a 512 MiB pinned buffer; None on the CPU). The lower bound of the run's
+time is ``*_bound_ms = max(kernel, link)``: the fastest monolithic kernel's time in this
+process (``mono_fwd_ms``, ``mono_bwd_ms``) and ``max(min bytes in / h2d, min bytes out /
+d2h)`` (the link is full duplex: the two directions may overlap); ``*_bound_limited_by`` says
+which. ``ratio_to_bound`` (forward) and ``ratio_to_bound_backward`` are bound / measured: 1.0
+would be a run at the bound; None where the part failed. On the CPU, with no link measured,
+the bound is the kernel's time. ``benchmarks/plot_budget_ratio.py`` draws the ratios against
+the budget fraction beside the bound (the sweep: the ``sweep_*`` parts of
+``scripts/gpu_runs.sh``).
 
 TFLOP/s counts 4·B·H·L²·D per forward (halved for causal) and 2.5x that per backward. Times on
 the GPU are medians of CUDA-event-timed repetitions after one warm-up call; streamed and
@@ -68,6 +85,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _baseline_loop import query_block_loop
 from _common import BenchDevice, report_summary, tflops
 
+from cqs_attention.engine.placement.traffic import min_link_bytes
 from cqs_design.cli.options import UsageParser, int_at_least
 
 #: from this length on, ``--reps`` defaults to 1 and only the fastest monolithic kernel is timed
@@ -172,6 +190,72 @@ def _rel(a, b, dev: Any = "cuda") -> float:
 
 _summary = report_summary
 
+#: bytes of the pinned buffer the host <-> device bandwidths are measured with
+LINK_PROBE_BYTES = 512 << 20
+
+#: the measured ``(h2d, d2h)`` bytes/s per device, once per process
+_LINK: dict[str, tuple[float, float]] = {}
+
+
+def link_rates(dev: _Device, nbytes: int = LINK_PROBE_BYTES,
+               reps: int = 3) -> tuple[float | None, float | None]:
+    """``(h2d, d2h)``: the best of ``reps`` copies (after one warm-up) of a pinned host buffer
+    of ``nbytes`` to the device and back, in bytes/s, CUDA-event timed; measured once per
+    process and device. ``(None, None)`` on the CPU."""
+    if not dev.cuda:
+        return None, None
+    key = str(dev.dev)
+    if key not in _LINK:
+        import torch
+
+        host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+        buf = torch.empty(nbytes, dtype=torch.uint8, device=dev.dev)
+
+        def best(copy: Callable[[], Any]) -> float:
+            times = []
+            for _ in range(reps + 1):
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                copy()
+                b.record()
+                torch.cuda.synchronize(dev.dev)
+                times.append(a.elapsed_time(b) / 1e3)
+            return nbytes / min(times[1:])
+
+        h2d = best(lambda: buf.copy_(host, non_blocking=True))
+        d2h = best(lambda: host.copy_(buf, non_blocking=True))
+        del host, buf
+        torch.cuda.empty_cache()
+        _LINK[key] = (h2d, d2h)
+    return _LINK[key]
+
+
+def time_bound(*, kernel_ms: float | None, min_in: int, min_out: int, h2d: float | None,
+               d2h: float | None, measured_ms: float | None) -> dict[str, Any]:
+    """The lower bound of a streamed run's time: the larger of the kernel's time and the
+    link's (``max(min_in / h2d, min_out / d2h)``: the link is full duplex), and bound /
+    measured. Without bandwidths the bound is the kernel's time; without a kernel time or a
+    measured time, what cannot be computed is None.
+
+    >>> b = time_bound(kernel_ms=10.0, min_in=3 * 10**9, min_out=10**9, h2d=5e10, d2h=5e10,
+    ...                measured_ms=120.0)
+    >>> b["link_ms"], b["bound_ms"], b["bound_limited_by"], b["ratio_to_bound"]
+    (60.0, 60.0, 'link', 0.5)
+    >>> time_bound(kernel_ms=10.0, min_in=1, min_out=1, h2d=None, d2h=None,
+    ...            measured_ms=40.0)["ratio_to_bound"]
+    0.25
+    """
+    link_ms = None if h2d is None or d2h is None else max(min_in / h2d, min_out / d2h) * 1e3
+    if kernel_ms is None:
+        bound = None
+    else:
+        bound = kernel_ms if link_ms is None else max(kernel_ms, link_ms)
+    limited = None if bound is None else (
+        "link" if link_ms is not None and link_ms > kernel_ms else "kernel")
+    ratio = None if bound is None or not measured_ms else bound / measured_ms
+    return {"link_ms": link_ms, "bound_ms": bound, "bound_limited_by": limited,
+            "ratio_to_bound": ratio}
+
 
 def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
             kernel_names: list[str], backward: bool, streamed: bool, progress: bool,
@@ -195,6 +279,7 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
     D = _Device(device)
     dev = D.dev
     dt = torch.bfloat16
+    elem = torch.empty((), dtype=dt).element_size()
     scale = 1 / math.sqrt(head_dim)
     kernels = _runnable_kernels(kernel_names, dev, head_dim)
     if mono_only_fastest:
@@ -257,6 +342,29 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
         rec["mono_bwd_ms"] = per[bwd_name]["bwd_ms"]
         rec["mono_bwd_tflops"] = per[bwd_name]["bwd_tflops"]
     update("mono")
+
+    def record_bound(prefix: str, rep: Any, *, backward: bool, measured_ms: float,
+                     ratio_key: str) -> None:
+        """The bytes the run moved, the least any schedule under ``budget`` moves, and the
+        time bound (see the module docstring), under ``prefix``."""
+        lb = min_link_bytes(batch=1, heads=heads, q_len=L, kv_len=L, head_dim=head_dim,
+                            elem=elem, budget=budget, causal=causal, backward=backward)
+        h2d, d2h = link[0] if link else (None, None)
+        rec["link_h2d_bytes_per_s"], rec["link_d2h_bytes_per_s"] = h2d, d2h
+        rec[f"{prefix}_bytes_to_device"] = rep.bytes_to_device
+        rec[f"{prefix}_bytes_from_device"] = rep.bytes_from_device
+        rec[f"{prefix}_min_bytes_to_device"] = lb.bytes_in
+        rec[f"{prefix}_min_bytes_from_device"] = lb.bytes_out
+        rec[f"{prefix}_bound_kind"] = lb.kind
+        b = time_bound(kernel_ms=rec.get("mono_bwd_ms" if backward else "mono_fwd_ms"),
+                       min_in=lb.bytes_in, min_out=lb.bytes_out, h2d=h2d, d2h=d2h,
+                       measured_ms=measured_ms)
+        rec[f"{prefix}_link_ms"] = b["link_ms"]
+        rec[f"{prefix}_bound_ms"] = b["bound_ms"]
+        rec[f"{prefix}_bound_limited_by"] = b["bound_limited_by"]
+        rec[ratio_key] = b["ratio_to_bound"]
+
+    link: list[tuple[float | None, float | None]] = []
 
     def part_gpu() -> None:
         base = D.start_peak()
@@ -322,6 +430,7 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
         rec["streamed_predicted_over_measured"] = rep.predicted_seconds * 1e3 / ms
         rec["streamed_vs_mono_rel_err"] = _rel(keep.pop("out"), mono_out, dev)
         rec["ratio_streamed"] = rec["streamed_fwd_tflops"] / rec["mono_fwd_tflops"]
+        record_bound("streamed", rep, backward=False, measured_ms=ms, ratio_key="ratio_to_bound")
 
     def part_baseline() -> None:
         base = D.start_peak()
@@ -384,6 +493,8 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
         rec["streamed_bwd_accumulators"] = rep.accumulators
         if "mono_bwd_tflops" in rec:
             rec["ratio_backward_streamed"] = rec["streamed_bwd_tflops"] / rec["mono_bwd_tflops"]
+        record_bound("streamed_bwd", rep, backward=True, measured_ms=bwd_ms,
+                     ratio_key="ratio_to_bound_backward")
 
     def run_part(name: str, fn: Callable[[], None]) -> None:
         """Run one part; an error is recorded under ``errors[name]`` and the rest goes on."""
@@ -405,6 +516,11 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
     hq, hk, hv = (D.pin(t) for t in (q, k, v))
     hdout = D.pin(dout) if backward and streamed_backward else None
     q = k = v = dout = None  # frees the device copies (the parts above hold these names)
+    try:
+        link.append(link_rates(D))
+    except Exception as exc:  # no bandwidth: the bound is the kernel's time alone
+        rec.setdefault("errors", {})["link"] = f"{type(exc).__name__}: {exc}"
+        print(f"link error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     first_rec = rec
     out_recs = []
     for frac in (budget_fraction, *more_fractions):
@@ -418,6 +534,10 @@ def measure(L: int, causal: bool, *, heads: int, head_dim: int, reps: int,
         budget = int((hq.numel() + hk.numel() + hv.numel()) * hq.element_size() * frac)
         rec["streamed_budget_bytes"] = budget
         rec["budget_fraction"] = frac
+        if streamed:  # None unless the part measures it (an error leaves None)
+            rec["ratio_to_bound"] = None
+        if hdout is not None:
+            rec["ratio_to_bound_backward"] = None
         if streamed:
             run_part("streamed", part_streamed)
         if baseline:
@@ -441,11 +561,13 @@ _PART_KEYS = {
                                             ("ratio_backward", "x mono"))),
     "streamed": ("attention streamed", (("streamed_fwd_ms", "ms fwd"),
                                         ("streamed_schedule", "schedule"),
-                                        ("ratio_streamed", "x mono"))),
+                                        ("ratio_streamed", "x mono"),
+                                        ("ratio_to_bound", "x bound"))),
     "baseline": ("out-of-core baseline", (("baseline_fwd_ms", "ms fwd"),
                                           ("ratio_baseline", "x mono"))),
     "streamed_bwd": ("attention streamed bwd", (("streamed_bwd_ms", "ms bwd"),
-                                                ("ratio_backward_streamed", "x mono"))),
+                                                ("ratio_backward_streamed", "x mono"),
+                                                ("ratio_to_bound_backward", "x bound"))),
 }
 
 
@@ -558,16 +680,24 @@ def _row(r: dict) -> str:
             f"{f('ratio_backward', '6.3f')} {f('ratio_backward_streamed', '6.3f')} "
             f"{f('budget_fraction', '6.3f')} {f('streamed_peak_over_budget', '6.3f')} "
             f"{f('streamed_bwd_peak_over_budget', '6.3f')} "
-            f"{f('streamed_predicted_over_measured', '6.3f')}")
+            f"{f('streamed_predicted_over_measured', '6.3f')} {f('ratio_to_bound', '6.3f')} "
+            f"{f('ratio_to_bound_backward', '6.3f')}")
 
 
 _positive = int_at_least(1)
 
 
 def _fraction(text: str) -> float:
+    """A budget fraction: a number or ``a/b`` (``1/16`` = 0.0625), finite and > 0.
+
+    >>> _fraction("1/16"), _fraction("0.25")
+    (0.0625, 0.25)
+    """
+    from fractions import Fraction
+
     try:
-        value = float(text)
-    except ValueError:
+        value = float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
     if not value > 0 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
@@ -596,7 +726,8 @@ def interrupt_on_sigint() -> Iterator[None]:
 def _print_table(records: list[dict]) -> None:
     print(f"{'L':>8} {'mask':>6} {'mono':>6} {'fwd':>7} {'gpu':>7} {'stream':>7} {'base':>7} "
           f"{'r_gpu':>6} {'r_str':>6} {'r_base':>6} {'s/b':>6} {'r_bwd':>6} {'r_sbwd':>6} "
-          f"{'frac':>6} {'pk/b':>6} {'bpk/b':>6} {'pr/ms':>6}", flush=True)
+          f"{'frac':>6} {'pk/b':>6} {'bpk/b':>6} {'pr/ms':>6} {'r_bnd':>6} {'r_bbnd':>6}",
+          flush=True)
     for r in records:
         print(_row(r) if "mono_fwd_tflops" in r else r, flush=True)
 
@@ -632,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true", help="skip the out-of-core baseline")
     p.add_argument("--budget-fraction", type=_fraction, nargs="+", default=[0.25],
                    help="memory_budget of the streamed and baseline runs, as fractions of the "
-                        "Q+K+V bytes (default 1/4; several values: one record each)")
+                        "Q+K+V bytes, e.g. 1/16 0.125 1 (default 1/4; several values: one "
+                        "record each)")
     p.add_argument("--device", default="cuda",
                    help="'cuda' (default); 'cpu' runs a small smoke test of this script (sizes "
                         "above)")

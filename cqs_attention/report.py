@@ -154,7 +154,9 @@ class RunReport:
     kernel_calls
         Kernel name -> number of calls.
     bytes_to_device, bytes_from_device
-        Bytes staged onto / copied back from the compute device (0 when data already there).
+        Bytes staged onto / copied back from the compute device (0 when data already there);
+        a streamed run's results that leave the device whole (one call's outputs, gradients
+        or accumulators kept on the device) are counted in the dtype they arrive in.
     peak_device_bytes
         The measured peak: ``torch.cuda.max_memory_allocated`` during the run minus the bytes
         allocated when it started, on CUDA; None on the CPU, where it is not measured.

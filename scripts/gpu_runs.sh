@@ -5,6 +5,20 @@
 #   call 3:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_short bench_256k
 #   call 4:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_1m headline bwd2m
 #   transformers (carry .tfw, made by scripts/fetch_transformers_wheels.sh): ... tfw transformers
+# Issue 21's budget sweep (ratio to FA4 and to the host-link bound, 1/16 ... 1 of Q+K+V, forward
+# and backward; every record has ratio_to_bound), each line one call of at most 10 minutes, in
+# priority order; the estimates are from the H100 times in docs/performance.md and issue 21
+# (FA4 at 256K: 0.85 / 2.3 s fwd / bwd full, 0.41 / 1.1 s causal; 1M causal fwd 6.9 s; the
+# streamed ratios of issue 21, halved for the unmeasured 1/16) and include FA4's compile:
+#   CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env sweep_256k_full sweep_256k_causal  # ~4 min
+#   CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env sweep_1m_causal_a                  # ~4.5 min
+#   CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env sweep_1m_causal_b bench_short      # ~4.5 min
+#   CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env sweep_1m_full                      # ~4 min
+# (about 17 minutes of device time in all; each part's timeout is its estimate + 50-100%, and
+# the JSON is rewritten after every measured part, so a part cut short keeps what it measured).
+# The plot for docs/performance.md, from the files these write (runs anywhere):
+#   python benchmarks/plot_budget_ratio.py benchmarks/results/budget_ratio_h100.png \
+#     benchmarks/results/attention_h100_sweep_*.json --lengths 262144 1048576
 # (tests_a / tests_b split the suite around the FA4 carry when device time is short)
 # FA4 travels as wheels in two calls (../shared/gpu/README.md): "fa4a" copies the first half
 # (the tests that do not need FA4 run in that call), the next call (within 30 s, while the
@@ -78,6 +92,25 @@ for part in "$@"; do
       timeout 110 python3 benchmarks/bench_attention.py --lengths 1048576 --masks causal \
         --kernels fa4 --no-gpu --no-baseline --budget-fraction 0.25 \
         --json "$OUT/attention_${tag}_1m.json" 2>&1 | tail -6 ;;
+    sweep_256k_full|sweep_256k_causal)  # 256K at 1/16 1/8 1/4 1/2 1: FA4, on GPU, streamed,
+      # baseline, streamed backward (full ~150 s: 1/16's backward ~40 s of it; causal ~90 s)
+      mask=${part#sweep_256k_}
+      timeout "$([ "$mask" = full ] && echo 300 || echo 240)" python3 benchmarks/bench_attention.py \
+        --lengths 262144 --masks "$mask" --kernels fa4 --reps 3 \
+        --budget-fraction 1/16 1/8 1/4 1/2 1 \
+        --json "$OUT/attention_${tag}_sweep_256k_$mask.json" 2>&1 | tail -9 ;;
+    sweep_1m_causal_a|sweep_1m_causal_b)  # 1M causal, a) 1/16 1/8 1/4 (~270 s), b) 1/2 1
+      # (~170 s): FA4 fwd and bwd, streamed fwd (warm-up + 1) and bwd (1 run); no on-GPU run
+      # and no baseline (the issue's 1M targets are streamed)
+      if [ "$part" = sweep_1m_causal_a ]; then fr="1/16 1/8 1/4"; lim=420; else fr="1/2 1"; lim=280; fi
+      # shellcheck disable=SC2086
+      timeout "$lim" python3 benchmarks/bench_attention.py --lengths 1048576 --masks causal \
+        --kernels fa4 --no-gpu --no-baseline --budget-fraction $fr \
+        --json "$OUT/attention_${tag}_sweep_1m_causal_${part#sweep_1m_causal_}.json" 2>&1 | tail -7 ;;
+    sweep_1m_full)  # 1M full at 1/4 (~240 s: FA4 fwd 14 s, bwd ~36 s; streamed bwd ~70 s)
+      timeout 420 python3 benchmarks/bench_attention.py --lengths 1048576 --masks full \
+        --kernels fa4 --no-gpu --no-baseline --budget-fraction 1/4 \
+        --json "$OUT/attention_${tag}_sweep_1m_full.json" 2>&1 | tail -5 ;;
     headline)  # 5.5M tokens causal, Q+K+V+O = 90 GB in host memory, 60 GiB budget (~5 min)
       timeout 300 python3 benchmarks/bench_headline.py --json "$OUT/headline_$tag.json" \
         --no-progress 2>&1 | tail -12 ;;
@@ -85,7 +118,7 @@ for part in "$@"; do
       timeout 230 python3 benchmarks/bench_headline.py --seq 2097152 --backward \
         --budget-fraction 0.25 --check-rows 32 --json "$OUT/headline_backward_$tag.json" \
         --no-progress 2>&1 | tail -10 ;;
-    *) echo "usage: $0 fa4a|fa4b|fa4env|tfw|tfenv|transformers|tests|tests_a|tests_b|tests_core|bench_short|bench_256k|bench_1m|headline|bwd2m ..." >&2
+    *) echo "usage: $0 fa4a|fa4b|fa4env|tfw|tfenv|transformers|tests|tests_a|tests_b|tests_core|bench_short|bench_256k|bench_1m|sweep_256k_full|sweep_256k_causal|sweep_1m_causal_a|sweep_1m_causal_b|sweep_1m_full|headline|bwd2m ..." >&2
        exit 2 ;;
   esac
 done

@@ -348,6 +348,7 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choice,
         if not store.results.taken:  # the mask allows no pair at all
             return _no_keys(q, v, ctx.home, out_target)
         out, lse = store.results.tensors
+        _count_result(ctx, (out, q.dtype), (lse, lse.dtype))
         return (_to_home(out, q.dtype, ctx.home, out_target, budget=ctx.budget),
                 lse.to(ctx.home))
     if ctx.request.dist is not None:
@@ -358,6 +359,8 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choice,
         rep.add_time("collective", time.perf_counter() - t0)
     # assemble the result on the home device
     if placement == "device":
+        _count_result(ctx, (store.home_tensor(0), q.dtype),
+                      (store.home_tensor(1), store.home_tensor(1).dtype))
         res_out = _to_home(store.home_tensor(0), q.dtype, ctx.home, out_target,
                            budget=ctx.budget)
         res_lse = store.home_tensor(1).to(ctx.home)
@@ -370,6 +373,17 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, choice: Choice,
             _finish_rows(store, [final_out, res_lse], [None, float("-inf")])
         res_out = final_out
     return res_out, res_lse
+
+
+def _count_result(ctx: RunContext, *results: tuple[torch.Tensor, torch.dtype]) -> None:
+    """Count in ``bytes_from_device`` the results of a streamed run that leave the device
+    outside the transport (one call's outputs, accumulators kept on the device), in the dtype
+    they arrive in at home; the CPU shim counts them as a GPU would move them."""
+    if not ctx.streamed:
+        return
+    for t, dtype in results:
+        ctx.counters.add_bytes_from_device(
+            t.numel() * torch.empty((), dtype=dtype).element_size())
 
 
 def _where(placement: str, ctx: RunContext) -> str:
@@ -534,6 +548,8 @@ def _backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
             rep.add_time("collective", time.perf_counter() - t0)
     else:
         raise RuntimeError("internal error: a backward with one store of each kind")
+    if placement in ("none", "device"):
+        _count_result(ctx, *((g, t.dtype) for g, t in zip(grads, (q, k, v), strict=True)))
     res = []
     for i, t in enumerate((q, k, v)):  # each gradient released once it is home
         res.append(_to_home(grads[i], t.dtype, ctx.home, None, budget=ctx.budget))

@@ -7,10 +7,14 @@ benchmarks/ is not a package: the scripts are imported from their file paths.
 
 from __future__ import annotations
 
+import argparse
 import doctest
 import importlib.util
 import json
 import math
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -106,11 +110,141 @@ def test_bench_attention_cpu_smoke_covers_every_part(bench_attention, tmp_path, 
         assert rec[key] <= 2e-2, key
     if "streamed_bwd" not in rec.get("errors", {}):
         assert rec["ratio_backward_streamed"] > 0
+    _check_bound_fields(data["records"])
     table = capsys.readouterr().out.splitlines()
     assert any("r_base" in line for line in table)  # the summary has the baseline columns
     png = tmp_path / "a.png"
     assert bench_attention.main(["--plot", str(out), str(png)]) == 0
     assert _is_png(png)
+    ratio_png = tmp_path / "ratio.png"  # the ratio-against-budget plot of CPU-made records
+    assert _load("plot_budget_ratio").main([str(ratio_png), str(out)]) == 0
+    assert _is_png(ratio_png)
+
+
+def _sweep_records(with_bound: bool) -> list[dict]:
+    recs = []
+    for L in (262144, 1 << 20):
+        for causal in (False, True):
+            for i, frac in enumerate((1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)):
+                r = {"L": L, "causal": causal, "gpu": "NVIDIA H100", "H": 16, "D": 128,
+                     "mono_kernel": "fa4", "mono_fwd_ms": 800.0, "mono_fwd_tflops": 690.0,
+                     "mono_bwd_ms": 2000.0, "budget_fraction": frac,
+                     "ratio_streamed": 0.5 + 0.1 * i, "ratio_backward_streamed": 0.2 + 0.1 * i}
+                if with_bound:
+                    r.update(streamed_bound_ms=1000.0 if frac < 0.2 else 800.0,
+                             streamed_bwd_bound_ms=2000.0)
+                recs.append(r)
+    recs.append({"L": 262144, "causal": False, "error": "RuntimeError: boom"})
+    return recs
+
+
+@pytest.mark.parametrize("with_bound", [False, True])
+def test_plot_budget_ratio_old_and_new_records(tmp_path, with_bound):
+    mod = _load("plot_budget_ratio")
+    src = tmp_path / "sweep.json"
+    recs = _sweep_records(with_bound)
+    src.write_text(json.dumps({"meta": {}, "records": recs}))
+    fwd = mod.series(mod.load([str(src)]), 262144, True, "forward")
+    assert fwd["fractions"] == [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
+    assert fwd["ratio"] == [0.5, 0.6, 0.7, 0.8, 0.9]
+    assert fwd["ceiling"] == ([0.8, 0.8, 1.0, 1.0, 1.0] if with_bound else [None] * 5)
+    png = tmp_path / "sweep.png"
+    assert mod.main([str(png), str(src), "--lengths", "262144", "1048576"]) == 0
+    assert _is_png(png)
+
+
+def test_plot_budget_ratio_later_files_override_and_errors(tmp_path, capsys):
+    mod = _load("plot_budget_ratio")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    recs = _sweep_records(True)
+    a.write_text(json.dumps({"records": recs}))
+    b.write_text(json.dumps({"records": [{**recs[0], "ratio_streamed": 0.123}]}))
+    merged = mod.load([str(a), str(b)])
+    assert len(merged) == 20
+    assert mod.series(merged, 262144, False, "forward")["ratio"][0] == 0.123
+    png = tmp_path / "x.png"
+    assert mod.main([str(png), str(a), "--lengths", "65536"]) == 2
+    assert "L = 65536" in capsys.readouterr().err
+    no_budget = tmp_path / "c.json"
+    no_budget.write_text(json.dumps({"records": [{"L": 1, "causal": False,
+                                                  "mono_fwd_ms": 1.0}]}))
+    assert mod.main([str(png), str(no_budget)]) == 2
+    assert mod.main([str(png), str(tmp_path / "missing.json")]) == 2
+    assert not png.exists()
+    assert doctest.testmod(mod, verbose=False).failed == 0
+
+
+def _check_bound_fields(records: list[dict]) -> None:
+    """The host-link bound of every streamed part: no link on the CPU, so the bound is the
+    fastest monolithic kernel's time; bytes moved at least the bound's; the ratio in (0, ~1]
+    where the part ran, None where it failed."""
+    for r in records:
+        assert r["link_h2d_bytes_per_s"] is None
+        assert r["link_d2h_bytes_per_s"] is None
+        for prefix, ratio_key, kernel_key, measured_key in (
+                ("streamed", "ratio_to_bound", "mono_fwd_ms", "streamed_fwd_ms"),
+                ("streamed_bwd", "ratio_to_bound_backward", "mono_bwd_ms", "streamed_bwd_ms")):
+            assert ratio_key in r, ratio_key
+            if prefix in r.get("errors", {}):
+                assert r[ratio_key] is None
+                continue
+            assert r[f"{prefix}_bytes_to_device"] >= r[f"{prefix}_min_bytes_to_device"] > 0
+            assert r[f"{prefix}_bytes_from_device"] >= r[f"{prefix}_min_bytes_from_device"] > 0
+            assert r[f"{prefix}_bound_kind"] in ("compulsory", "reuse")
+            assert r[f"{prefix}_link_ms"] is None
+            assert r[f"{prefix}_bound_ms"] == r[kernel_key]
+            assert r[f"{prefix}_bound_limited_by"] == "kernel"
+            assert math.isclose(r[ratio_key], r[kernel_key] / r[measured_key])
+            assert r[ratio_key] > 0
+        # the streamed forward cannot beat the one kernel call by much (the backward, a
+        # difference of two timings, can look faster on a loaded machine)
+        if "streamed" not in r.get("errors", {}):
+            assert r["ratio_to_bound"] <= 1.5
+
+
+def test_bench_attention_time_bound(bench_attention):
+    tb = bench_attention.time_bound
+    link = tb(kernel_ms=10.0, min_in=4 * 10**9, min_out=10**9, h2d=5e10, d2h=2e10,
+              measured_ms=160.0)
+    assert link == {"link_ms": 80.0, "bound_ms": 80.0, "bound_limited_by": "link",
+                    "ratio_to_bound": 0.5}
+    duplex = tb(kernel_ms=10.0, min_in=10**9, min_out=2 * 10**9, h2d=5e10, d2h=5e10,
+                measured_ms=80.0)  # the directions overlap: the larger, not the sum
+    assert (duplex["link_ms"], duplex["ratio_to_bound"]) == (40.0, 0.5)
+    kernel = tb(kernel_ms=100.0, min_in=10**9, min_out=10**9, h2d=5e10, d2h=5e10,
+                measured_ms=125.0)
+    assert (kernel["bound_limited_by"], kernel["ratio_to_bound"]) == ("kernel", 0.8)
+    assert tb(kernel_ms=None, min_in=1, min_out=1, h2d=1.0, d2h=1.0,
+              measured_ms=1.0)["ratio_to_bound"] is None
+    assert tb(kernel_ms=1.0, min_in=1, min_out=1, h2d=1.0, d2h=1.0,
+              measured_ms=None)["ratio_to_bound"] is None
+    assert doctest.testmod(bench_attention, verbose=False).failed == 0
+
+
+def test_bench_attention_bound_uses_the_measured_link(bench_attention, monkeypatch):
+    # a slow fake link (1 MB/s each way): the bound is the link's time, from the least bytes
+    monkeypatch.setattr(bench_attention, "link_rates", lambda dev: (1e6, 2e6))
+    (rec,) = bench_attention.measure(64, False, heads=1, head_dim=8, reps=1,
+                                     kernel_names=["cpu_flash"], backward=False,
+                                     streamed=True, progress=False, gpu=False, baseline=False,
+                                     streamed_backward=False, device="cpu",
+                                     budget_fraction=0.5)
+    assert (rec["link_h2d_bytes_per_s"], rec["link_d2h_bytes_per_s"]) == (1e6, 2e6)
+    q_bytes = 64 * 8 * 2
+    assert rec["streamed_min_bytes_to_device"] == 3 * q_bytes
+    assert rec["streamed_min_bytes_from_device"] == q_bytes
+    assert math.isclose(rec["streamed_link_ms"], 3 * q_bytes / 1e6 * 1e3)
+    assert rec["streamed_bound_limited_by"] == "link"
+    assert math.isclose(rec["ratio_to_bound"], rec["streamed_link_ms"] / rec["streamed_fwd_ms"])
+    assert "ratio_to_bound_backward" not in rec  # no streamed backward asked
+
+
+def test_bench_attention_budget_fraction_accepts_sixteenths(bench_attention):
+    assert bench_attention._fraction("1/16") == 0.0625
+    assert bench_attention._fraction("1") == 1.0
+    for bad in ("0", "1/0", "-1/4", "x", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench_attention._fraction(bad)
 
 
 def test_bench_attention_mono_only_fastest(bench_attention):
@@ -350,3 +484,36 @@ def test_bench_overhead_cpu_smoke(tmp_path, capsys):
         assert r["kernel_s"] > 0
         assert math.isclose(r["overhead_s"], r["attention_s"] - r["kernel_s"])
     assert capsys.readouterr().out.count("overhead") == 2
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_runs_sweep_parts_run_the_benchmark(tmp_path):
+    """Every sweep part of scripts/gpu_runs.sh passes arguments the benchmark accepts and
+    writes one record per budget fraction (run here on the CPU: a stand-in python3 appends
+    tiny CPU sizes, which override the GPU ones)."""
+    root = BENCH.parent
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text(
+        f'#!/bin/sh\nexec {sys.executable} "$@" --device cpu --lengths 64 --heads 1 '
+        '--head-dim 8 --kernels cpu_flash --reps 1 --quiet\n')
+    (fake / "nvidia-smi").write_text('#!/bin/sh\necho "NVIDIA H100 80GB HBM3"\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(out),
+           "PYTHONPATH": str(root)}
+    parts = ["sweep_256k_full", "sweep_256k_causal", "sweep_1m_causal_a", "sweep_1m_causal_b",
+             "sweep_1m_full"]
+    res = subprocess.run(["bash", "scripts/gpu_runs.sh", *parts], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    expect = {"sweep_256k_full": [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1],
+              "sweep_256k_causal": [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1],
+              "sweep_1m_causal_a": [1 / 16, 1 / 8, 1 / 4], "sweep_1m_causal_b": [1 / 2, 1],
+              "sweep_1m_full": [1 / 4]}
+    for part, fractions in expect.items():
+        recs = json.loads((out / f"attention_h100_{part}.json").read_text())["records"]
+        assert [r["budget_fraction"] for r in recs] == fractions, part
+        assert all("ratio_to_bound" in r for r in recs), part

@@ -10,7 +10,10 @@
   force, both directions' choices, the kernel of every kind of call, one-task steps) and the
   re-plan after a single call runs out of memory;
 * :mod:`~cqs_attention.engine.placement.decisions`: the one cache of these decisions
-  (:data:`DECISIONS`).
+  (:data:`DECISIONS`);
+* :mod:`~cqs_attention.engine.placement.traffic`: the lower bound on the bytes any schedule
+  under a budget moves (:func:`min_link_bytes`; what the benchmark's ``ratio_to_bound``
+  divides by the link's bandwidth).
 
 >>> import torch
 >>> dims = Dims(batch=1, heads=2, kv_heads=2, q_len=64, kv_len=64, head_dim=8,
@@ -65,6 +68,7 @@ from cqs_attention.engine.placement.footprint import (
     conversion_slab_bytes,
     footprint,
 )
+from cqs_attention.engine.placement.traffic import LinkBound, min_link_bytes
 
 __all__ = [
     "CALIBRATION_BYTES",
@@ -84,6 +88,7 @@ __all__ = [
     "CostModel",
     "DecisionCache",
     "Dims",
+    "LinkBound",
     "OneTaskSteps",
     "Planned",
     "_describe",
@@ -97,6 +102,7 @@ __all__ = [
     "choose_kernel",
     "conversion_slab_bytes",
     "footprint",
+    "min_link_bytes",
     "plan_call",
     "plan_kernels",
     "predict",
