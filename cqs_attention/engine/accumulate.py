@@ -70,6 +70,8 @@ def _runs(flags: np.ndarray, base: int) -> list[tuple[int, int, bool]]:
 class Residency:
     """Accumulator rows ``rows`` held on the device (``tensors``, row axis 2)."""
 
+    __slots__ = ("_starts", "dirty", "global_view", "ready", "rows", "tensors")
+
     def __init__(self, rows: Sequence[Range], tensors: list[torch.Tensor], *,
                  global_view: bool, ready: Any = None) -> None:
         self.rows = tuple([(int(s), int(e)) for s, e in rows])
@@ -114,6 +116,8 @@ class Residency:
 
 class Results(Residency):
     """The outputs of the one kernel call of a run without accumulators, taken as they are."""
+
+    __slots__ = ("taken",)
 
     def __init__(self, rows: int) -> None:
         super().__init__(((0, rows),), [], global_view=True)

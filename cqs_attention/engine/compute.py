@@ -40,6 +40,8 @@ def call_hook(fn: Callable[[Call], None]) -> Iterator[None]:
 class Staged:
     """Input rows ``rows`` of several tensors, contiguous on the device (row axis 2)."""
 
+    __slots__ = ("ready", "rows", "starts", "tensors")
+
     def __init__(self, rows: Sequence[Range], tensors: list[torch.Tensor], ready: Any) -> None:
         self.rows = tuple([(int(s), int(e)) for s, e in rows])
         self.tensors = tensors
@@ -47,9 +49,14 @@ class Staged:
         self.starts = local_offsets(self.rows)
 
     def local(self, g0: int, g1: int) -> int:
-        for (s, e), st in zip(self.rows, self.starts, strict=True):
+        if len(self.rows) == 1:  # the common case: one range, at offset 0
+            s, e = self.rows[0]
             if s <= g0 and g1 <= e:
-                return st + g0 - s
+                return g0 - s
+        else:
+            for (s, e), st in zip(self.rows, self.starts, strict=True):
+                if s <= g0 and g1 <= e:
+                    return st + g0 - s
         raise KeyError(f"rows [{g0}, {g1}) are not staged in {self.rows}")
 
     def take(self, i: int, ranges: Sequence[Range]) -> torch.Tensor:

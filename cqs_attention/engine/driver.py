@@ -59,7 +59,7 @@ Range = tuple[int, int]
 TASK_HOOKS: list[Callable[[int, int], None]] = []
 
 
-@dataclass
+@dataclass(slots=True)
 class Side:
     """One side of a step on the device: input rows and (optionally) accumulator rows."""
 
@@ -102,6 +102,12 @@ class Driver:
         Out-of-memory errors the run met before this driver (a run without accumulators that
         switched placement): counted in every step's lineage, and no prefetching.
     """
+
+    __slots__ = ("_counts", "_task_ooms", "classified", "compute", "counters", "direction",
+                 "guard", "kv_inputs", "kv_next", "kv_side", "kv_store", "merged",
+                 "on_commit", "ooms_before", "order", "progress", "q_inputs", "q_next",
+                 "q_side", "q_store", "rects", "remaining_kv", "remaining_q", "spec",
+                 "stationary", "tr")
 
     def __init__(self, *, direction: Literal["forward", "backward"], rects: PlanRects,
                  order: Sequence[int], spec: MaskSpec, stationary: str, transport: Transport,
@@ -166,8 +172,12 @@ class Driver:
         # every step of the current task still to run, this one included: the task has
         # started (its rows' remaining counts are decremented), so a side closed now must not
         # finalise rows any of them will still merge into
-        kv = self._side("kv", step.kv_rows, queue)
-        q = self._side("q", step.q_rows, queue)
+        kv = self.kv_side
+        if kv is None or kv.rows != step.kv_rows:
+            kv = self._side("kv", step.kv_rows, queue)
+        q = self.q_side
+        if q is None or q.rows != step.q_rows:
+            q = self._side("q", step.q_rows, queue)
         return q, kv
 
     def _side(self, which: str, rows: tuple[Range, ...], later: deque[Step]) -> Side:
@@ -190,7 +200,8 @@ class Driver:
         # 1.2x the budget)
         del cur
         nxt: Side | None = getattr(self, next_name)
-        setattr(self, next_name, None)
+        if nxt is not None:
+            setattr(self, next_name, None)
         if nxt is not None and nxt.rows == rows:
             side = nxt
         else:

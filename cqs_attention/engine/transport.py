@@ -119,7 +119,7 @@ class Transport:
 
     def __init__(self, device: torch.device, *, streamed: bool,
                  counters: RunCounters | None = None) -> None:
-        self.device = torch.device(device)
+        self.device = device if type(device) is torch.device else torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.streamed = streamed
         self.counters = RunCounters() if counters is None else counters
