@@ -18,7 +18,7 @@ import torch
 
 from cqs_attention.engine.placement import choose_kernel
 from cqs_attention.engine.schedule import Call
-from cqs_attention.engine.transport import local_offsets
+from cqs_attention.engine.transport import row_layout
 from cqs_attention.kernels.base import BlockMask, Kernel, mask_category
 from cqs_attention.report import RunCounters
 
@@ -43,10 +43,9 @@ class Staged:
     __slots__ = ("ready", "rows", "starts", "tensors")
 
     def __init__(self, rows: Sequence[Range], tensors: list[torch.Tensor], ready: Any) -> None:
-        self.rows = tuple([(int(s), int(e)) for s, e in rows])
+        self.rows, self.starts = row_layout(rows)
         self.tensors = tensors
         self.ready = ready
-        self.starts = local_offsets(self.rows)
 
     def local(self, g0: int, g1: int) -> int:
         if len(self.rows) == 1:  # the common case: one range, at offset 0
@@ -79,6 +78,8 @@ class Compute:
     those calls; a category it did not foresee (a call split after an out-of-memory error
     may lose its mask) is chosen by :func:`choose_kernel` when first met.
     """
+
+    __slots__ = ("_kernels", "backend", "counters", "device", "scale")
 
     def __init__(self, *, device: torch.device, backend: str, scale: float,
                  counters: RunCounters,

@@ -406,6 +406,8 @@ class _Progress:
     :data:`PROGRESS_DELAY` seconds (and on a terminal: tqdm decides), False never. The bar is
     created only then, so short runs pay nothing for it."""
 
+    __slots__ = ("bar", "desc", "done", "progress", "start", "total")
+
     def __init__(self, total: int, desc: str, progress: bool | None) -> None:
         self.total = total
         self.desc = desc
