@@ -79,7 +79,7 @@ class Compute:
     may lose its mask) is chosen by :func:`choose_kernel` when first met.
     """
 
-    __slots__ = ("_kernels", "backend", "counters", "device", "scale")
+    __slots__ = ("_kernels", "_own", "backend", "counters", "device", "scale")
 
     def __init__(self, *, device: torch.device, backend: str, scale: float,
                  counters: RunCounters,
@@ -88,13 +88,16 @@ class Compute:
         self.backend = backend
         self.scale = scale
         self.counters = counters
-        self._kernels = dict(kernels or {})
+        self._kernels = kernels if kernels is not None else {}
+        self._own = kernels is None  # the planner's dict is shared: copied before a write
 
     def kernel(self, q: torch.Tensor, k: torch.Tensor, mask: BlockMask | None,
                needs_grad: bool) -> Kernel:
         key = (mask_category(mask), needs_grad)
         kernel = self._kernels.get(key)
         if kernel is None:
+            if not self._own:
+                self._kernels, self._own = dict(self._kernels), True
             kernel = self._kernels[key] = choose_kernel(
                 self.backend, device=self.device, dtype=q.dtype, head_dim=q.shape[-1],
                 gqa=q.shape[1] != k.shape[1], category=key[0], needs_grad=needs_grad,

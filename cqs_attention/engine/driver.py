@@ -230,8 +230,9 @@ class Driver:
             self.q_next = self._stage_q(nxt.q_rows)
 
     def _close_all(self, *, final_ok: bool) -> None:
-        self._close(self.q_next, self.q_store, final_ok=False)
-        self._close(self.kv_next, self.kv_store, final_ok=False)
+        if self.q_next is not None or self.kv_next is not None:
+            self._close(self.q_next, self.q_store, final_ok=False)
+            self._close(self.kv_next, self.kv_store, final_ok=False)
         self._close(self.q_side, self.q_store, final_ok=final_ok)
         self._close(self.kv_side, self.kv_store, final_ok=final_ok)
         self.q_side = self.kv_side = self.q_next = self.kv_next = None
@@ -300,7 +301,7 @@ class Driver:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         rep = self.counters
-        bar = _Progress(len(self.order), f"cqs attention {self.direction}", self.progress)
+        bar = _Progress(len(self.order), self.direction, self.progress)
         t_classify = 0.0
         steps_of: dict[int, list[Step]] = {}
 
@@ -324,7 +325,6 @@ class Driver:
 
         try:
             for n, pos in enumerate(self.order):
-                tid = int(self.rects.ids[pos])
                 queue = deque(steps_for(pos))
                 steps_of.pop(pos, None)
                 self._start_task(pos)
@@ -347,7 +347,7 @@ class Driver:
                     queue.popleft()
                     self.tr.poll()
                 if self.on_commit is not None:
-                    self.on_commit(tid)
+                    self.on_commit(int(self.rects.ids[pos]))
                 bar.update()
             self._close_all(final_ok=True)
         finally:
@@ -406,11 +406,11 @@ class _Progress:
     :data:`PROGRESS_DELAY` seconds (and on a terminal: tqdm decides), False never. The bar is
     created only then, so short runs pay nothing for it."""
 
-    __slots__ = ("bar", "desc", "done", "progress", "start", "total")
+    __slots__ = ("bar", "direction", "done", "progress", "start", "total")
 
-    def __init__(self, total: int, desc: str, progress: bool | None) -> None:
+    def __init__(self, total: int, direction: str, progress: bool | None) -> None:
         self.total = total
-        self.desc = desc
+        self.direction = direction
         self.progress = progress
         self.done = 0
         self.start = time.perf_counter()
@@ -421,8 +421,9 @@ class _Progress:
     def _open(self) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total, desc=self.desc, unit="task", leave=False,
-                        initial=self.done, disable=None if self.progress is None else False)
+        self.bar = tqdm(total=self.total, desc=f"cqs attention {self.direction}", unit="task",
+                        leave=False, initial=self.done,
+                        disable=None if self.progress is None else False)
 
     def update(self) -> None:
         self.done += 1
