@@ -81,9 +81,11 @@ def check_qkv(q: Any, k: Any, v: Any, scale: float | None
     ...
     cqs_attention.errors.AttentionInputError: q has 4 heads, which is not a multiple of k's 3 ...
     """
-    q = as_tensor(q, "q", copy_negative_strides=True)
-    k = as_tensor(k, "k", copy_negative_strides=True)
-    v = as_tensor(v, "v", copy_negative_strides=True)
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
+            and isinstance(v, torch.Tensor)):  # numpy arrays and memmaps: wrapped
+        q = as_tensor(q, "q", copy_negative_strides=True)
+        k = as_tensor(k, "k", copy_negative_strides=True)
+        v = as_tensor(v, "v", copy_negative_strides=True)
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise AttentionInputError(f"{name} must have 4 dims (batch, heads, seq, head_dim), "

@@ -184,14 +184,15 @@ class Driver:
         """One side (``"q"`` or ``"kv"``) for ``rows``: the current one when its rows match;
         else the current one is closed (finalising only rows no step in ``later`` touches)
         and the prefetched one taken, or new rows staged."""
-        side_name, next_name = ("q_side", "q_next") if which == "q" else ("kv_side", "kv_next")
+        is_q = which == "q"
+        side_name, next_name = ("q_side", "q_next") if is_q else ("kv_side", "kv_next")
         cur: Side | None = getattr(self, side_name)
         if cur is not None and cur.rows == rows:
             return cur
-        store = self.q_store if which == "q" else self.kv_store
-        stage = self._stage_q if which == "q" else self._stage_kv
+        store = self.q_store if is_q else self.kv_store
+        stage = self._stage_q if is_q else self._stage_kv
         if cur is not None:
-            touched = [s.q_rows if which == "q" else s.kv_rows for s in later]
+            touched = [s.q_rows if is_q else s.kv_rows for s in later]
             self._close(cur, store, final_ok=not any(ranges_overlap(cur.rows, r) for r in touched))
             setattr(self, side_name, None)
         # no reference to a closed side may survive here: the transport frees its buffers
@@ -200,15 +201,16 @@ class Driver:
         # 1.2x the budget)
         del cur
         nxt: Side | None = getattr(self, next_name)
-        if nxt is not None:
-            setattr(self, next_name, None)
-        if nxt is not None and nxt.rows == rows:
-            side = nxt
-        else:
-            if nxt is not None:
-                self._close(nxt, store, final_ok=False)
-            del nxt
+        if nxt is None:
             side = stage(rows)
+        else:
+            setattr(self, next_name, None)
+            if nxt.rows == rows:
+                side = nxt
+            else:
+                self._close(nxt, store, final_ok=False)
+                del nxt
+                side = stage(rows)
         setattr(self, side_name, side)
         return side
 
