@@ -36,6 +36,7 @@ from cqs_design.plans import Plan, PlanError, make_plan
 __all__ = ["attention", "out_of_core_attention", "resolve_device", "validated_plan"]
 
 _DEVICE_TYPES = ("cpu", "cuda")
+_CPU = torch.device("cpu")
 
 
 def resolve_device(device: Any, q: torch.Tensor) -> torch.device:
@@ -63,14 +64,15 @@ def resolve_device(device: Any, q: torch.Tensor) -> torch.device:
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         return dev
-    if q.device.type not in ("cpu", "cuda"):
-        raise AttentionInputError(f"q is on {q.device}, where no attention kernel runs; move "
+    home = q.device
+    if home.type not in _DEVICE_TYPES:
+        raise AttentionInputError(f"q is on {home}, where no attention kernel runs; move "
                                   "it to the CPU or a CUDA device, or pass device=")
-    if q.device.type != "cpu":
-        return q.device
+    if home.type != "cpu":
+        return home
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    return _CPU
 
 
 def validated_plan(plan: Any, lq: int, lk: int, causal: bool, window: Any) -> tuple[Any, str]:

@@ -81,8 +81,11 @@ def check_qkv(q: Any, k: Any, v: Any, scale: float | None
     ...
     cqs_attention.errors.AttentionInputError: q has 4 heads, which is not a multiple of k's 3 ...
     """
-    q, k, v = (as_tensor(t, n, copy_negative_strides=True) for t, n in ((q, "q"), (k, "k"),
-                                                                         (v, "v")))
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
+            and isinstance(v, torch.Tensor)):  # numpy arrays and memmaps: wrapped
+        q = as_tensor(q, "q", copy_negative_strides=True)
+        k = as_tensor(k, "k", copy_negative_strides=True)
+        v = as_tensor(v, "v", copy_negative_strides=True)
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise AttentionInputError(f"{name} must have 4 dims (batch, heads, seq, head_dim), "
@@ -97,16 +100,17 @@ def check_qkv(q: Any, k: Any, v: Any, scale: float | None
         raise AttentionInputError(f"q, k, v must be on one device, got {q.device}, {k.device}, "
                                   f"{v.device}")
     b, h, _, d = q.shape
-    if k.shape != v.shape:
-        raise AttentionInputError(f"k and v must have the same shape, got {tuple(k.shape)} "
+    k_shape = k.shape
+    if k_shape != v.shape:
+        raise AttentionInputError(f"k and v must have the same shape, got {tuple(k_shape)} "
                                   f"and {tuple(v.shape)}")
-    if k.shape[0] != b:
-        raise AttentionInputError(f"k has batch {k.shape[0]}, q has batch {b}; they must match")
-    if k.shape[3] != d:
-        raise AttentionInputError(f"k has head_dim {k.shape[3]}, q has {d}; they must match")
+    if k_shape[0] != b:
+        raise AttentionInputError(f"k has batch {k_shape[0]}, q has batch {b}; they must match")
+    if k_shape[3] != d:
+        raise AttentionInputError(f"k has head_dim {k_shape[3]}, q has {d}; they must match")
     if d == 0:
         raise AttentionInputError("head_dim must be positive, got 0")
-    hkv = k.shape[1]
+    hkv = k_shape[1]
     if hkv == 0 or h % hkv != 0:
         raise AttentionInputError(f"q has {h} heads, which is not a multiple of k's {hkv} "
                                   "heads (GQA/MQA needs H % Hkv == 0)")

@@ -48,7 +48,7 @@ class PlanSummary:
     task_bytes_estimate: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class RunCounters:
     """Counters and timings of one run, owned by the engine (see :class:`RunReport`)."""
 
@@ -108,7 +108,7 @@ _SUMMARY = tuple(f.name for f in fields(PlanSummary))
 _COUNTERS = tuple(f.name for f in fields(RunCounters))
 
 
-@dataclass
+@dataclass(slots=True)
 class RunReport:
     """What one run did: the planner's :class:`PlanSummary` and the engine's
     :class:`RunCounters`, readable here field by field.

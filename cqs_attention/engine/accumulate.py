@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cqs_attention.engine.transport import Transport, host_empty, local_offsets
+from cqs_attention.engine.transport import Transport, host_empty, local_offsets, row_layout
 from cqs_attention.merge import merge_partials_
 from cqs_design.plans.intervals import ranges_overlap
 
@@ -70,14 +70,15 @@ def _runs(flags: np.ndarray, base: int) -> list[tuple[int, int, bool]]:
 class Residency:
     """Accumulator rows ``rows`` held on the device (``tensors``, row axis 2)."""
 
+    __slots__ = ("_starts", "dirty", "global_view", "ready", "rows", "tensors")
+
     def __init__(self, rows: Sequence[Range], tensors: list[torch.Tensor], *,
                  global_view: bool, ready: Any = None) -> None:
-        self.rows = tuple([(int(s), int(e)) for s, e in rows])
+        self.rows, self._starts = row_layout(rows)
         self.tensors = tensors
         self.global_view = global_view
         self.ready = ready
         self.dirty = False
-        self._starts = local_offsets(self.rows)
 
     def local(self, g: int) -> int:
         """Row index in ``tensors`` of global row ``g``."""
@@ -114,6 +115,8 @@ class Residency:
 
 class Results(Residency):
     """The outputs of the one kernel call of a run without accumulators, taken as they are."""
+
+    __slots__ = ("taken",)
 
     def __init__(self, rows: int) -> None:
         super().__init__(((0, rows),), [], global_view=True)

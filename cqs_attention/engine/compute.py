@@ -18,7 +18,7 @@ import torch
 
 from cqs_attention.engine.placement import choose_kernel
 from cqs_attention.engine.schedule import Call
-from cqs_attention.engine.transport import local_offsets
+from cqs_attention.engine.transport import row_layout
 from cqs_attention.kernels.base import BlockMask, Kernel, mask_category
 from cqs_attention.report import RunCounters
 
@@ -40,16 +40,22 @@ def call_hook(fn: Callable[[Call], None]) -> Iterator[None]:
 class Staged:
     """Input rows ``rows`` of several tensors, contiguous on the device (row axis 2)."""
 
+    __slots__ = ("ready", "rows", "starts", "tensors")
+
     def __init__(self, rows: Sequence[Range], tensors: list[torch.Tensor], ready: Any) -> None:
-        self.rows = tuple([(int(s), int(e)) for s, e in rows])
+        self.rows, self.starts = row_layout(rows)
         self.tensors = tensors
         self.ready = ready
-        self.starts = local_offsets(self.rows)
 
     def local(self, g0: int, g1: int) -> int:
-        for (s, e), st in zip(self.rows, self.starts, strict=True):
+        if len(self.rows) == 1:  # the common case: one range, at offset 0
+            s, e = self.rows[0]
             if s <= g0 and g1 <= e:
-                return st + g0 - s
+                return g0 - s
+        else:
+            for (s, e), st in zip(self.rows, self.starts, strict=True):
+                if s <= g0 and g1 <= e:
+                    return st + g0 - s
         raise KeyError(f"rows [{g0}, {g1}) are not staged in {self.rows}")
 
     def take(self, i: int, ranges: Sequence[Range]) -> torch.Tensor:
@@ -73,6 +79,8 @@ class Compute:
     may lose its mask) is chosen by :func:`choose_kernel` when first met.
     """
 
+    __slots__ = ("_kernels", "_own", "backend", "counters", "device", "scale")
+
     def __init__(self, *, device: torch.device, backend: str, scale: float,
                  counters: RunCounters,
                  kernels: dict[tuple[str, bool], Kernel] | None = None) -> None:
@@ -80,13 +88,16 @@ class Compute:
         self.backend = backend
         self.scale = scale
         self.counters = counters
-        self._kernels = dict(kernels or {})
+        self._kernels = kernels if kernels is not None else {}
+        self._own = kernels is None  # the planner's dict is shared: copied before a write
 
     def kernel(self, q: torch.Tensor, k: torch.Tensor, mask: BlockMask | None,
                needs_grad: bool) -> Kernel:
         key = (mask_category(mask), needs_grad)
         kernel = self._kernels.get(key)
         if kernel is None:
+            if not self._own:
+                self._kernels, self._own = dict(self._kernels), True
             kernel = self._kernels[key] = choose_kernel(
                 self.backend, device=self.device, dtype=q.dtype, head_dim=q.shape[-1],
                 gqa=q.shape[1] != k.shape[1], category=key[0], needs_grad=needs_grad,

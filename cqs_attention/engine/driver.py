@@ -59,7 +59,7 @@ Range = tuple[int, int]
 TASK_HOOKS: list[Callable[[int, int], None]] = []
 
 
-@dataclass
+@dataclass(slots=True)
 class Side:
     """One side of a step on the device: input rows and (optionally) accumulator rows."""
 
@@ -102,6 +102,12 @@ class Driver:
         Out-of-memory errors the run met before this driver (a run without accumulators that
         switched placement): counted in every step's lineage, and no prefetching.
     """
+
+    __slots__ = ("_counts", "_task_ooms", "classified", "compute", "counters", "direction",
+                 "guard", "kv_inputs", "kv_next", "kv_side", "kv_store", "merged",
+                 "on_commit", "ooms_before", "order", "progress", "q_inputs", "q_next",
+                 "q_side", "q_store", "rects", "remaining_kv", "remaining_q", "spec",
+                 "stationary", "tr")
 
     def __init__(self, *, direction: Literal["forward", "backward"], rects: PlanRects,
                  order: Sequence[int], spec: MaskSpec, stationary: str, transport: Transport,
@@ -166,22 +172,27 @@ class Driver:
         # every step of the current task still to run, this one included: the task has
         # started (its rows' remaining counts are decremented), so a side closed now must not
         # finalise rows any of them will still merge into
-        kv = self._side("kv", step.kv_rows, queue)
-        q = self._side("q", step.q_rows, queue)
+        kv = self.kv_side
+        if kv is None or kv.rows != step.kv_rows:
+            kv = self._side("kv", step.kv_rows, queue)
+        q = self.q_side
+        if q is None or q.rows != step.q_rows:
+            q = self._side("q", step.q_rows, queue)
         return q, kv
 
     def _side(self, which: str, rows: tuple[Range, ...], later: deque[Step]) -> Side:
         """One side (``"q"`` or ``"kv"``) for ``rows``: the current one when its rows match;
         else the current one is closed (finalising only rows no step in ``later`` touches)
         and the prefetched one taken, or new rows staged."""
-        side_name, next_name = ("q_side", "q_next") if which == "q" else ("kv_side", "kv_next")
+        is_q = which == "q"
+        side_name, next_name = ("q_side", "q_next") if is_q else ("kv_side", "kv_next")
         cur: Side | None = getattr(self, side_name)
         if cur is not None and cur.rows == rows:
             return cur
-        store = self.q_store if which == "q" else self.kv_store
-        stage = self._stage_q if which == "q" else self._stage_kv
+        store = self.q_store if is_q else self.kv_store
+        stage = self._stage_q if is_q else self._stage_kv
         if cur is not None:
-            touched = [s.q_rows if which == "q" else s.kv_rows for s in later]
+            touched = [s.q_rows if is_q else s.kv_rows for s in later]
             self._close(cur, store, final_ok=not any(ranges_overlap(cur.rows, r) for r in touched))
             setattr(self, side_name, None)
         # no reference to a closed side may survive here: the transport frees its buffers
@@ -190,14 +201,16 @@ class Driver:
         # 1.2x the budget)
         del cur
         nxt: Side | None = getattr(self, next_name)
-        setattr(self, next_name, None)
-        if nxt is not None and nxt.rows == rows:
-            side = nxt
-        else:
-            if nxt is not None:
-                self._close(nxt, store, final_ok=False)
-            del nxt
+        if nxt is None:
             side = stage(rows)
+        else:
+            setattr(self, next_name, None)
+            if nxt.rows == rows:
+                side = nxt
+            else:
+                self._close(nxt, store, final_ok=False)
+                del nxt
+                side = stage(rows)
         setattr(self, side_name, side)
         return side
 
@@ -219,8 +232,9 @@ class Driver:
             self.q_next = self._stage_q(nxt.q_rows)
 
     def _close_all(self, *, final_ok: bool) -> None:
-        self._close(self.q_next, self.q_store, final_ok=False)
-        self._close(self.kv_next, self.kv_store, final_ok=False)
+        if self.q_next is not None or self.kv_next is not None:
+            self._close(self.q_next, self.q_store, final_ok=False)
+            self._close(self.kv_next, self.kv_store, final_ok=False)
         self._close(self.q_side, self.q_store, final_ok=final_ok)
         self._close(self.kv_side, self.kv_store, final_ok=final_ok)
         self.q_side = self.kv_side = self.q_next = self.kv_next = None
@@ -289,7 +303,7 @@ class Driver:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         rep = self.counters
-        bar = _Progress(len(self.order), f"cqs attention {self.direction}", self.progress)
+        bar = _Progress(len(self.order), self.direction, self.progress)
         t_classify = 0.0
         steps_of: dict[int, list[Step]] = {}
 
@@ -313,7 +327,6 @@ class Driver:
 
         try:
             for n, pos in enumerate(self.order):
-                tid = int(self.rects.ids[pos])
                 queue = deque(steps_for(pos))
                 steps_of.pop(pos, None)
                 self._start_task(pos)
@@ -336,7 +349,7 @@ class Driver:
                     queue.popleft()
                     self.tr.poll()
                 if self.on_commit is not None:
-                    self.on_commit(tid)
+                    self.on_commit(int(self.rects.ids[pos]))
                 bar.update()
             self._close_all(final_ok=True)
         finally:
@@ -395,9 +408,11 @@ class _Progress:
     :data:`PROGRESS_DELAY` seconds (and on a terminal: tqdm decides), False never. The bar is
     created only then, so short runs pay nothing for it."""
 
-    def __init__(self, total: int, desc: str, progress: bool | None) -> None:
+    __slots__ = ("bar", "direction", "done", "progress", "start", "total")
+
+    def __init__(self, total: int, direction: str, progress: bool | None) -> None:
         self.total = total
-        self.desc = desc
+        self.direction = direction
         self.progress = progress
         self.done = 0
         self.start = time.perf_counter()
@@ -408,8 +423,9 @@ class _Progress:
     def _open(self) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total, desc=self.desc, unit="task", leave=False,
-                        initial=self.done, disable=None if self.progress is None else False)
+        self.bar = tqdm(total=self.total, desc=f"cqs attention {self.direction}", unit="task",
+                        leave=False, initial=self.done,
+                        disable=None if self.progress is None else False)
 
     def update(self) -> None:
         self.done += 1

@@ -41,6 +41,8 @@ MAX_PLAIN_RETRIES = 3
 class OOMGuard:
     """Out-of-memory policy of one run (see the module docstring)."""
 
+    __slots__ = ("prefetch",)
+
     def __init__(self) -> None:
         self.prefetch = True
 

@@ -7,8 +7,7 @@ field is already valid here: the engine never re-checks an argument.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -19,9 +18,9 @@ from cqs_attention.masks import MaskSpec
 __all__ = ["AttentionRequest"]
 
 
-@dataclass(frozen=True, slots=True)
-class AttentionRequest:
-    """One call of :func:`cqs_attention.attention`, validated.
+class AttentionRequest(NamedTuple):
+    """One call of :func:`cqs_attention.attention`, validated (read-only: a named tuple, the
+    cheapest immutable record to build once per call).
 
     Attributes
     ----------

@@ -69,7 +69,7 @@ __all__ = ["CQSAttentionFunction", "RunContext", "execute", "run_backward", "run
 Classified = OneTaskSteps | None
 
 
-@dataclass
+@dataclass(slots=True)
 class RunContext:
     """Everything about one pass that is not the tensors or the choice of plan."""
 

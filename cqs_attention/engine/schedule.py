@@ -60,7 +60,7 @@ Range = tuple[int, int]
 _IDS = itertools.count()
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One kernel call: query rows ``[q0, q1)`` against the concatenation of ``key_ranges``
     (global coordinates), under ``mask`` in the call's local coordinates."""
@@ -73,14 +73,17 @@ class Call:
 
     @property
     def lk(self) -> int:
-        return sum(e - s for s, e in self.key_ranges)
+        ranges = self.key_ranges
+        if len(ranges) == 1:
+            return ranges[0][1] - ranges[0][0]
+        return sum(e - s for s, e in ranges)
 
     @property
     def lq(self) -> int:
         return self.q1 - self.q0
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
     """Calls sharing one query side and one key/value side, inside plan task ``task_id``."""
 

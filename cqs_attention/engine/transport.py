@@ -49,7 +49,7 @@ import torch
 from cqs_attention.engine.copies import copy_rows_in, copy_rows_out
 from cqs_attention.report import RunCounters
 
-__all__ = ["Transport", "host_empty", "local_offsets"]
+__all__ = ["Transport", "host_empty", "local_offsets", "row_layout"]
 
 Range = tuple[int, int]
 
@@ -104,6 +104,19 @@ def local_offsets(rows: Sequence[Range]) -> list[int]:
     return out
 
 
+def row_layout(rows: Sequence[Range]) -> tuple[tuple[Range, ...], list[int]]:
+    """``rows`` as a tuple of ``(int, int)`` ranges, and :func:`local_offsets` of them.
+
+    >>> row_layout([(3, 5), (9, 10)])
+    (((3, 5), (9, 10)), [0, 2])
+    """
+    if len(rows) == 1:  # the common case (one call's rows)
+        (s, e), = rows
+        return ((int(s), int(e)),), [0]
+    out = tuple([(int(s), int(e)) for s, e in rows])
+    return out, local_offsets(out)
+
+
 class Transport:
     """Copies between home memory and ``device`` (see the module docstring).
 
@@ -117,14 +130,20 @@ class Transport:
         The run's counters: bytes copied each way and ``profile["host_copy"]``.
     """
 
+    __slots__ = ("_owned", "_pending", "_retired", "counters", "cuda", "d2h", "device", "h2d",
+                 "streamed")
+
     def __init__(self, device: torch.device, *, streamed: bool,
                  counters: RunCounters | None = None) -> None:
-        self.device = torch.device(device)
+        self.device = device if type(device) is torch.device else torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.streamed = streamed
         self.counters = RunCounters() if counters is None else counters
-        self.h2d = torch.cuda.Stream(self.device) if self.cuda and streamed else None
-        self.d2h = torch.cuda.Stream(self.device) if self.cuda and streamed else None
+        if self.cuda and streamed:
+            self.h2d = torch.cuda.Stream(self.device)
+            self.d2h = torch.cuda.Stream(self.device)
+        else:
+            self.h2d = self.d2h = None
         self._pending: deque[tuple[Any, Callable[[], None]]] = deque()
         #: buffers handed out by alloc() and not released yet, by id
         self._owned: dict[int, torch.Tensor] = {}
@@ -193,9 +212,10 @@ class Transport:
         are complete (None when already complete for the compute stream)."""
         rows = [(int(s), int(e)) for s, e in rows if e > s]
         if not self.streamed:
+            whole = len(rows) == 1 and rows[0][0] == 0
             out = []
             for t in tensors:
-                if len(rows) == 1 and rows[0] == (0, t.shape[2]):
+                if whole and rows[0][1] == t.shape[2]:
                     out.append(t)  # all rows: the tensor itself
                     continue
                 parts = [t[:, :, s:e] for s, e in rows]

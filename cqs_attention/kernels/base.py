@@ -20,6 +20,7 @@ query heads of each group).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -80,6 +81,13 @@ class BlockMask:
         with only a causal flag can run, cut into rectangles."""
         return self.dense is None and self.lower_offset is None
 
+    @functools.cached_property
+    def category(self) -> str:
+        """:func:`mask_category` of this mask (worked out once: the fields never change)."""
+        if self.is_full:
+            return "none"
+        return "causal" if self.band_only else "dense"
+
 
 def block_mask_tensor(mask: BlockMask | None, lq: int, lk: int,
                       device: torch.device) -> torch.Tensor | None:
@@ -121,9 +129,7 @@ def mask_category(mask: BlockMask | None) -> str:
     >>> mask_category(BlockMask(causal_offset=2, lower_offset=-1))
     'dense'
     """
-    if mask is None or mask.is_full:
-        return "none"
-    return "causal" if mask.band_only else "dense"
+    return "none" if mask is None else mask.category
 
 
 @runtime_checkable

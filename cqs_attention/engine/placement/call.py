@@ -134,13 +134,13 @@ def _plan_key(request: AttentionRequest, budget: int | None) -> tuple[Any, ...]:
     model = ("cpu",) if dev.type != "cuda" else (
         "uncalibrated",) if request.dist is not None else (
         "cuda", budget is not None and budget < CALIBRATION_BYTES)
-    forced = FORCE[-1] if FORCE else {}
-    return ("plan", tuple(q.shape), tuple(k.shape), tuple(v.shape), q.dtype, dev,
+    forced = tuple(sorted(FORCE[-1].items())) if FORCE else ()
+    return ("plan", q.shape, k.shape, v.shape, q.dtype, dev,  # shapes: tuples (torch.Size)
             request.home, request.memory_budget is None, spec.causal, spec.window,
             band, spec.dense_bytes_per_pair(), scale_breaks_masking(request.scale),
             request.plan_digest, request.backend, kernel_registry_version(),
             request.needs_grad, None if request.dist is None else request.dist.world_size,
-            request.checkpoint is not None, tuple(sorted(forced.items())), model)
+            request.checkpoint is not None, forced, model)
 
 
 def plan_call(request: AttentionRequest, budget: int | None) -> Planned:

@@ -23,17 +23,20 @@ class DecisionCache:
 
     def get(self, key: tuple[Any, ...]) -> Any:
         """The value stored under ``key``, or None."""
-        hit = self._kept.get(key)
-        if hit is not None:
-            return hit
+        # a key is in one of the two dicts at most (see put); most lookups are calls' plans
         hit = self._lru.get(key)
         if hit is not None:
             self._lru.move_to_end(key)
-        return hit
+            return hit
+        return self._kept.get(key)
 
     def put(self, key: tuple[Any, ...], value: Any, *, keep: bool = False) -> None:
         """Store ``value`` under ``key`` (``keep``: never evicted)."""
         if keep:
+            self._lru.pop(key, None)
+            self._kept[key] = value
+            return
+        if key in self._kept:  # a kept decision stays kept
             self._kept[key] = value
             return
         self._lru[key] = value
