@@ -32,6 +32,7 @@ from cqs_attention.masks import MaskMod, make_mask_spec
 from cqs_attention.reference import as_tensor, check_qkv
 from cqs_design.difference_sets import DifferenceSet
 from cqs_design.plans import Plan, PlanError, make_plan
+from cqs_design.plans.mask import Mask
 
 __all__ = ["attention", "out_of_core_attention", "resolve_device", "validated_plan"]
 
@@ -109,8 +110,6 @@ def validated_plan(plan: Any, lq: int, lk: int, causal: bool, window: Any) -> tu
 
 def _bounds(causal: bool, window: Any) -> tuple[float, float]:
     """(left, right) reach of the band a causal/window mask allows (inf = unbounded)."""
-    from cqs_design.plans.mask import Mask
-
     band = Mask.of(0, 0, causal=causal, window=window)  # the band rule; lengths unused
     inf = float("inf")
     return (inf if band.lower_shift is None else band.lower_shift,
