@@ -49,8 +49,10 @@ from cqs_design.ppc.numbers import (
     primes_up_to,
 )
 from cqs_design.ppc.order import FACTOR_BUDGET, Order
+from cqs_design.ppc.roots import LargeDivisors
 
-__all__ = ["STORED_TESTS", "BlockResult", "sieve_block", "v_sieve_limit"]
+__all__ = ["STORED_TESTS", "BlockResult", "needs_large_divisors", "sieve_block",
+           "v_sieve_limit"]
 
 #: Tests whose certificates a block result stores (the rest are regenerated in microseconds
 #: to milliseconds by :func:`~cqs_design.ppc.criteria.decide`).
@@ -70,6 +72,17 @@ def v_sieve_limit(hi: int) -> int:
     (1000, 16777216)
     """
     return int(min(MAX_V_SIEVE, max(100, hi)))
+
+
+def needs_large_divisors(lo: int, hi: int, w_limit: int | None = None) -> bool:
+    """Whether some ``v`` of an order in ``[lo, hi)`` can keep two prime factors above the
+    block sieve's ``W`` (then :class:`~cqs_design.ppc.roots.LargeDivisors` completes it).
+
+    >>> needs_large_divisors(2, 10**6), needs_large_divisors(10**8, 10**8 + 10)
+    (False, True)
+    """
+    w = v_sieve_limit(hi) if w_limit is None else w_limit
+    return (w + 1) ** 2 <= (hi - 1) ** 2 + hi
 
 
 @dataclass
@@ -153,6 +166,8 @@ class _Factored:
     v_w: np.ndarray
     v_e: np.ndarray
     v_rest: np.ndarray  # v / (product of the sieved prime powers)
+    #: whether every ``v_rest`` is 1 or a prime (every prime up to ``sqrt(v)`` was sieved)
+    complete: bool = False
 
 
 _W_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -181,7 +196,8 @@ def _v_moduli(limit: int) -> tuple[np.ndarray, np.ndarray]:
     return _W_CACHE[limit]
 
 
-def _factor_block(lo: int, hi: int, w_limit: int) -> _Factored:
+def _factor_block(lo: int, hi: int, w_limit: int,
+                  large: LargeDivisors | None = None) -> _Factored:
     size = hi - lo
     n = np.arange(lo, hi, dtype=np.int64)
     ps = primes_up_to(math.isqrt(hi - 1))
@@ -205,22 +221,39 @@ def _factor_block(lo: int, hi: int, w_limit: int) -> _Factored:
     vidx, which = _hits(lo, size, mod, res)
     w = mod[which]
     ve = _exponents(v[vidx], w)
+    v_max = (hi - 1) ** 2 + hi
+    complete = not needs_large_divisors(lo, hi, w_limit)
+    if large is not None and not complete:
+        if large.w_min > w_limit or large.w_max < math.isqrt(v_max):
+            raise ValueError(f"large divisors ({large.w_min}, {large.w_max}] do not complete "
+                             f"w_limit = {w_limit} for orders below {hi}")
+        bidx, bw = large.block(lo, hi)
+        keep = bw > w_limit
+        bidx, bw = bidx[keep], bw[keep]
+        vidx = np.concatenate([vidx, bidx])
+        w = np.concatenate([w, bw])
+        ve = np.concatenate([ve, _exponents(v[bidx], bw)])
+        complete = True
     vprod = np.ones(size, dtype=np.int64)
     np.multiply.at(vprod, vidx, w**ve)
-    order = np.argsort(vidx, kind="stable")
-    return _Factored(n_idx, n_p, n_e, vidx[order], w[order], ve[order], v // vprod)
+    order = np.lexsort((w, vidx))
+    return _Factored(n_idx, n_p, n_e, vidx[order], w[order], ve[order], v // vprod, complete)
 
 
 # --------------------------------------------------------------------------------------------
 # a block
 # --------------------------------------------------------------------------------------------
 def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
-                keep_outcomes: bool = False) -> BlockResult:
+                keep_outcomes: bool = False,
+                large: LargeDivisors | None = None) -> BlockResult:
     """Decide every order ``n`` with ``lo <= n < hi`` (``2 <= lo < hi <= 2^31``).
 
-    ``w_limit`` is the largest prime used to sieve ``v`` (default :func:`v_sieve_limit`);
-    cofactors of ``v`` left composite are factored one by one.  ``keep_outcomes`` also
-    returns each order's outcome (``BlockResult.outcomes``, one name per order).
+    ``w_limit`` is the largest prime the block sieves ``v`` with (default
+    :func:`v_sieve_limit`).  ``large`` gives the prime divisors of ``v`` above it, up to
+    ``sqrt(v)``, sieved for a whole segment (:class:`~cqs_design.ppc.roots.LargeDivisors`);
+    then what is left of each ``v`` is 1 or a prime.  Without it, cofactors of ``v`` left
+    composite are settled by Jacobi symbols or factored one by one (Pollard-Brent).
+    ``keep_outcomes`` also returns each order's outcome (``BlockResult.outcomes``).
 
     >>> sieve_block(10, 20).counts["mann"]
     4
@@ -232,7 +265,7 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
     start = time.perf_counter()
     w_limit = v_sieve_limit(hi) if w_limit is None else w_limit
     size = hi - lo
-    f = _factor_block(lo, hi, w_limit)
+    f = _factor_block(lo, hi, w_limit, large)
     n = np.arange(lo, hi, dtype=np.int64)
 
     nprimes = np.bincount(f.n_idx, minlength=size)
@@ -250,17 +283,20 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
     todo = ~prime_power & ~brc & ~square
     keep = todo[f.v_idx]
     mann = _mann_triples(f, f.v_idx[keep], f.v_w[keep], small=True, size=size)
-    # the cofactor c of v: a Jacobi symbol (p / c) = -1 is Mann's test without factoring c
     n_start = np.searchsorted(f.n_idx, np.arange(size))
-    for i in np.flatnonzero((f.v_rest > 1) & todo & ~mann):
-        c = int(f.v_rest[i])
-        k0 = int(n_start[i])
-        if any(jacobi(int(p), c) == -1 for p in f.n_p[k0:k0 + nprimes[i]]):
-            mann[i] = True
-    # ... else c is 1 or a prime below W^2; above, a prime or a product of primes > W
-    cofactor_prime = (f.v_rest > 1) & (f.v_rest < np.int64(w_limit) ** 2)
-    for i in np.flatnonzero((f.v_rest >= np.int64(w_limit) ** 2) & todo & ~mann):
-        cofactor_prime[i] = is_prime(int(f.v_rest[i]))
+    if f.complete:  # the cofactor of v is 1 or a prime
+        cofactor_prime = f.v_rest > 1
+    else:
+        # the cofactor c of v: a Jacobi symbol (p / c) = -1 is Mann's test without factoring c
+        for i in np.flatnonzero((f.v_rest > 1) & todo & ~mann):
+            c = int(f.v_rest[i])
+            k0 = int(n_start[i])
+            if any(jacobi(int(p), c) == -1 for p in f.n_p[k0:k0 + nprimes[i]]):
+                mann[i] = True
+        # ... else c is 1 or a prime below W^2; above, a prime or a product of primes > W
+        cofactor_prime = (f.v_rest > 1) & (f.v_rest < np.int64(w_limit) ** 2)
+        for i in np.flatnonzero((f.v_rest >= np.int64(w_limit) ** 2) & todo & ~mann):
+            cofactor_prime[i] = is_prime(int(f.v_rest[i]))
     rest_idx = np.flatnonzero(cofactor_prime & todo & ~mann)
     mann |= _mann_triples(f, rest_idx, f.v_rest[rest_idx], small=False, size=size)
 
