@@ -280,9 +280,12 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
 
     # Mann over every triple (n, p | n, w | v) with w from the sieve and the cofactor, for the
     # orders still open after the prime-power and BRC tests
+    # (in stages, cheapest first; each stage only for the orders the earlier ones left)
     todo = ~prime_power & ~brc & ~square
-    keep = todo[f.v_idx]
-    mann = _mann_triples(f, f.v_idx[keep], f.v_w[keep], small=True, size=size)
+    keep = todo[f.v_idx] & (f.v_w <= _EVEN_TABLE_W)
+    mann = _mann_lookup(f, f.v_idx[keep], f.v_w[keep], size=size)
+    keep = (todo & ~mann)[f.v_idx] & (f.v_w > _EVEN_TABLE_W)
+    mann |= _mann_triples(f, f.v_idx[keep], f.v_w[keep], size=size)
     n_start = np.searchsorted(f.n_idx, np.arange(size))
     if f.complete:  # the cofactor of v is 1 or a prime
         cofactor_prime = f.v_rest > 1
@@ -298,7 +301,7 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
         for i in np.flatnonzero((f.v_rest >= np.int64(w_limit) ** 2) & todo & ~mann):
             cofactor_prime[i] = is_prime(int(f.v_rest[i]))
     rest_idx = np.flatnonzero(cofactor_prime & todo & ~mann)
-    mann |= _mann_triples(f, rest_idx, f.v_rest[rest_idx], small=False, size=size)
+    mann |= _mann_cofactor(f, rest_idx, size=size)
 
     outcome = np.full(size, -1, dtype=np.int64)
     codes = {name: i for i, name in enumerate(OUTCOMES)}
@@ -339,26 +342,78 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
     return BlockResult(lo, hi, tally, stored, opened, time.perf_counter() - start, names)
 
 
-def _mann_triples(f: _Factored, idx: np.ndarray, w: np.ndarray, *, small: bool,
-                  size: int) -> np.ndarray:
-    """``hit[i]``: some prime ``p | n_i`` has even order modulo some listed ``w | v_i``."""
-    hit = np.zeros(size, dtype=bool)
-    if not len(idx):
-        return hit
+#: Primes ``w <= _EVEN_TABLE_W`` (``w = 3`` or ``1 (mod 3)``) get a table of the residues of
+#: even multiplicative order modulo ``w``.
+_EVEN_TABLE_W = 4096
+_EVEN_TABLE: list[tuple[np.ndarray, np.ndarray]] = []
+
+
+def _even_order_table() -> tuple[np.ndarray, np.ndarray]:
+    """``(offset, even)``: residue ``a`` modulo the prime ``w <= _EVEN_TABLE_W`` has even
+    multiplicative order iff ``even[offset[w] + a]`` (``a = 0`` counts as odd, unused)."""
+    if not _EVEN_TABLE:
+        ws = primes_up_to(_EVEN_TABLE_W)
+        ws = ws[(ws == 3) | (ws % 3 == 1)]
+        offset = np.zeros(_EVEN_TABLE_W + 1, dtype=np.int64)
+        offset[ws] = np.cumsum(ws) - ws
+        w = np.repeat(ws, ws)
+        a = np.arange(len(w), dtype=np.int64) - np.repeat(offset[ws], ws)
+        even = _int_pow(a, _odd_part(w - 1), w) > 1
+        _EVEN_TABLE.append((offset, even))
+    return _EVEN_TABLE[0]
+
+
+def _triples(f: _Factored, idx: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                       np.ndarray]:
+    """Every ``(i, p, w)`` for the pairs ``(idx[k], w[k])`` and the primes ``p | n_i``:
+    ``(k, p, w)`` arrays (``k`` indexes the pairs)."""
     n_start = np.searchsorted(f.n_idx, idx)
     n_stop = np.searchsorted(f.n_idx, idx, side="right")
     cnt = n_stop - n_start
     rep = np.repeat(np.arange(len(idx)), cnt)
     start = np.cumsum(cnt) - cnt
     pos = np.repeat(n_start, cnt) + np.arange(int(cnt.sum())) - np.repeat(start, cnt)
-    p = f.n_p[pos]
-    ww = w[rep]
-    u = _odd_part(ww - 1)
-    if small:
-        x = _int_pow(p % ww, u, ww)
-        even = x != 1
-    else:  # the cofactor primes, up to 2^62: Python's pow is faster than numpy here
-        even = np.array([pow(int(a), int(b), int(c)) != 1
-                         for a, b, c in zip(p, u, ww, strict=True)], dtype=bool)
+    return rep, f.n_p[pos], w[rep]
+
+
+def _mann_lookup(f: _Factored, idx: np.ndarray, w: np.ndarray, *, size: int) -> np.ndarray:
+    """:func:`_mann_triples` for ``w <= _EVEN_TABLE_W``, by table lookup."""
+    hit = np.zeros(size, dtype=bool)
+    if not len(idx):
+        return hit
+    offset, even = _even_order_table()
+    rep, p, ww = _triples(f, idx, w)
+    hit[idx[rep[even[offset[ww] + p % ww]]]] = True
+    return hit
+
+
+def _mann_triples(f: _Factored, idx: np.ndarray, w: np.ndarray, *,
+                  size: int) -> np.ndarray:
+    """``hit[i]``: some prime ``p | n_i`` has even order modulo some listed ``w | v_i``
+    (``w < 2^31``)."""
+    hit = np.zeros(size, dtype=bool)
+    if not len(idx):
+        return hit
+    rep, p, ww = _triples(f, idx, w)
+    even = _int_pow(p % ww, _odd_part(ww - 1), ww) != 1
     hit[idx[rep[even]]] = True
+    return hit
+
+
+def _mann_cofactor(f: _Factored, idx: np.ndarray, *, size: int) -> np.ndarray:
+    """:func:`_mann_triples` for the prime cofactors ``c = v_rest[i]`` (up to ``2^62``), one
+    order at a time: Python's ``pow``, stopping at the first ``p`` of even order."""
+    hit = np.zeros(size, dtype=bool)
+    if not len(idx):
+        return hit
+    n_start = np.searchsorted(f.n_idx, idx).tolist()
+    n_stop = np.searchsorted(f.n_idx, idx, side="right").tolist()
+    n_p = f.n_p.tolist()
+    for i, c, a, b in zip(idx.tolist(), f.v_rest[idx].tolist(), n_start, n_stop, strict=True):
+        u = c - 1
+        u //= u & -u
+        for p in n_p[a:b]:
+            if pow(p, u, c) != 1:
+                hit[i] = True
+                break
     return hit
