@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cqs_design.ppc import check_certificate, decide  # noqa: E402
-from cqs_design.ppc.verification import check_result, verify  # noqa: E402
+from cqs_design.ppc.roots import LargeDivisors, root_table  # noqa: E402
+from cqs_design.ppc.sieve import MAX_V_SIEVE, needs_large_divisors, sieve_block  # noqa: E402
+from cqs_design.ppc.verification import SEGMENT_ORDERS, check_result, verify  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -68,17 +70,35 @@ def full_run(max_order: int, block_size: int, out: Path) -> dict[str, object]:
     return summary
 
 
-def project(segment: int, starts: list[int], sample_1e10: int, out: Path) -> dict[str, object]:
+def project(segment: int, starts: list[int], sample_1e10: int, out: Path,
+            block_size: int = 250_000) -> dict[str, object]:
+    top = max(2, min(max(starts), (1 << 31) - 1 - segment)) + segment
+    c0 = time.process_time()
+    root_table(MAX_V_SIEVE, math.isqrt(top * top))  # once per process, timed on its own
+    table_s = time.process_time() - c0
+    sieve_block(2, 1000, w_limit=MAX_V_SIEVE)  # the block sieve's own tables, once
     points = []
     for a in starts:
         lo = max(2, min(a, (1 << 31) - 1 - segment))
+        # the large divisors of v are sieved once per SEGMENT_ORDERS orders in a run: time
+        # one such segment here and charge its cost per order
+        seg_lo = min(lo, (1 << 31) - 1 - SEGMENT_ORDERS)
+        c0 = time.process_time()
+        if needs_large_divisors(seg_lo, seg_lo + SEGMENT_ORDERS):
+            LargeDivisors(seg_lo, seg_lo + SEGMENT_ORDERS, w_min=MAX_V_SIEVE)
+        large_s = time.process_time() - c0
         c0, t0 = time.process_time(), time.perf_counter()
-        r = verify(lo + segment - 1, min_order=lo, block_size=segment)
+        r = verify(lo + segment - 1, min_order=lo, block_size=block_size,
+                   segment_orders=segment)
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
         t = r.totals()
+        blocks_s = sum(b.seconds for b in r.blocks)
+        rate = 1e6 * (blocks_s / segment + large_s / SEGMENT_ORDERS)
         points.append({"min_order": lo, "max_order": lo + segment - 1, "orders": segment,
                        "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
-                       "cpu_us_per_order": round(1e6 * cpu / segment, 2),
+                       "blocks_s": round(blocks_s, 2),
+                       "large_divisors_s_per_segment": round(large_s, 2),
+                       "cpu_us_per_order": round(rate, 2),
                        "open": t["open"], "totals": t})
         print(json.dumps(points[-1]), flush=True)
     xs = [math.log(p["min_order"] + segment / 2) for p in points]
@@ -91,6 +111,20 @@ def project(segment: int, starts: list[int], sample_1e10: int, out: Path) -> dic
 
     def total_s(n: float) -> float:  # integral of A n^alpha microseconds from 2 to n
         return a_coef * (n ** (alpha + 1) - 2 ** (alpha + 1)) / (alpha + 1) / 1e6
+
+    def trapezoid_s(n: float) -> float:  # the measured rates, linear between the points
+        xs_ = [2.0] + [p["min_order"] + segment / 2 for p in points]
+        ys_ = [points[0]["cpu_us_per_order"]] + [p["cpu_us_per_order"] for p in points]
+        total = 0.0
+        for x0, x1, y0, y1 in zip(xs_, xs_[1:], ys_, ys_[1:], strict=False):
+            if x0 >= n:
+                break
+            x1c = min(x1, n)
+            y1c = y0 + (y1 - y0) * (x1c - x0) / (x1 - x0)
+            total += (x1c - x0) * (y0 + y1c) / 2
+        if n > xs_[-1]:  # beyond the last point: the fit's growth from there
+            total += (total_s(n) - total_s(xs_[-1])) * 1e6
+        return total / 1e6
 
     # the per-order functions near 10^10 (no sieve): what one order costs there
     rng = random.Random(0)
@@ -112,8 +146,19 @@ def project(segment: int, starts: list[int], sample_1e10: int, out: Path) -> dic
         "points": points,
         "fit": {"model": "cpu microseconds per order = A * n^alpha",
                 "A": a_coef, "alpha": round(alpha, 4)},
-        "projection_cpu_hours": {"2e9": round(total_s(2e9) / 3600, 1),
-                                 "1e10": round(total_s(1e10) / 3600, 1)},
+        "projection_cpu_hours": {"2e9": round(total_s(2e9) / 3600, 2),
+                                 "1e10": round(total_s(1e10) / 3600, 2)},
+        "projection_cpu_hours_trapezoid": {"2e9": round(trapezoid_s(2e9) / 3600, 2),
+                                           "1e10": round(trapezoid_s(1e10) / 3600, 2),
+                                           "note": "measured rates linear between the "
+                                                   "points; past the last point the fit"},
+        "root_table_cpu_s": round(table_s, 1),
+        "root_table_note": "the roots of x^2+x+1 modulo the primes in (2^24, sqrt(v)], built "
+                           "once per process (each process of a sharded run pays it)",
+        "segment_orders_for_large_divisors": SEGMENT_ORDERS,
+        "rate_note": "cpu_us_per_order = sieve_block CPU per order + the CPU of one "
+                     "LargeDivisors segment (SEGMENT_ORDERS orders from the point) / "
+                     "SEGMENT_ORDERS",
         "per_order_functions_near_1e10": {
             "sample": sample_1e10, "statuses": statuses,
             "mean_ms": round(1e3 * sum(per_order) / len(per_order), 2),
@@ -133,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block-size", type=int, default=250_000)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--project", action="store_true")
-    ap.add_argument("--segment", type=int, default=100_000)
+    ap.add_argument("--segment", type=int, default=2_000_000)
     ap.add_argument("--starts", default="1e6,1e7,1e8,3e8,1e9,1.9998e9")
     ap.add_argument("--sample-1e10", type=int, default=300)
     a = ap.parse_args(argv)
     if a.project:
         starts = [int(float(x)) for x in a.starts.split(",")]
         project(a.segment, starts, a.sample_1e10,
-                a.out or RESULTS / "ppc_projection.json")
+                a.out or RESULTS / "ppc_projection.json", a.block_size)
     else:
         name = f"ppc_{a.max_order:.0e}".replace("+0", "").replace("+", "")
         full_run(a.max_order, a.block_size, a.out or RESULTS / f"{name}.json")
