@@ -172,6 +172,49 @@ def project(segment: int, starts: list[int], sample_1e10: int, out: Path,
     return doc
 
 
+def summarize(result_path: Path, out: Path, sample: int, extra: dict[str, object]) -> dict:
+    """A small summary of a (large) result file, for the repository: totals, counts per
+    10^8 orders, the check, the file's size and sha256, and the commands."""
+    import hashlib
+
+    from cqs_design.ppc.verification import PPCResult
+
+    raw = result_path.read_bytes()
+    result = PPCResult.load(result_path)
+    t1 = time.perf_counter()
+    report = check_result(result, sample=sample)
+    check_s = time.perf_counter() - t1
+    step = 10**8
+    by_range: dict[int, dict[str, int]] = {}
+    for b in result.blocks:
+        row = by_range.setdefault(b.lo // step, {})
+        for k, c in b.counts.items():
+            row[k] = row.get(k, 0) + c
+    doc = {
+        "description": "summary of a full ppc verification run (the result file itself is "
+                       "too large for the repository; the command below regenerates it)",
+        "min_order": result.min_order, "max_order": result.max_order,
+        "orders": result.max_order - result.min_order + 1,
+        "block_size": result.block_size, "blocks": len(result.blocks),
+        "totals": result.totals(), "open": result.open,
+        "stored_certificates": len(result.certificates),
+        "block_seconds_sum": round(sum(b.seconds for b in result.blocks), 1),
+        "block_seconds_note": "wall seconds of sieve_block per block, summed; without the "
+                              "root table and the per-segment sieve of large divisors",
+        "check": {**report.to_dict(), "sample": sample, "seconds": round(check_s, 1)},
+        "result_file": {"name": result_path.name, "bytes": len(raw),
+                        "sha256": hashlib.sha256(raw).hexdigest()},
+        "counts_per_1e8_orders": [{"from": max(result.min_order, i * step),
+                                   "to": min(result.max_order, (i + 1) * step - 1), **row}
+                                  for i, row in sorted(by_range.items())],
+        **extra,
+        "machine": _machine(),
+    }
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in doc.items() if k != "counts_per_1e8_orders"}, indent=1))
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-order", type=int, default=2_000_000)
@@ -181,8 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segment", type=int, default=2_000_000)
     ap.add_argument("--starts", default="1e6,1e7,1e8,3e8,1e9,1.9998e9")
     ap.add_argument("--sample-1e10", type=int, default=300)
+    ap.add_argument("--summarize", type=Path, default=None, metavar="RESULT",
+                    help="write a small summary (--out) of a finished result file")
+    ap.add_argument("--sample", type=int, default=1000)
+    ap.add_argument("--extra", default="{}", help="with --summarize: JSON merged in")
     a = ap.parse_args(argv)
-    if a.project:
+    if a.summarize is not None:
+        summarize(a.summarize, a.out or RESULTS / f"{a.summarize.stem}_summary.json",
+                  a.sample, json.loads(a.extra))
+    elif a.project:
         starts = [int(float(x)) for x in a.starts.split(",")]
         project(a.segment, starts, a.sample_1e10,
                 a.out or RESULTS / "ppc_projection.json", a.block_size)
