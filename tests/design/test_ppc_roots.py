@@ -129,3 +129,23 @@ def test_shards_over_one_journal_give_the_plain_result(tmp_path) -> None:
     assert whole.totals()["open"] == 0
     with pytest.raises(ValueError, match="shard"):
         verify(hi, min_order=lo, block_size=size, shard=(2, 2))
+
+
+def test_sieve_agrees_with_decide_across_2_24_and_near_1e8() -> None:
+    """Blocks on both sides of W = 2^24 (where the large divisors start) and near 10^8:
+    the sieve's outcome of 1,500 random orders equals decide(n)'s."""
+    from cqs_design.ppc import decide
+
+    rng = random.Random(5)
+    for lo, hi in ((W - 6_000, W + 6_000), (10**8, 10**8 + 8_000)):
+        mid = (lo + hi) // 2
+        outcomes: list[str] = []
+        for a, b in ((lo, mid), (mid, hi)):
+            large = LargeDivisors(a, b, w_min=W) if needs_large_divisors(a, b) else None
+            outcomes += sieve_block(a, b, keep_outcomes=True, large=large).outcomes or []
+        assert needs_large_divisors(mid, hi)
+        assert not needs_large_divisors(lo, W)
+        for n in rng.sample(range(lo, hi), 750):
+            v = decide(n)
+            assert outcomes[n - lo] == (v.status if v.certificate is None
+                                        else v.certificate.test), n
