@@ -159,8 +159,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--block-size", type=_positive, default=DEFAULT_BLOCK_SIZE,
                    help=f"orders per block (default {DEFAULT_BLOCK_SIZE})")
     p.add_argument("--w-limit", type=_positive, default=None,
-                   help="largest prime used to sieve n^2+n+1 (default: enough to factor it, "
-                        "at most 2^24)")
+                   help="largest prime each block sieves n^2+n+1 with (default min(N, 2^24)); "
+                        "the primes above it, up to sqrt(n^2+n+1), are sieved per segment")
     p.add_argument("--check", default=None, metavar="FILE",
                    help="re-verify a result file with the checker")
     p.add_argument("--sample", type=_positive, default=1000,

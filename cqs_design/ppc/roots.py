@@ -16,8 +16,8 @@ A prime ``w`` divides ``v`` exactly when ``n`` is a root of ``x^2 + x + 1`` modu
 
 With every prime ``w <= sqrt(v)`` sieved, what is left of ``v`` is 1 or a prime: no
 Pollard-Brent, no primality test.  For ``n < 2^31`` the roots table up to ``2^31`` has 5.2*10^7
-primes (about 35 s to build once per process, 420 MB as ``uint32``); a segment of
-``2.5 * 10^7`` orders near ``2 * 10^9`` has about 6.4 million pairs (1.5 s).
+primes (about 25 s to build once per process, 420 MB as ``uint32``); a segment of
+``2.5 * 10^7`` orders near ``2 * 10^9`` has about 6.4 million pairs (2-3 s).
 
 >>> ws = primes_1mod3(0, 50)
 >>> ws.tolist(), cube_root_of_unity(ws).tolist()
@@ -115,7 +115,7 @@ def root_table(w_min: int, w_max: int) -> tuple[np.ndarray, np.ndarray]:
     """``(w, r)`` as ``uint32`` arrays for the primes ``w = 1 (mod 3)``, ``w_min < w <= w_max``.
 
     Built once per process and ``w_min``, extended when a larger ``w_max`` is asked for
-    (about 35 s and 420 MB to ``2^31``); slices of it are returned.
+    (about 25 s and 420 MB to ``2^31``); slices of it are returned.
     """
     if w_max > MAX_ROOT_PRIME:
         raise ValueError(f"w_max must be <= 2^31 - 1, got {w_max}")
