@@ -8,15 +8,23 @@ sample of regenerated certificates); wall and CPU seconds recorded::
 
     nice -n 10 python benchmarks/bench_ppc.py                  # N = 2*10^6 -> ppc_2e6.json
 
-Projection (``--project``): segments of ``--segment`` orders starting at 10^6 ... and ending
-at 2*10^9,
-each sieved and timed (CPU seconds per order; the box is shared, so CPU time is the stable
-measure), then ``rate(n) = A * n^alpha`` fitted in log-log and integrated to 2*10^9 and to
-10^10.  The sieve works with 64-bit ``v = n^2 + n + 1`` (``n < 2^31``), so the 10^10 figure is
-an extrapolation; the per-order functions (which reach 10^12) are also timed on a random
-sample of orders near 10^10 to bound the cost of the survivors there::
+Projection (``--project``): segments of ``--segment`` orders (default 2*10^6, in blocks of
+``--block-size``) starting at 10^6 ... and ending at 2*10^9, each sieved and timed (CPU
+seconds per order; the box is shared, so CPU time is the stable measure).  The large prime
+divisors of ``v`` are sieved once per ``SEGMENT_ORDERS`` orders in a run, so one such segment is
+timed at each point and charged per order; the root table (once per process) is timed on its
+own.  Then ``rate(n) = A * n^alpha`` is fitted in log-log and integrated to 2*10^9 and to 10^10
+(and the measured rates, linear between the points).  The sieve works with 64-bit
+``v = n^2 + n + 1`` (``n < 2^31``), so the 10^10 figure is an extrapolation; the per-order
+functions (which reach 10^12) are also timed on a random sample of orders near 10^10 to bound
+the cost of the survivors there::
 
     nice -n 10 python benchmarks/bench_ppc.py --project        # -> ppc_projection.json
+
+Summary of a large result file (``--summarize``): totals, counts per 10^8 orders, the check
+(``--sample`` orders), the file's size and sha256, and any ``--extra`` JSON::
+
+    python benchmarks/bench_ppc.py --summarize ppc_2e9.json --out ppc_2e9_summary.json
 """
 
 from __future__ import annotations
