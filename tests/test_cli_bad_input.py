@@ -35,6 +35,10 @@ BAD: dict[str, list[tuple[list[str], str]]] = {
         (["ppc", "--check", "/nonexistent.json"], "no such file: /nonexistent.json"),
         (["ppc", "--max-order", "100", "--min-order", "500"],
          "min_order must be an integer in [2, 100], got 500"),
+        (["ppc", "--max-order", "100", "--shard", "2/2"],
+         "argument --shard: must be K/M with 0 <= K < M, got '2/2'"),
+        (["ppc", "--max-order", "100", "--shard", "x"],
+         "argument --shard: must be K/M with 0 <= K < M, got 'x'"),
     ],
     "cqs-attention": [
         (["demo", "--seq-len", "0"], "argument --seq-len: must be an integer >= 1, got 0"),

@@ -7,6 +7,9 @@ Examples (shell)::
     cqs-design ppc --check result.json                   # re-verify with the checker
     cqs-design ppc --order 1000000                       # one order, with its certificate
     cqs-design ppc --min-order 1999000000 --max-order 2000000000   # a segment
+    cqs-design ppc --max-order 2000000000 --resume run/ --shard 0/2  # two processes, one
+    cqs-design ppc --max-order 2000000000 --resume run/ --shard 1/2  # journal; then the
+    cqs-design ppc --max-order 2000000000 --resume run/ --out r.json # plain run assembles
 
 Exit codes: 0 every non-prime-power order excluded (or the check passed, or the order is
 excluded or a prime power); 1 a negative answer: some order left open, a certificate that
@@ -45,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         result = verify(args.max_order, min_order=args.min_order,
                         block_size=args.block_size, journal=args.resume,
                         progress=not args.no_progress and not args.json,
-                        w_limit=args.w_limit)
+                        w_limit=args.w_limit, shard=args.shard)
     except JournalError as exc:
         raise CLIError(str(exc)) from None
     if args.out is not None:
@@ -56,6 +59,10 @@ def _run(args: argparse.Namespace) -> int:
     text = result.format_summary()
     text += (f"\n\n{len(result.open)} open order(s); {len(result.certificates)} stored "
              f"certificate(s); {result.wall_seconds:.1f} s wall")
+    if args.shard[1] > 1:
+        text += (f"\nshard {args.shard[0]}/{args.shard[1]}: {len(result.blocks)} of "
+                 f"{result.info['blocks']} blocks done so far (a partial result); once every "
+                 "shard is done, the same command without --shard assembles the whole run")
     if result.open:
         text += "\nopen: " + ", ".join(str(o["n"]) for o in result.open[:20])
     emit(payload, as_json=args.json, text=text)
@@ -118,6 +125,17 @@ def _order(text: str) -> int:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    k, sep, m = text.partition("/")
+    try:
+        shard = (int(k), int(m))
+    except ValueError:
+        shard = (-1, 0)
+    if not sep or not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(f"must be K/M with 0 <= K < M, got {text!r}")
+    return shard
+
+
 def register(subparsers: Any) -> None:
     """Add the ``ppc`` sub-command."""
     from cqs_design.ppc.verification import DEFAULT_BLOCK_SIZE, MAX_VERIFY_ORDER
@@ -134,12 +152,15 @@ def register(subparsers: Any) -> None:
                    help="with --max-order: verify only the segment M..N (default M = 2)")
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="journal directory: one file per finished block; resumes a killed run")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/M",
+                   help="with --resume: work only on segments K, K+M, K+2M, ... (M processes "
+                        "share one journal; a plain run with it assembles the result)")
     p.add_argument("--out", default=None, metavar="FILE", help="write the JSON result here")
     p.add_argument("--block-size", type=_positive, default=DEFAULT_BLOCK_SIZE,
                    help=f"orders per block (default {DEFAULT_BLOCK_SIZE})")
     p.add_argument("--w-limit", type=_positive, default=None,
-                   help="largest prime used to sieve n^2+n+1 (default: enough to factor it, "
-                        "at most 2^24)")
+                   help="largest prime each block sieves n^2+n+1 with (default min(N, 2^24)); "
+                        "the primes above it, up to sqrt(n^2+n+1), are sieved per segment")
     p.add_argument("--check", default=None, metavar="FILE",
                    help="re-verify a result file with the checker")
     p.add_argument("--sample", type=_positive, default=1000,

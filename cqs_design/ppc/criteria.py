@@ -204,11 +204,10 @@ def _orbit_ruled_out(o: Order, w: int) -> bool:
         if e is not None:  # a0 is possible iff E divides n + 1 - a0 and n + v/w - a0^2
             a0 = np.arange((n + 1) % e, top + 1, e, dtype=object)
             return not any((n + s - a0 * a0) % e == 0)
-    for a in range(top + 1):
-        h = math.gcd(math.gcd(n + 1 - a, n + s - a * a), w - 1)
-        if all(pow(p, h, w) == 1 for p in o.primes):
-            return False
-    return True
+    # each distinct h = gcd(n + 1 - a0, n + v/w - a0^2, w - 1) is tried once
+    lam = w - 1
+    hs = {math.gcd(math.gcd(n + 1 - a, n + s - a * a), lam) for a in range(top + 1)}
+    return not any(all(pow(p, h, w) == 1 for p in o.primes) for h in sorted(hs))
 
 
 def _orbit_size(o: Order, w: int) -> int | None:

@@ -49,8 +49,10 @@ from cqs_design.ppc.numbers import (
     primes_up_to,
 )
 from cqs_design.ppc.order import FACTOR_BUDGET, Order
+from cqs_design.ppc.roots import LargeDivisors
 
-__all__ = ["STORED_TESTS", "BlockResult", "sieve_block", "v_sieve_limit"]
+__all__ = ["STORED_TESTS", "BlockResult", "needs_large_divisors", "sieve_block",
+           "v_sieve_limit"]
 
 #: Tests whose certificates a block result stores (the rest are regenerated in microseconds
 #: to milliseconds by :func:`~cqs_design.ppc.criteria.decide`).
@@ -70,6 +72,17 @@ def v_sieve_limit(hi: int) -> int:
     (1000, 16777216)
     """
     return int(min(MAX_V_SIEVE, max(100, hi)))
+
+
+def needs_large_divisors(lo: int, hi: int, w_limit: int | None = None) -> bool:
+    """Whether some ``v`` of an order in ``[lo, hi)`` can keep two prime factors above the
+    block sieve's ``W`` (then :class:`~cqs_design.ppc.roots.LargeDivisors` completes it).
+
+    >>> needs_large_divisors(2, 10**6), needs_large_divisors(10**8, 10**8 + 10)
+    (False, True)
+    """
+    w = v_sieve_limit(hi) if w_limit is None else w_limit
+    return (w + 1) ** 2 <= (hi - 1) ** 2 + hi
 
 
 @dataclass
@@ -153,6 +166,8 @@ class _Factored:
     v_w: np.ndarray
     v_e: np.ndarray
     v_rest: np.ndarray  # v / (product of the sieved prime powers)
+    #: whether every ``v_rest`` is 1 or a prime (every prime up to ``sqrt(v)`` was sieved)
+    complete: bool = False
 
 
 _W_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -181,7 +196,8 @@ def _v_moduli(limit: int) -> tuple[np.ndarray, np.ndarray]:
     return _W_CACHE[limit]
 
 
-def _factor_block(lo: int, hi: int, w_limit: int) -> _Factored:
+def _factor_block(lo: int, hi: int, w_limit: int,
+                  large: LargeDivisors | None = None) -> _Factored:
     size = hi - lo
     n = np.arange(lo, hi, dtype=np.int64)
     ps = primes_up_to(math.isqrt(hi - 1))
@@ -205,22 +221,39 @@ def _factor_block(lo: int, hi: int, w_limit: int) -> _Factored:
     vidx, which = _hits(lo, size, mod, res)
     w = mod[which]
     ve = _exponents(v[vidx], w)
+    v_max = (hi - 1) ** 2 + hi
+    complete = not needs_large_divisors(lo, hi, w_limit)
+    if large is not None and not complete:
+        if large.w_min > w_limit or large.w_max < math.isqrt(v_max):
+            raise ValueError(f"large divisors ({large.w_min}, {large.w_max}] do not complete "
+                             f"w_limit = {w_limit} for orders below {hi}")
+        bidx, bw = large.block(lo, hi)
+        keep = bw > w_limit
+        bidx, bw = bidx[keep], bw[keep]
+        vidx = np.concatenate([vidx, bidx])
+        w = np.concatenate([w, bw])
+        ve = np.concatenate([ve, _exponents(v[bidx], bw)])
+        complete = True
     vprod = np.ones(size, dtype=np.int64)
     np.multiply.at(vprod, vidx, w**ve)
-    order = np.argsort(vidx, kind="stable")
-    return _Factored(n_idx, n_p, n_e, vidx[order], w[order], ve[order], v // vprod)
+    order = np.lexsort((w, vidx))
+    return _Factored(n_idx, n_p, n_e, vidx[order], w[order], ve[order], v // vprod, complete)
 
 
 # --------------------------------------------------------------------------------------------
 # a block
 # --------------------------------------------------------------------------------------------
 def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
-                keep_outcomes: bool = False) -> BlockResult:
+                keep_outcomes: bool = False,
+                large: LargeDivisors | None = None) -> BlockResult:
     """Decide every order ``n`` with ``lo <= n < hi`` (``2 <= lo < hi <= 2^31``).
 
-    ``w_limit`` is the largest prime used to sieve ``v`` (default :func:`v_sieve_limit`);
-    cofactors of ``v`` left composite are factored one by one.  ``keep_outcomes`` also
-    returns each order's outcome (``BlockResult.outcomes``, one name per order).
+    ``w_limit`` is the largest prime the block sieves ``v`` with (default
+    :func:`v_sieve_limit`).  ``large`` gives the prime divisors of ``v`` above it, up to
+    ``sqrt(v)``, sieved for a whole segment (:class:`~cqs_design.ppc.roots.LargeDivisors`);
+    then what is left of each ``v`` is 1 or a prime.  Without it, cofactors of ``v`` left
+    composite are settled by Jacobi symbols or factored one by one (Pollard-Brent).
+    ``keep_outcomes`` also returns each order's outcome (``BlockResult.outcomes``).
 
     >>> sieve_block(10, 20).counts["mann"]
     4
@@ -232,7 +265,7 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
     start = time.perf_counter()
     w_limit = v_sieve_limit(hi) if w_limit is None else w_limit
     size = hi - lo
-    f = _factor_block(lo, hi, w_limit)
+    f = _factor_block(lo, hi, w_limit, large)
     n = np.arange(lo, hi, dtype=np.int64)
 
     nprimes = np.bincount(f.n_idx, minlength=size)
@@ -247,22 +280,28 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
 
     # Mann over every triple (n, p | n, w | v) with w from the sieve and the cofactor, for the
     # orders still open after the prime-power and BRC tests
+    # (in stages, cheapest first; each stage only for the orders the earlier ones left)
     todo = ~prime_power & ~brc & ~square
-    keep = todo[f.v_idx]
-    mann = _mann_triples(f, f.v_idx[keep], f.v_w[keep], small=True, size=size)
-    # the cofactor c of v: a Jacobi symbol (p / c) = -1 is Mann's test without factoring c
+    keep = todo[f.v_idx] & (f.v_w <= _EVEN_TABLE_W)
+    mann = _mann_lookup(f, f.v_idx[keep], f.v_w[keep], size=size)
+    keep = (todo & ~mann)[f.v_idx] & (f.v_w > _EVEN_TABLE_W)
+    mann |= _mann_triples(f, f.v_idx[keep], f.v_w[keep], size=size)
     n_start = np.searchsorted(f.n_idx, np.arange(size))
-    for i in np.flatnonzero((f.v_rest > 1) & todo & ~mann):
-        c = int(f.v_rest[i])
-        k0 = int(n_start[i])
-        if any(jacobi(int(p), c) == -1 for p in f.n_p[k0:k0 + nprimes[i]]):
-            mann[i] = True
-    # ... else c is 1 or a prime below W^2; above, a prime or a product of primes > W
-    cofactor_prime = (f.v_rest > 1) & (f.v_rest < np.int64(w_limit) ** 2)
-    for i in np.flatnonzero((f.v_rest >= np.int64(w_limit) ** 2) & todo & ~mann):
-        cofactor_prime[i] = is_prime(int(f.v_rest[i]))
+    if f.complete:  # the cofactor of v is 1 or a prime
+        cofactor_prime = f.v_rest > 1
+    else:
+        # the cofactor c of v: a Jacobi symbol (p / c) = -1 is Mann's test without factoring c
+        for i in np.flatnonzero((f.v_rest > 1) & todo & ~mann):
+            c = int(f.v_rest[i])
+            k0 = int(n_start[i])
+            if any(jacobi(int(p), c) == -1 for p in f.n_p[k0:k0 + nprimes[i]]):
+                mann[i] = True
+        # ... else c is 1 or a prime below W^2; above, a prime or a product of primes > W
+        cofactor_prime = (f.v_rest > 1) & (f.v_rest < np.int64(w_limit) ** 2)
+        for i in np.flatnonzero((f.v_rest >= np.int64(w_limit) ** 2) & todo & ~mann):
+            cofactor_prime[i] = is_prime(int(f.v_rest[i]))
     rest_idx = np.flatnonzero(cofactor_prime & todo & ~mann)
-    mann |= _mann_triples(f, rest_idx, f.v_rest[rest_idx], small=False, size=size)
+    mann |= _mann_cofactor(f, rest_idx, size=size)
 
     outcome = np.full(size, -1, dtype=np.int64)
     codes = {name: i for i, name in enumerate(OUTCOMES)}
@@ -303,26 +342,78 @@ def sieve_block(lo: int, hi: int, *, w_limit: int | None = None,
     return BlockResult(lo, hi, tally, stored, opened, time.perf_counter() - start, names)
 
 
-def _mann_triples(f: _Factored, idx: np.ndarray, w: np.ndarray, *, small: bool,
-                  size: int) -> np.ndarray:
-    """``hit[i]``: some prime ``p | n_i`` has even order modulo some listed ``w | v_i``."""
-    hit = np.zeros(size, dtype=bool)
-    if not len(idx):
-        return hit
+#: Primes ``w <= _EVEN_TABLE_W`` (``w = 3`` or ``1 (mod 3)``) get a table of the residues of
+#: even multiplicative order modulo ``w``.
+_EVEN_TABLE_W = 4096
+_EVEN_TABLE: list[tuple[np.ndarray, np.ndarray]] = []
+
+
+def _even_order_table() -> tuple[np.ndarray, np.ndarray]:
+    """``(offset, even)``: residue ``a`` modulo the prime ``w <= _EVEN_TABLE_W`` has even
+    multiplicative order iff ``even[offset[w] + a]`` (``a = 0`` counts as odd, unused)."""
+    if not _EVEN_TABLE:
+        ws = primes_up_to(_EVEN_TABLE_W)
+        ws = ws[(ws == 3) | (ws % 3 == 1)]
+        offset = np.zeros(_EVEN_TABLE_W + 1, dtype=np.int64)
+        offset[ws] = np.cumsum(ws) - ws
+        w = np.repeat(ws, ws)
+        a = np.arange(len(w), dtype=np.int64) - np.repeat(offset[ws], ws)
+        even = _int_pow(a, _odd_part(w - 1), w) > 1
+        _EVEN_TABLE.append((offset, even))
+    return _EVEN_TABLE[0]
+
+
+def _triples(f: _Factored, idx: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                       np.ndarray]:
+    """Every ``(i, p, w)`` for the pairs ``(idx[k], w[k])`` and the primes ``p | n_i``:
+    ``(k, p, w)`` arrays (``k`` indexes the pairs)."""
     n_start = np.searchsorted(f.n_idx, idx)
     n_stop = np.searchsorted(f.n_idx, idx, side="right")
     cnt = n_stop - n_start
     rep = np.repeat(np.arange(len(idx)), cnt)
     start = np.cumsum(cnt) - cnt
     pos = np.repeat(n_start, cnt) + np.arange(int(cnt.sum())) - np.repeat(start, cnt)
-    p = f.n_p[pos]
-    ww = w[rep]
-    u = _odd_part(ww - 1)
-    if small:
-        x = _int_pow(p % ww, u, ww)
-        even = x != 1
-    else:  # the cofactor primes, up to 2^62: Python's pow is faster than numpy here
-        even = np.array([pow(int(a), int(b), int(c)) != 1
-                         for a, b, c in zip(p, u, ww, strict=True)], dtype=bool)
+    return rep, f.n_p[pos], w[rep]
+
+
+def _mann_lookup(f: _Factored, idx: np.ndarray, w: np.ndarray, *, size: int) -> np.ndarray:
+    """:func:`_mann_triples` for ``w <= _EVEN_TABLE_W``, by table lookup."""
+    hit = np.zeros(size, dtype=bool)
+    if not len(idx):
+        return hit
+    offset, even = _even_order_table()
+    rep, p, ww = _triples(f, idx, w)
+    hit[idx[rep[even[offset[ww] + p % ww]]]] = True
+    return hit
+
+
+def _mann_triples(f: _Factored, idx: np.ndarray, w: np.ndarray, *,
+                  size: int) -> np.ndarray:
+    """``hit[i]``: some prime ``p | n_i`` has even order modulo some listed ``w | v_i``
+    (``w < 2^31``)."""
+    hit = np.zeros(size, dtype=bool)
+    if not len(idx):
+        return hit
+    rep, p, ww = _triples(f, idx, w)
+    even = _int_pow(p % ww, _odd_part(ww - 1), ww) != 1
     hit[idx[rep[even]]] = True
+    return hit
+
+
+def _mann_cofactor(f: _Factored, idx: np.ndarray, *, size: int) -> np.ndarray:
+    """:func:`_mann_triples` for the prime cofactors ``c = v_rest[i]`` (up to ``2^62``), one
+    order at a time: Python's ``pow``, stopping at the first ``p`` of even order."""
+    hit = np.zeros(size, dtype=bool)
+    if not len(idx):
+        return hit
+    n_start = np.searchsorted(f.n_idx, idx).tolist()
+    n_stop = np.searchsorted(f.n_idx, idx, side="right").tolist()
+    n_p = f.n_p.tolist()
+    for i, c, a, b in zip(idx.tolist(), f.v_rest[idx].tolist(), n_start, n_stop, strict=True):
+        u = c - 1
+        u //= u & -u
+        for p in n_p[a:b]:
+            if pow(p, u, c) != 1:
+                hit[i] = True
+                break
     return hit

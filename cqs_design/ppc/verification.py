@@ -34,16 +34,27 @@ from cqs_design.ppc.certificate import TESTS, Certificate, CertificateError
 from cqs_design.ppc.checker import check_certificate
 from cqs_design.ppc.criteria import decide
 from cqs_design.ppc.journal import Journal
-from cqs_design.ppc.sieve import OUTCOMES, STORED_TESTS, BlockResult, sieve_block
+from cqs_design.ppc.roots import LargeDivisors
+from cqs_design.ppc.sieve import (
+    OUTCOMES,
+    STORED_TESTS,
+    BlockResult,
+    needs_large_divisors,
+    sieve_block,
+    v_sieve_limit,
+)
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "MAX_VERIFY_ORDER", "CheckReport", "PPCResult",
-           "check_result", "verify"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "MAX_VERIFY_ORDER", "SEGMENT_ORDERS", "CheckReport",
+           "PPCResult", "check_result", "verify"]
 
 RESULT_FORMAT = "cqs-ppc-result/1"
 #: Orders per block: memory stays near 100 MB, a block takes about a second near 10^6.
 DEFAULT_BLOCK_SIZE = 100_000
 #: The sieve works with 64-bit integers: ``v = n^2 + n + 1 < 2^62``.
 MAX_VERIFY_ORDER = (1 << 31) - 1
+#: Orders per segment: the prime divisors of ``v`` above the block sieve's ``W`` are sieved
+#: once per segment of about this many orders (whole blocks), not per block.
+SEGMENT_ORDERS = 25_000_000
 
 _LABELS = {
     "prime-power": "prime powers (Singer: a cyclic plane exists)",
@@ -144,7 +155,9 @@ class PPCResult:
 def verify(max_order: int, *, min_order: int = 2, block_size: int = DEFAULT_BLOCK_SIZE,
            journal: str | os.PathLike[str] | None = None, progress: bool = False,
            w_limit: int | None = None,
-           on_block: Callable[[BlockResult], None] | None = None) -> PPCResult:
+           on_block: Callable[[BlockResult], None] | None = None,
+           shard: tuple[int, int] = (0, 1),
+           segment_orders: int = SEGMENT_ORDERS) -> PPCResult:
     """Decide every order ``2 <= n <= max_order`` with the criteria; see the module docstring.
 
     Parameters
@@ -166,6 +179,15 @@ def verify(max_order: int, *, min_order: int = 2, block_size: int = DEFAULT_BLOC
         :func:`~cqs_design.ppc.sieve.v_sieve_limit`).
     on_block : callable, optional
         Called with each newly finished block (after it is journaled).
+    shard : (k, m)
+        Work on segments ``k, k + m, k + 2m, ...`` only (segment ``i``: blocks
+        ``i * s ... i * s + s - 1``, ``s = max(1, segment_orders // block_size)``), so ``m``
+        processes sharing one journal split the run; the result then holds only the blocks
+        finished so far (a run with the default ``(0, 1)`` and the same journal assembles
+        the whole result).
+    segment_orders : int
+        About how many orders share one sieve of the large prime divisors of ``v``
+        (:class:`~cqs_design.ppc.roots.LargeDivisors`).
     """
     max_order = check_int(max_order, "max_order", minimum=2, maximum=MAX_VERIFY_ORDER)
     min_order = check_int(min_order, "min_order", minimum=2, maximum=max_order)
@@ -182,26 +204,51 @@ def verify(max_order: int, *, min_order: int = 2, block_size: int = DEFAULT_BLOC
 
     bar = tqdm(total=max_order - min_order + 1, unit="order", unit_scale=True, disable=not progress,
                desc=f"ppc to {max_order}")
+    k, m = shard
+    if not (isinstance(k, int) and isinstance(m, int) and 0 <= k < m):
+        raise ValueError(f"shard must be (k, m) with 0 <= k < m, got {shard}")
+    per_segment = max(1, check_int(segment_orders, "segment_orders", minimum=1) // block_size)
     blocks = []
-    resumed = 0
+    resumed = skipped = 0
     try:
-        for lo, hi in spans:
-            r = done.get(lo)
-            if r is not None and r.hi == hi:
-                resumed += 1
-            else:
-                r = sieve_block(lo, hi, w_limit=w_limit)
-                if j is not None:
-                    j.write(r)
-                if on_block is not None:
-                    on_block(r)
-            blocks.append(r)
-            bar.update(hi - lo)
-            bar.set_postfix(open=sum(len(b.open) for b in blocks), refresh=False)
+        for s0 in range(0, len(spans), per_segment):
+            seg = spans[s0:s0 + per_segment]
+            mine = (s0 // per_segment) % m == k
+            todo = [(lo, hi) for lo, hi in seg
+                    if not (lo in done and done[lo].hi == hi)]
+            large = None
+            if mine:
+                needy = [(lo, hi) for lo, hi in todo if needs_large_divisors(lo, hi, w_limit)]
+                if needy:
+                    large = LargeDivisors(
+                        needy[0][0], needy[-1][1],
+                        w_min=min(v_sieve_limit(hi) if w_limit is None else w_limit
+                                  for _, hi in needy))
+            for lo, hi in seg:
+                r = done.get(lo)
+                if r is not None and r.hi == hi:
+                    resumed += 1
+                elif not mine:
+                    skipped += 1
+                    continue
+                else:
+                    use = large if large is not None and large.lo <= lo < hi <= large.hi \
+                        else None
+                    r = sieve_block(lo, hi, w_limit=w_limit, large=use)
+                    if j is not None:
+                        j.write(r)
+                    if on_block is not None:
+                        on_block(r)
+                blocks.append(r)
+                bar.update(hi - lo)
+                bar.set_postfix(open=sum(len(b.open) for b in blocks), refresh=False)
+            del large
     finally:
         bar.close()
     info = {"blocks": len(spans), "blocks_resumed": resumed, "python": platform.python_version(),
             "machine": platform.platform(), "cpus": os.cpu_count()}
+    if m > 1:
+        info.update(shard=[k, m], blocks_left_to_other_shards=skipped)
     return PPCResult(max_order, block_size, blocks, w_limit, time.perf_counter() - start, info,
                      min_order)
 
