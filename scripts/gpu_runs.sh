@@ -5,6 +5,11 @@
 #   call 3:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_short bench_256k
 #   call 4:                CQS_COMMIT=... bash scripts/gpu_runs.sh fa4env bench_1m headline bwd2m
 #   transformers (carry .tfw, made by scripts/fetch_transformers_wheels.sh): ... tfw transformers
+# When machine starts are scarce (2026-12-07 and -08: every start failed), one call without FA4
+# runs the whole GPU suite, crash cases first, with transformers for the Mistral test:
+#   (carry .tfw) export OUT CQS_COMMIT=... TESTS_TIMEOUT=530 TESTS_FILES="tests/attention/test_masks_gpu.py
+#     tests/attention/test_engine_gpu.py tests/attention/test_kernel_memory_gpu.py ..."; \
+#     bash scripts/gpu_runs.sh tfw tests
 # Issue 21's budget sweep (ratio to FA4 and to the host-link bound, 1/16 ... 1 of Q+K+V, forward
 # and backward; every record has ratio_to_bound), each line one call of at most 10 minutes, in
 # priority order; the estimates are from the H100 times in docs/performance.md and issue 21
