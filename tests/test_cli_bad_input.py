@@ -39,6 +39,9 @@ BAD: dict[str, list[tuple[list[str], str]]] = {
          "argument --shard: must be K/M with 0 <= K < M, got '2/2'"),
         (["ppc", "--max-order", "100", "--shard", "x"],
          "argument --shard: must be K/M with 0 <= K < M, got 'x'"),
+        (["ppc", "--max-order", "100", "--shard", "0/2"],
+         "shard 0/2 needs a journal: without one its blocks are lost and no run can assemble "
+         "the whole result"),
     ],
     "cqs-attention": [
         (["demo", "--seq-len", "0"], "argument --seq-len: must be an integer >= 1, got 0"),

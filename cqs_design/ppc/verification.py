@@ -194,6 +194,13 @@ def verify(max_order: int, *, min_order: int = 2, block_size: int = DEFAULT_BLOC
     block_size = check_int(block_size, "block_size", minimum=1)
     if w_limit is not None:
         w_limit = check_int(w_limit, "w_limit", minimum=3)
+    k, m = shard
+    if not (isinstance(k, int) and isinstance(m, int) and 0 <= k < m):
+        raise ValueError(f"shard must be (k, m) with 0 <= k < m, got {shard}")
+    if m > 1 and journal is None:
+        raise ValueError(f"shard {k}/{m} needs a journal: without one its blocks are lost and "
+                         "no run can assemble the whole result")
+    per_segment = max(1, check_int(segment_orders, "segment_orders", minimum=1) // block_size)
     start = time.perf_counter()
     j = (Journal.open(journal, max_order=max_order, block_size=block_size, w_limit=w_limit,
                       min_order=min_order) if journal is not None else None)
@@ -204,10 +211,6 @@ def verify(max_order: int, *, min_order: int = 2, block_size: int = DEFAULT_BLOC
 
     bar = tqdm(total=max_order - min_order + 1, unit="order", unit_scale=True, disable=not progress,
                desc=f"ppc to {max_order}")
-    k, m = shard
-    if not (isinstance(k, int) and isinstance(m, int) and 0 <= k < m):
-        raise ValueError(f"shard must be (k, m) with 0 <= k < m, got {shard}")
-    per_segment = max(1, check_int(segment_orders, "segment_orders", minimum=1) // block_size)
     blocks = []
     resumed = skipped = 0
     try:

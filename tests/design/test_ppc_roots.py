@@ -129,6 +129,8 @@ def test_shards_over_one_journal_give_the_plain_result(tmp_path) -> None:
     assert whole.totals()["open"] == 0
     with pytest.raises(ValueError, match="shard"):
         verify(hi, min_order=lo, block_size=size, shard=(2, 2))
+    with pytest.raises(ValueError, match="needs a journal"):
+        verify(hi, min_order=lo, block_size=size, shard=(0, 2))
 
 
 def test_sieve_agrees_with_decide_across_2_24_and_near_1e8() -> None:
